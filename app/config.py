@@ -1,0 +1,83 @@
+"""Action settings. Sources, later wins: defaults, process environment (in
+Occlum: `env.default`, which is measured), then /init's `value.env` (from the
+platform, so untrusted).
+
+Settings that change what the enclave protects are in `trusted()` and go into
+the simulated measurement: if the platform changes one through /init, the
+mrenclave changes and the key service stops releasing keys. Settings that only
+change speed or where to connect are not measured; the key-service URL is safe
+to take from the platform because keys are only ever released wrapped to this
+enclave's own ephemeral key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from sesemi.measure import action_trusted_config
+from sesemi.errors import FormatError
+
+_ENV = {
+    "ks_url": "SESEMI_KS_URL",
+    "pack_path": "SESEMI_PACK",
+    "tee": "SESEMI_TEE",
+    "key_ttl_s": "SESEMI_KEY_TTL",
+    "pool_size": "SESEMI_POOL_SIZE",
+    "interp_threads": "SESEMI_INTERP_THREADS",
+    "memory_budget_mb": "SESEMI_MEMORY_BUDGET_MB",
+    "insecure_sim_debug": "SESEMI_INSECURE_SIM_DEBUG",
+}
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    ks_url: str = ""
+    pack_path: str = ""
+    tee: str = "sim"
+    key_ttl_s: float = 60.0
+    pool_size: int = 0                # 0: one interpreter per core
+    interp_threads: int = 1
+    memory_budget_mb: int = 2048      # decrypted models kept loaded (LRU)
+    insecure_sim_debug: bool = False  # sim evidence claims a debug enclave (tests)
+
+    def with_env(self, env: Mapping[str, Any]) -> "ActionConfig":
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            name = _ENV[f.name]
+            if name in env and env[name] not in (None, ""):
+                raw = env[name]
+                try:
+                    if f.type == "bool":
+                        changes[f.name] = str(raw).lower() in ("1", "true", "yes")
+                    elif f.type == "int":
+                        changes[f.name] = int(raw)
+                    elif f.type == "float":
+                        changes[f.name] = float(raw)
+                    else:
+                        changes[f.name] = str(raw)
+                except ValueError:
+                    raise FormatError(f"setting {name}: not a valid {f.type}") from None
+        return replace(self, **changes)
+
+    @classmethod
+    def from_environ(cls) -> "ActionConfig":
+        return cls().with_env(os.environ)
+
+    def effective_pool_size(self) -> int:
+        return self.pool_size if self.pool_size > 0 else max(1, os.cpu_count() or 1)
+
+    def trusted(self) -> dict[str, Any]:
+        return action_trusted_config(tee=self.tee, key_ttl_s=self.key_ttl_s,
+                                     insecure_sim_debug=self.insecure_sim_debug)
+
+    def validate(self) -> None:
+        if not self.ks_url:
+            raise FormatError("no key-service URL: set SESEMI_KS_URL (or --ks)")
+        if not self.pack_path:
+            raise FormatError("no model pack: set SESEMI_PACK (or --pack)")
+        if self.tee != "sim":
+            raise FormatError(f"TEE backend {self.tee!r} is not available in this build (only 'sim')")
+        if not 0 < self.key_ttl_s <= 3600:
+            raise FormatError("key TTL must be in (0, 3600] seconds")

@@ -1,0 +1,96 @@
+"""A pool of LiteRT interpreters over one in-memory model.
+
+`invoke()` releases the GIL, so N interpreters let N requests compute at
+once. Interpreters are built lazily up to the pool size and share the one
+plaintext model buffer (LiteRT keeps a reference to `model_content`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from sesemi.errors import FormatError
+
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # pragma: no cover - older platforms only have tflite-runtime
+    from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+
+
+class InterpreterPool:
+    def __init__(self, model_content: bytes, size: int, num_threads: int = 1) -> None:
+        self._content = model_content
+        self._num_threads = num_threads
+        self._size = size
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._built = 0
+        self._lock = threading.Lock()
+        first = self._build()  # fail now, at load, if the model is not a valid TFLite file
+        self.input_details = first.get_input_details()
+        self.output_details = first.get_output_details()
+        self._free.put(first)
+
+    def _build(self) -> Any:
+        try:
+            interp = Interpreter(model_content=self._content, num_threads=self._num_threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            # LiteRT's message may quote the buffer's start; keep only the type.
+            raise FormatError(f"model does not load as TFLite ({type(exc).__name__})") from None
+        self._built += 1
+        return interp
+
+    @contextmanager
+    def interpreter(self) -> Iterator[Any]:
+        try:
+            interp = self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = self._built < self._size
+                interp = self._build() if grow else None
+            if interp is None:
+                interp = self._free.get()
+        try:
+            yield interp
+        finally:
+            self._free.put(interp)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = self._match_inputs(inputs)
+        with self.interpreter() as interp:
+            current = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
+            resized = False
+            for det, arr in zip(self.input_details, arrays):
+                if current[det["index"]] != arr.shape:
+                    interp.resize_tensor_input(det["index"], list(arr.shape))
+                    resized = True
+            if resized:
+                interp.allocate_tensors()
+            for det, arr in zip(self.input_details, arrays):
+                interp.set_tensor(det["index"], arr)
+            interp.invoke()
+            return {det["name"]: interp.get_tensor(det["index"]) for det in self.output_details}
+
+    def _match_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        dets = self.input_details
+        if len(inputs) != len(dets):
+            raise FormatError(f"model takes {len(dets)} input tensor(s), request has {len(inputs)}")
+        names = [d["name"] for d in dets]
+        ordered = [inputs[n] for n in names] if set(inputs) == set(names) else list(inputs.values())
+        out = []
+        for det, arr in zip(dets, ordered):
+            if arr.dtype != det["dtype"]:
+                raise FormatError(f"input {det['name']!r}: dtype {arr.dtype.name}, model expects "
+                                  f"{np.dtype(det['dtype']).name}")
+            sig = det.get("shape_signature", det["shape"])
+            if len(arr.shape) != len(sig) or any(s != -1 and s != a for s, a in zip(sig, arr.shape)):
+                raise FormatError(f"input {det['name']!r}: shape {list(arr.shape)} does not fit "
+                                  f"{[int(s) for s in sig]}")
+            out.append(arr)
+        return out
+

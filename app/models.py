@@ -1,0 +1,114 @@
+"""Models of this action's pack: decrypted in memory on first use, kept in
+an LRU under a memory budget, each with its own interpreter pool.
+
+The prototype cached one decrypted model, so alternating between two models
+re-decrypted on every switch; here any number fit, up to the budget.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sesemi.pack import Pack
+from sesemi.sealed_model import open_stream
+
+from .interpreter_pool import InterpreterPool
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    pool: InterpreterPool
+    cost_bytes: int
+    in_use: int = 0
+
+
+@dataclass
+class ModelStats:
+    loads: int = 0
+    evictions: int = 0
+    load_seconds: list[float] = field(default_factory=list)
+
+
+class ModelStore:
+    def __init__(self, pack: Pack, pool_size: int, interp_threads: int, budget_bytes: int,
+                 model_key: Callable[[str], bytes]) -> None:
+        self.pack = pack
+        self.pool_size = pool_size
+        self.interp_threads = interp_threads
+        self.budget_bytes = budget_bytes
+        self._model_key = model_key
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self.stats = ModelStats()
+
+    def acquire(self, model_id: str) -> LoadedModel:
+        self.pack.entry(model_id)  # NotFound for models outside the pack, before any key fetch
+        with self._lock:
+            m = self._loaded.get(model_id)
+            if m is not None:
+                self._loaded.move_to_end(model_id)
+                m.in_use += 1
+                return m
+            load_lock = self._load_locks.setdefault(model_id, threading.Lock())
+        with load_lock:
+            with self._lock:
+                m = self._loaded.get(model_id)
+                if m is not None:
+                    m.in_use += 1
+                    return m
+            m = self._load(model_id)
+            with self._lock:
+                self._make_room(m.cost_bytes)
+                self._loaded[model_id] = m
+                m.in_use += 1
+            return m
+
+    def release(self, m: LoadedModel) -> None:
+        with self._lock:
+            m.in_use -= 1
+
+    def _load(self, model_id: str) -> LoadedModel:
+        import time
+
+        t0 = time.perf_counter()
+        key = self._model_key(model_id)
+        blob = self.pack.read_sealed(model_id)
+        pos = 0
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            out = blob[pos:pos + n]
+            pos += n
+            return out
+
+        content = open_stream(read, len(blob), key, model_id)
+        del blob
+        pool = InterpreterPool(content, self.pool_size, self.interp_threads)
+        self.stats.loads += 1
+        self.stats.load_seconds.append(time.perf_counter() - t0)
+        # Plaintext buffer plus a rough allowance for arenas of the pooled interpreters.
+        return LoadedModel(model_id, pool, cost_bytes=2 * len(content))
+
+    def _make_room(self, need: int) -> None:
+        used = sum(m.cost_bytes for m in self._loaded.values())
+        for mid in list(self._loaded):
+            if used + need <= self.budget_bytes:
+                break
+            victim = self._loaded[mid]
+            if victim.in_use == 0:
+                del self._loaded[mid]
+                used -= victim.cost_bytes
+                self.stats.evictions += 1
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._loaded
+
+    @property
+    def loaded_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)

@@ -1,0 +1,89 @@
+"""SeMIRT: the serving runtime inside the enclave. One instance per process.
+
+`run()` is the warm hot path: parse envelope, look up cached keys, decrypt,
+infer, encrypt. No plaintext leaves this module except as ciphertext, and no
+error raised here carries request or model bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from sesemi import envelope, tensors
+from sesemi.attestation.sim import SimBackend
+from sesemi.client import EnclaveKeyClient
+from sesemi.errors import ReplayError
+from sesemi.measure import action_mrenclave
+from sesemi.pack import Pack
+from sesemi import ISV_PROD_ID, ISV_SVN
+
+from .config import ActionConfig
+from .enclave_session import EnclaveSession
+from .models import ModelStore
+
+log = logging.getLogger("sesemi.action")
+
+_REPLAY_WINDOW = 100_000
+
+
+class Runtime:
+    def __init__(self, config: ActionConfig) -> None:
+        config.validate()
+        self.config = config
+        t0 = time.perf_counter()
+        self.pack = Pack(config.pack_path)
+        self.mrenclave = action_mrenclave(config.trusted(), self.pack.manifest_digest)
+        # Only 'sim' exists in this build: evidence is SIMULATED, and every response says so.
+        self.tee = SimBackend(self.mrenclave, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN,
+                              debug=config.insecure_sim_debug)
+        self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url), config.key_ttl_s)
+        self.session.attest()
+        self.models = ModelStore(self.pack, config.effective_pool_size(), config.interp_threads,
+                                 config.memory_budget_mb << 20, self._model_key)
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen_lock = threading.Lock()
+        self.init_seconds = time.perf_counter() - t0
+        self.labels = {"tee": self.tee.name, "insecure_simulation": self.tee.simulated}
+        log.info("initialised: %d model(s) in pack, mrenclave(%s)=%s, attested in-process",
+                 len(self.pack.model_ids), self.tee.name, self.mrenclave)
+
+    def _model_key(self, model_id: str) -> bytes:
+        mk, _ = self.session.keys(model_id, None, need_model_key=True)
+        assert mk is not None
+        return mk
+
+    def _check_replay(self, key: tuple[str, str, str]) -> None:
+        with self._seen_lock:
+            if key in self._seen:
+                raise ReplayError("request id already served (replayed request)")
+            self._seen[key] = None
+            if len(self._seen) > _REPLAY_WINDOW:
+                self._seen.popitem(last=False)
+
+    def run(self, value: Any) -> dict[str, Any]:
+        req = envelope.Envelope.from_json(value)
+        self.pack.entry(req.model_id)  # 404 before any key-service traffic
+        # First request for a model fetches both keys in one round trip; after the
+        # TTL the request key is fetched again, and that is where revocation bites.
+        _, rk = self.session.keys(req.model_id, req.user_id,
+                                  need_model_key=not self.models.is_loaded(req.model_id))
+        assert rk is not None
+        plain = envelope.open_(rk, req, envelope.REQUEST)  # authenticate before any model work
+        self._check_replay((req.model_id, req.user_id, req.request_id))
+        model = self.models.acquire(req.model_id)
+        try:
+            outputs = model.pool.run(tensors.decode(plain))
+        finally:
+            self.models.release(model)
+        resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE,
+                             tensors.encode(outputs))
+        return {"response": resp.to_json(), **self.labels}
+
+    def stats(self) -> dict[str, Any]:
+        return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,
+                "model_evictions": self.models.stats.evictions, "key_fetches": self.session.key_fetches,
+                "mrenclave": self.mrenclave, **self.labels}

@@ -1,0 +1,1 @@
+"""The `sesemi` command line."""

@@ -1,0 +1,165 @@
+"""`sesemi demo`: the whole flow on local defaults, every server a real process.
+
+Owner seals and publishes the digits model, grants a user; the user enrolls
+and sends the held-out digits through the encrypted path; the demo prints the
+encrypted-path accuracy next to a plaintext interpreter's on the same inputs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sesemi import sealed_model
+from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
+from sesemi.envelope import new_request_key
+from sesemi.measure import action_mrenclave, action_trusted_config
+from sesemi.pack import Pack, build as build_pack
+from sesemi.policy import EnclavePolicy
+
+from .home import Home
+from .procs import start_action, start_keyservice
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "digits" / "digits.tflite"
+HELDOUT = REPO / "models" / "digits" / "digits_heldout.npz"
+MODEL_ID = "digits"
+
+
+def _step(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def plaintext_predictions(model_path: Path, x: np.ndarray, batch: int) -> np.ndarray:
+    """The owner's own plaintext run, on the owner's machine: the reference."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_path.read_bytes())
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    preds = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        interp.resize_tensor_input(inp["index"], list(xb.shape))
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], xb)
+        interp.invoke()
+        preds.append(interp.get_tensor(out["index"]).argmax(axis=1))
+    return np.concatenate(preds)
+
+
+def bare_invoke_latency(model_path: Path, sample: np.ndarray, n: int) -> list[float]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_path.read_bytes(), num_threads=1)
+    interp.allocate_tensors()
+    idx = interp.get_input_details()[0]["index"]
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        interp.set_tensor(idx, sample)
+        interp.invoke()
+        interp.get_tensor(interp.get_output_details()[0]["index"])
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_demo(workdir: str | None = None, batch: int = 30) -> dict:
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.mkdtemp(prefix="sesemi-demo-")
+        work = Path(tmp)
+    else:
+        work = Path(workdir)
+        work.mkdir(parents=True, exist_ok=True)
+    home = Home(work / "home")
+    servers = []
+    try:
+        print("WARNING: INSECURE SIMULATION (tee=sim): no SGX here; evidence is simulated and labelled so.")
+        _step("starting the key service (--insecure-sim-attestation)")
+        ks_srv = start_keyservice(work)
+        servers.append(ks_srv)
+        pin = attest_key_service(ks_srv.url, insecure_sim=True)
+        home.save_pin(pin)
+        print(f"    pinned key service: tee={pin.tee} mrenclave={pin.mrenclave[:16]}...")
+        ks = KeyServiceClient(pin)
+
+        _step("owner and user identities")
+        owner, user = home.new_identity("owner"), home.new_identity("user")
+        ks.register(owner)
+        ks.register(user)
+        print(f"    owner {owner.principal_id}\n    user  {user.principal_id}")
+
+        _step("owner seals the model and builds a pack")
+        key = sealed_model.new_model_key()
+        sealed = work / "digits.sealed"
+        sealed_model.seal_file(MODEL, sealed, key, MODEL_ID)
+        home.save_model_key(MODEL_ID, key)
+        pack_path = work / "models.pack"
+        build_pack(pack_path, [sealed])
+        pack = Pack(pack_path)
+        mrenclave = action_mrenclave(action_trusted_config(tee="sim", key_ttl_s=60.0, insecure_sim_debug=False),
+                                     pack.manifest_digest)
+        pack.close()
+        print(f"    action mrenclave (sim) {mrenclave}")
+
+        _step("owner publishes the model key with its enclave policy, grants the user")
+        ks.publish_model(owner, MODEL_ID, key, EnclavePolicy(mrenclave=(mrenclave,)))
+        ks.grant(owner, MODEL_ID, user.principal_id)
+
+        _step("user enrolls a request key")
+        rk = new_request_key()
+        ks.enroll(user, MODEL_ID, rk)
+        home.save_request_key(user.principal_id, MODEL_ID, rk)
+
+        _step("starting the inference action (attests to the key service at init)")
+        action = start_action(work, pack=pack_path, ks_url=ks_srv.url)
+        servers.append(action)
+
+        data = np.load(HELDOUT)
+        x, y = data["x"].astype(np.float32), data["y"]
+        _step(f"user sends {len(x)} held-out digits through the encrypted path (batches of {batch})")
+        client = ActionClient(action.url)
+        preds = []
+        sim_label = False
+        for i in range(0, len(x), batch):
+            res = client.infer(MODEL_ID, user.principal_id, rk, {"image": x[i:i + batch]})
+            sim_label = res.insecure_simulation
+            preds.append(next(iter(res.outputs.values())).argmax(axis=1))
+        enc_pred = np.concatenate(preds)
+        plain_pred = plaintext_predictions(MODEL, x, batch)
+        enc_acc = float((enc_pred == y).mean())
+        plain_acc = float((plain_pred == y).mean())
+
+        _step("warm latency, batch 1: encrypted path vs bare invoke (same model, same run)")
+        sample = x[:1]
+        for _ in range(20):
+            client.infer(MODEL_ID, user.principal_id, rk, {"image": sample})
+        enc_t = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            client.infer(MODEL_ID, user.principal_id, rk, {"image": sample})
+            enc_t.append(time.perf_counter() - t0)
+        bare_t = bare_invoke_latency(MODEL, sample, 200)
+        enc_p50, bare_p50 = statistics.median(enc_t) * 1e3, statistics.median(bare_t) * 1e3
+
+        print()
+        print(f"accuracy, encrypted path (sim enclave): {enc_acc:.4f}  ({int((enc_pred == y).sum())}/{len(y)})")
+        print(f"accuracy, plaintext interpreter:        {plain_acc:.4f}  ({int((plain_pred == y).sum())}/{len(y)})")
+        print(f"predictions identical: {bool((enc_pred == plain_pred).all())}")
+        print(f"warm p50 latency: encrypted path {enc_p50:.2f} ms, bare invoke {bare_p50:.3f} ms")
+        if sim_label:
+            print("responses were labelled insecure_simulation=true (tee=sim)")
+        if enc_acc != plain_acc:
+            raise SystemExit("demo FAILED: encrypted-path accuracy differs from plaintext accuracy")
+        return {"encrypted_accuracy": enc_acc, "plaintext_accuracy": plain_acc,
+                "enc_p50_ms": enc_p50, "bare_p50_ms": bare_p50}
+    finally:
+        for s in reversed(servers):
+            s.stop()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,87 @@
+"""Client state under $SESEMI_HOME (default ~/.sesemi), all files 0600.
+
+    identities/NAME.pem             Ed25519 identity keys
+    model_keys/MODEL_ID.json        model keys made by `sesemi model seal`
+    request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll`
+    ks_pin.json                     the attested key service
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from sesemi.client import KsPin
+from sesemi.encoding import b64d, b64e, canonical_json, json_loads
+from sesemi.errors import FormatError, NotFound, SesemiError
+from sesemi.identity import Identity, write_private_file
+from sesemi.names import check_model_id
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Home:
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root or os.environ.get("SESEMI_HOME") or Path.home() / ".sesemi")
+
+    # identities
+    def _identity_path(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise FormatError("identity names are 1..64 chars of [A-Za-z0-9_.-]")
+        return self.root / "identities" / f"{name}.pem"
+
+    def new_identity(self, name: str) -> Identity:
+        path = self._identity_path(name)
+        if path.exists():
+            raise SesemiError(f"identity {name!r} already exists in {self.root}")
+        ident = Identity.generate(name)
+        ident.save(path)
+        return ident
+
+    def identity(self, name: str) -> Identity:
+        path = self._identity_path(name)
+        if not path.exists():
+            raise NotFound(f"no identity {name!r} in {self.root} (create it: sesemi identity new {name})")
+        return Identity.load(name, path)
+
+    # model keys
+    def _model_key_path(self, model_id: str) -> Path:
+        check_model_id(model_id)
+        return self.root / "model_keys" / f"{model_id}.json"
+
+    def save_model_key(self, model_id: str, key: bytes) -> None:
+        write_private_file(self._model_key_path(model_id), canonical_json({"model_id": model_id, "key": b64e(key)}))
+
+    def model_key(self, model_id: str) -> bytes:
+        path = self._model_key_path(model_id)
+        if not path.exists():
+            raise NotFound(f"no key for model {model_id!r} in {self.root} (seal it first: sesemi model seal)")
+        return b64d(json_loads(path.read_bytes())["key"])
+
+    # request keys
+    def _request_key_path(self, pid: str, model_id: str) -> Path:
+        self._model_key_path(model_id)
+        return self.root / "request_keys" / pid / f"{model_id}.key"
+
+    def save_request_key(self, pid: str, model_id: str, key: bytes) -> None:
+        write_private_file(self._request_key_path(pid, model_id), b64e(key).encode())
+
+    def request_key(self, pid: str, model_id: str) -> bytes:
+        path = self._request_key_path(pid, model_id)
+        if not path.exists():
+            raise NotFound(f"no request key for model {model_id!r} (run: sesemi user enroll {model_id} --as ...)")
+        return b64d(path.read_text().strip())
+
+    # key-service pin
+    @property
+    def pin_path(self) -> Path:
+        return self.root / "ks_pin.json"
+
+    def save_pin(self, pin: KsPin) -> None:
+        write_private_file(self.pin_path, canonical_json(pin.to_json()))
+
+    def pin(self) -> KsPin:
+        if not self.pin_path.exists():
+            raise NotFound("no key service pinned: run `sesemi ks attest URL` first")
+        return KsPin.from_json(json_loads(self.pin_path.read_bytes()))

@@ -1,0 +1,131 @@
+"""REST API of the key service. Thin: parse, authenticate, call KeyService."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from sesemi import signed_call
+from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
+from sesemi.errors import AuthError, FormatError, SesemiError
+from sesemi.http_errors import error_body
+
+from .service import KeyService
+
+log = logging.getLogger("sesemi.keyservice")
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(json_dumps(obj), status=status, mimetype="application/json")
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw:
+        return {}
+    try:
+        return json_loads(raw)
+    except JSONDecodeError:
+        raise FormatError("request body is not valid JSON") from None
+
+
+def create_app(ks: KeyService) -> Flask:
+    app = Flask("sesemi.keyservice")
+    app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
+
+    def authenticate() -> str:
+        full_path = request.full_path.rstrip("?")
+        return signed_call.verify(
+            request.headers, request.method, full_path, ks.audience, request.get_data(cache=True),
+            ks.clock(), ks.public_key_of, ks.remember_call_nonce,
+        ).principal_id
+
+    @app.after_request
+    def _label(resp: Response) -> Response:
+        resp.headers["X-Sesemi-KS-Key"] = ks.audience
+        if ks.tee.simulated:
+            resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
+        return resp
+
+    @app.errorhandler(SesemiError)
+    def _sesemi_error(exc: SesemiError) -> Response:
+        log.info("refused %s %s: %s", request.method, request.path, exc)
+        return _json(error_body(exc), exc.http_status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return _json({"error": exc.description or exc.name, "kind": "HTTPError"}, exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def _internal(exc: Exception) -> Response:
+        # The type only: a message might quote request data.
+        log.error("internal error on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return _json({"error": "internal error", "kind": "InternalError"}, 500)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"ok": True, "tee": ks.tee.name, "insecure_simulation": ks.tee.simulated,
+                      "accepts_sim_evidence": ks.config.insecure_sim_attestation})
+
+    @app.get("/v1/attestation")
+    def attestation() -> Response:
+        nonce = hexd(request.args.get("nonce", ""), "nonce")
+        return _json(ks.self_attestation(nonce))
+
+    @app.post("/v1/principals")
+    def register() -> Response:
+        body = _body()
+        pub = b64d(body.get("public_key") if isinstance(body, dict) else None, "public_key")
+        if len(pub) != 32:
+            raise FormatError("public_key: expected a 32-byte Ed25519 key")
+        # Proof of possession: the call is signed by the key being registered.
+        signed_call.verify(request.headers, request.method, request.full_path.rstrip("?"), ks.audience,
+                           request.get_data(cache=True), ks.clock(), lambda _pid: pub, ks.remember_call_nonce)
+        return _json({"principal_id": ks.register_principal(pub)})
+
+    @app.put("/v1/models/<model_id>")
+    def put_model(model_id: str) -> Response:
+        return _json(ks.put_model(authenticate(), model_id, _body()))
+
+    @app.get("/v1/models/<model_id>")
+    def get_model(model_id: str) -> Response:
+        return _json(ks.get_model(authenticate(), model_id))
+
+    @app.put("/v1/models/<model_id>/grants/<user_id>")
+    def grant(model_id: str, user_id: str) -> Response:
+        ks.grant(authenticate(), model_id, user_id)
+        return _json({"model_id": model_id, "user_id": user_id, "granted": True})
+
+    @app.delete("/v1/models/<model_id>/grants/<user_id>")
+    def revoke(model_id: str, user_id: str) -> Response:
+        ks.revoke(authenticate(), model_id, user_id)
+        return _json({"model_id": model_id, "user_id": user_id, "granted": False})
+
+    @app.put("/v1/models/<model_id>/request-key")
+    def request_key(model_id: str) -> Response:
+        ks.put_request_key(authenticate(), model_id, _body())
+        return _json({"model_id": model_id, "enrolled": True})
+
+    @app.get("/v1/audit")
+    def audit() -> Response:
+        return _json({"entries": ks.audit_log(authenticate(), request.args.get("model_id"))})
+
+    @app.post("/v1/enclave/nonce")
+    def enclave_nonce() -> Response:
+        return _json(ks.new_enclave_nonce())
+
+    @app.post("/v1/enclave/attest")
+    def enclave_attest() -> Response:
+        return _json(ks.attest_enclave(_body()))
+
+    @app.post("/v1/enclave/keys")
+    def enclave_keys() -> Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise AuthError("missing attestation token (Authorization: Bearer ...)")
+        return _json(ks.release_keys(auth[7:].strip(), _body()))
+
+    return app

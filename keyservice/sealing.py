@@ -1,0 +1,52 @@
+"""The key service's own secrets: its HPKE key pair and the storage key that
+encrypts key material at rest.
+
+They live in a file next to the database. Inside Occlum both sit on a SEFS
+mount sealed to MRSIGNER, so only enclaves of the same signer can read them.
+In a plain process (sim) that file is protected by its 0600 mode only, which
+the service says at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sesemi import hpke_box
+from sesemi.encoding import b64d, b64e, canonical_json, json_loads, lp
+from sesemi.errors import IntegrityError
+from sesemi.identity import write_private_file
+
+
+@dataclass
+class ServiceSecrets:
+    storage_key: bytes
+    hpke_private: bytes
+
+    @property
+    def hpke_public(self) -> bytes:
+        return hpke_box.public_raw(hpke_box.load_private(self.hpke_private))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "ServiceSecrets":
+        if path.exists():
+            d = json_loads(path.read_bytes())
+            return cls(b64d(d["storage_key"]), b64d(d["hpke_private"]))
+        s = cls(AESGCM.generate_key(bit_length=256), hpke_box.private_raw(hpke_box.new_private_key()))
+        write_private_file(path, canonical_json({"storage_key": b64e(s.storage_key),
+                                                 "hpke_private": b64e(s.hpke_private)}))
+        return s
+
+    def encrypt_at_rest(self, key: bytes, *context: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self.storage_key).encrypt(nonce, key, lp("sesemi/ks-at-rest/v1", *context))
+
+    def decrypt_at_rest(self, blob: bytes, *context: str) -> bytes:
+        try:
+            return AESGCM(self.storage_key).decrypt(blob[:12], blob[12:], lp("sesemi/ks-at-rest/v1", *context))
+        except InvalidTag as exc:
+            raise IntegrityError("stored key does not authenticate (database tampered)") from exc

@@ -1,0 +1,258 @@
+"""Key-service logic: principals, models, grants, request keys, enclave
+attestation sessions and key release. No HTTP here: api.py maps routes onto
+these methods, so the rules are tested and read in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any, Callable
+
+from sesemi import hpke_box
+from sesemi.attestation import Claims, verify_evidence
+from sesemi.attestation.sim import SimBackend
+from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
+from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
+                           PolicyError, ReplayError, SesemiError)
+from sesemi.identity import is_principal_id, principal_id
+from sesemi.measure import keyservice_mrenclave
+from sesemi.names import check_model_id
+from sesemi.policy import EnclavePolicy
+from sesemi import ISV_PROD_ID, ISV_SVN
+
+from .config import KeyServiceConfig
+from .sealing import ServiceSecrets
+from .store import Store
+
+def check_user_id(user_id: str) -> str:
+    if not is_principal_id(user_id):
+        raise FormatError("user id must be a principal id (from `sesemi identity new`)")
+    return user_id
+
+
+class KeyService:
+    def __init__(self, config: KeyServiceConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = Store(config.db_path)
+        self.secrets = ServiceSecrets.load_or_create(config.secrets_path)
+        self.hpke_public = self.secrets.hpke_public
+        self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
+        self.audience = self.hpke_public.hex()
+        if config.tee != "sim":
+            raise SesemiError(f"TEE backend {config.tee!r} is not available in this build")
+        self.mrenclave = keyservice_mrenclave(config.trusted())
+        self.tee = SimBackend(self.mrenclave, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
+
+    # --- the service's own attestation ------------------------------------
+    def self_attestation(self, nonce: bytes) -> dict[str, Any]:
+        from sesemi.attestation.claims import report_data_binding
+
+        if not 16 <= len(nonce) <= 64:
+            raise FormatError("nonce must be 16..64 bytes")
+        return {
+            "evidence": self.tee.evidence(report_data_binding(nonce, self.hpke_public)),
+            "hpke_public_key": b64e(self.hpke_public),
+            "hpke_suite": hpke_box.SUITE_NAME,
+            "tee": self.tee.name,
+            "insecure_simulation": self.tee.simulated,
+        }
+
+    # --- owner and user calls (already authenticated by the API layer) -----
+    def public_key_of(self, pid: str) -> bytes | None:
+        row = self.store.one("SELECT public_key FROM principals WHERE id=?", pid)
+        return None if row is None else bytes(row["public_key"])
+
+    def remember_call_nonce(self, pid: str, nonce: str, expires: float) -> bool:
+        with self.store.tx() as c:
+            if c.execute("SELECT 1 FROM call_nonces WHERE principal=? AND nonce=?", (pid, nonce)).fetchone():
+                return False
+            c.execute("INSERT INTO call_nonces VALUES (?,?,?)", (pid, nonce, expires))
+        return True
+
+    def register_principal(self, public_key: bytes) -> str:
+        pid = principal_id(public_key)
+        with self.store.tx() as c:
+            c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)", (pid, public_key, self.clock()))
+            self.store.audit(c, self.clock(), "register", "ok", principal=pid)
+        return pid
+
+    def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
+        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context))
+        if len(key) != 32:
+            raise FormatError("wrapped key must hold a 32-byte AES-256 key")
+        return key
+
+    def _model_row(self, model_id: str):
+        row = self.store.one("SELECT * FROM models WHERE model_id=?", model_id)
+        if row is None:
+            raise NotFound(f"model {model_id!r} is not registered")
+        return row
+
+    def _require_owner(self, model_id: str, pid: str):
+        row = self._model_row(model_id)
+        if row["owner"] != pid:
+            raise AccessDenied(f"only the owner of model {model_id!r} may do this")
+        return row
+
+    def put_model(self, owner: str, model_id: str, body: Any) -> dict[str, Any]:
+        check_model_id(model_id)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        policy = EnclavePolicy.from_json(body.get("policy"))
+        key = self._unwrap_upload(body.get("wrapped_key"), "model-key", model_id, owner)
+        ct = self.secrets.encrypt_at_rest(key, "model", model_id)
+        now = self.clock()
+        with self.store.tx() as c:
+            row = c.execute("SELECT owner FROM models WHERE model_id=?", (model_id,)).fetchone()
+            if row is not None and row["owner"] != owner:
+                self.store.audit(c, now, "put_model", "refused", principal=owner, model_id=model_id,
+                                 reason="not owner")
+                raise AccessDenied(f"model {model_id!r} belongs to another owner")
+            c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?)",
+                      (model_id, owner, ct, canonical_json(policy.to_json()).decode(), now))
+            self.store.audit(c, now, "put_model", "ok", principal=owner, model_id=model_id)
+        return {"model_id": model_id, "owner": owner, "policy": policy.to_json()}
+
+    def get_model(self, pid: str, model_id: str) -> dict[str, Any]:
+        row = self._require_owner(model_id, pid)
+        grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=?", model_id)]
+        return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants}
+
+    def grant(self, owner: str, model_id: str, user_id: str) -> None:
+        check_user_id(user_id)
+        self._require_owner(model_id, owner)
+        if self.public_key_of(user_id) is None:
+            raise NotFound("user is not registered with this key service")
+        now = self.clock()
+        with self.store.tx() as c:
+            c.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)", (model_id, user_id, now))
+            self.store.audit(c, now, "grant", "ok", principal=owner, model_id=model_id, user_id=user_id)
+
+    def revoke(self, owner: str, model_id: str, user_id: str) -> None:
+        check_user_id(user_id)
+        self._require_owner(model_id, owner)
+        now = self.clock()
+        with self.store.tx() as c:
+            c.execute("DELETE FROM grants WHERE model_id=? AND user_id=?", (model_id, user_id))
+            self.store.audit(c, now, "revoke", "ok", principal=owner, model_id=model_id, user_id=user_id)
+
+    def _granted(self, model_id: str, user_id: str) -> bool:
+        return self.store.one("SELECT 1 FROM grants WHERE model_id=? AND user_id=?", model_id, user_id) is not None
+
+    def put_request_key(self, user: str, model_id: str, body: Any) -> None:
+        self._model_row(model_id)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        if not self._granted(model_id, user):
+            raise AccessDenied(f"the owner of {model_id!r} has not granted you access")
+        key = self._unwrap_upload(body.get("wrapped_key"), "request-key", model_id, user)
+        ct = self.secrets.encrypt_at_rest(key, "request", model_id, user)
+        now = self.clock()
+        with self.store.tx() as c:
+            c.execute("INSERT OR REPLACE INTO request_keys VALUES (?,?,?,?)", (model_id, user, ct, now))
+            self.store.audit(c, now, "put_request_key", "ok", principal=user, model_id=model_id, user_id=user)
+
+    def audit_log(self, pid: str, model_id: str | None) -> list[dict[str, Any]]:
+        if model_id:
+            self._require_owner(model_id, pid)
+            rows = self.store.all("SELECT * FROM audit WHERE model_id=? ORDER BY seq", model_id)
+        else:
+            rows = self.store.all(
+                "SELECT * FROM audit WHERE principal=? OR user_id=? OR model_id IN "
+                "(SELECT model_id FROM models WHERE owner=?) ORDER BY seq", pid, pid, pid)
+        return [dict(r) for r in rows]
+
+    # --- enclaves: RCAR (request, challenge, attestation, response) --------
+    def new_enclave_nonce(self) -> dict[str, Any]:
+        nonce = secrets.token_bytes(32)
+        with self.store.tx() as c:
+            c.execute("INSERT INTO att_nonces VALUES (?,?)", (nonce.hex(), self.clock() + self.config.nonce_ttl_s))
+        return {"nonce": nonce.hex(), "expires_in": self.config.nonce_ttl_s}
+
+    def attest_enclave(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        nonce = hexd(body.get("nonce"), "nonce", 32)
+        pub = b64d(body.get("public_key"), "public_key")
+        hpke_box.load_public(pub)
+        now = self.clock()
+        # The nonce is consumed before verification: one evidence, one try.
+        with self.store.tx() as c:
+            row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
+            c.execute("DELETE FROM att_nonces WHERE nonce=?", (nonce.hex(),))
+        try:
+            if row is None:
+                raise ReplayError("unknown or already used attestation nonce")
+            if row["expires"] < now:
+                raise ReplayError("attestation nonce expired")
+            claims = verify_evidence(body.get("evidence"), nonce=nonce, public_key=pub,
+                                     allow_sim=self.config.insecure_sim_attestation)
+        except SesemiError as exc:
+            with self.store.tx() as c:
+                self.store.audit(c, now, "attest", "refused", reason=str(exc)[:200])
+            raise
+        token = secrets.token_bytes(32)
+        with self.store.tx() as c:
+            c.execute("INSERT INTO tokens VALUES (?,?,?,?)",
+                      (hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(), pub,
+                       now + self.config.token_ttl_s))
+            self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
+        return {"token": token.hex(), "expires_in": self.config.token_ttl_s, "claims": claims.to_json(),
+                "insecure_simulation": claims.simulated}
+
+    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+        try:
+            token = bytes.fromhex(token_hex)
+        except ValueError:
+            raise AuthError("malformed attestation token") from None
+        row = self.store.one("SELECT * FROM tokens WHERE token_hash=?", hashlib.sha256(token).hexdigest())
+        if row is None or row["expires"] < self.clock():
+            raise AuthError("attestation token unknown or expired: attest again")
+        return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
+
+    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Release a model key and/or a user's request key, wrapped (HPKE) to the
+        ephemeral key bound into the evidence that earned this token."""
+        claims, pub = self._session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(str(body.get("model_id", "")))
+        user_id = body.get("user_id")
+        want_model = bool(body.get("model_key", True))
+        now = self.clock()
+        out: dict[str, Any] = {"model_id": model_id, "insecure_simulation": claims.simulated}
+
+        def refuse(exc: SesemiError, reason: str) -> None:
+            with self.store.tx() as c:
+                self.store.audit(c, now, "release", "refused", model_id=model_id, user_id=user_id,
+                                 mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
+            raise exc
+
+        row = self.store.one("SELECT * FROM models WHERE model_id=?", model_id)
+        if row is None:
+            refuse(NotFound(f"model {model_id!r} is not registered"), "unknown model")
+        policy = EnclavePolicy.from_json(json_loads(row["policy"]))
+        try:
+            policy.check(claims)
+        except PolicyError as exc:
+            refuse(exc, f"policy:{exc.check}")
+        if want_model:
+            key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
+            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id)))
+        if user_id is not None:
+            user_id = check_user_id(str(user_id))
+            if not self._granted(model_id, user_id):
+                refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
+            rk = self.store.one("SELECT key_ct FROM request_keys WHERE model_id=? AND user_id=?", model_id, user_id)
+            if rk is None:
+                refuse(NotFound("this user has not enrolled a request key for the model"), "no request key")
+            key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
+            out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id)))
+        with self.store.tx() as c:
+            self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
+                             mrenclave=claims.mrenclave, tee=claims.tee,
+                             reason="model_key" if want_model else None)
+        return out

@@ -1,0 +1,94 @@
+"""Resource storage: SQLite in WAL mode, one connection per thread.
+
+Every write runs in a transaction that is committed (synchronous=FULL) before
+the API acknowledges it. Key material is stored only encrypted under the
+service's storage key (see sealing.py); the audit table is append-only,
+enforced by triggers, and never holds key material.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS principals (
+    id TEXT PRIMARY KEY, public_key BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES principals(id),
+    key_ct BLOB NOT NULL, policy TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    model_id TEXT NOT NULL REFERENCES models(model_id), user_id TEXT NOT NULL REFERENCES principals(id),
+    granted REAL NOT NULL, PRIMARY KEY (model_id, user_id));
+CREATE TABLE IF NOT EXISTS request_keys (
+    model_id TEXT NOT NULL, user_id TEXT NOT NULL, key_ct BLOB NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (model_id, user_id));
+CREATE TABLE IF NOT EXISTS call_nonces (
+    principal TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (principal, nonce));
+CREATE TABLE IF NOT EXISTS att_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, claims TEXT NOT NULL, public_key BLOB NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, event TEXT NOT NULL, outcome TEXT NOT NULL,
+    principal TEXT, model_id TEXT, user_id TEXT, mrenclave TEXT, tee TEXT, reason TEXT);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self.tx() as c:
+            c.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: the write is durable when this exits."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return self._conn().execute(sql, args).fetchone()
+
+    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def audit(self, c: sqlite3.Connection, ts: float, event: str, outcome: str, *, principal: str | None = None,
+              model_id: str | None = None, user_id: str | None = None, mrenclave: str | None = None,
+              tee: str | None = None, reason: str | None = None) -> None:
+        c.execute(
+            "INSERT INTO audit (ts, event, outcome, principal, model_id, user_id, mrenclave, tee, reason)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (ts, event, outcome, principal, model_id, user_id, mrenclave, tee, reason),
+        )
+
+    def purge_expired(self, now: float) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM call_nonces WHERE expires < ?", (now,))
+            c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))
+            c.execute("DELETE FROM tokens WHERE expires < ?", (now,))

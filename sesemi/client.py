@@ -1,0 +1,198 @@
+"""Client SDK: what the `sesemi` command line (and any Python program) uses to
+talk to the key service and to inference actions."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import requests
+
+from . import envelope, hpke_box, signed_call, tensors
+from .attestation import verify_evidence
+from .attestation.claims import Claims
+from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
+from .errors import AttestationError, FormatError, PinMismatch, UnavailableError
+from .http_errors import raise_for
+from .identity import Identity
+from .policy import EnclavePolicy
+
+DEFAULT_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class KsPin:
+    """What `sesemi ks attest` verified and later calls insist on."""
+
+    url: str
+    hpke_public_key: str  # hex
+    tee: str
+    mrenclave: str
+    mrsigner: str
+    isv_svn: int
+    insecure_simulation: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def _decode(resp: requests.Response, what: str) -> Any:
+    try:
+        body = json_loads(resp.content) if resp.content else {}
+    except JSONDecodeError:
+        body = {"error": f"non-JSON response (HTTP {resp.status_code})"}
+    raise_for(resp.status_code, body, what)
+    return body
+
+
+class _Http:
+    def __init__(self, url: str, session: requests.Session | None, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.session = session or requests.Session()
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, what: str, body: bytes | None = None,
+             headers: Mapping[str, str] | None = None) -> tuple[Any, requests.Response]:
+        try:
+            resp = self.session.request(method, self.url + path, data=body, headers=dict(headers or {}),
+                                        timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise UnavailableError(f"{what}: cannot reach {self.url} ({type(exc).__name__})") from exc
+        return _decode(resp, what), resp
+
+
+def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave: str | None = None,
+                       expect_mrsigner: str | None = None, session: requests.Session | None = None,
+                       timeout: float = DEFAULT_TIMEOUT) -> KsPin:
+    """Verify the key service's evidence binds its HPKE key to our fresh nonce."""
+    http = _Http(url, session, timeout)
+    nonce = secrets.token_bytes(32)
+    body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
+    pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
+    claims = verify_evidence(body.get("evidence"), nonce=nonce, public_key=pub, allow_sim=insecure_sim)
+    if expect_mrenclave and claims.mrenclave != expect_mrenclave.lower():
+        raise AttestationError("key service mrenclave differs from --expect-mrenclave")
+    if expect_mrsigner and claims.mrsigner != expect_mrsigner.lower():
+        raise AttestationError("key service mrsigner differs from --expect-mrsigner")
+    if claims.debug:
+        raise AttestationError("key service runs as a debug enclave: refusing to trust it")
+    return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
+                 mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated)
+
+
+class KeyServiceClient:
+    """Owner and user calls. Every call is signed; every secret is HPKE-wrapped
+    to the pinned key, and a response from a key service with another key is
+    refused (it was reset or replaced: attest it again)."""
+
+    def __init__(self, pin: KsPin, session: requests.Session | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.pin = pin
+        self.http = _Http(pin.url, session, timeout)
+        self.clock = clock
+
+    def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
+        raw = json_dumps(obj) if obj is not None else b""
+        headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock())
+        headers["Content-Type"] = "application/json"
+        body, resp = self.http.call(method, path, what, raw, headers)
+        served_by = resp.headers.get("X-Sesemi-KS-Key")
+        if served_by and served_by != self.pin.hpke_public_key:
+            raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
+        return body
+
+    def _wrap(self, key: bytes, *context: str) -> str:
+        return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
+
+    def register(self, identity: Identity) -> str:
+        body = self._signed(identity, "POST", "/v1/principals", "register",
+                            {"public_key": b64e(identity.public_raw)})
+        return body["principal_id"]
+
+    def publish_model(self, owner: Identity, model_id: str, model_key: bytes, policy: EnclavePolicy) -> dict:
+        return self._signed(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
+            "wrapped_key": self._wrap(model_key, "model-key", model_id, owner.principal_id),
+            "policy": policy.to_json(),
+        })
+
+    def get_model(self, owner: Identity, model_id: str) -> dict:
+        return self._signed(owner, "GET", f"/v1/models/{model_id}", "get model")
+
+    def grant(self, owner: Identity, model_id: str, user_id: str) -> None:
+        self._signed(owner, "PUT", f"/v1/models/{model_id}/grants/{user_id}", "grant")
+
+    def revoke(self, owner: Identity, model_id: str, user_id: str) -> None:
+        self._signed(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
+
+    def enroll(self, user: Identity, model_id: str, request_key: bytes) -> None:
+        self._signed(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
+            "wrapped_key": self._wrap(request_key, "request-key", model_id, user.principal_id),
+        })
+
+    def audit(self, identity: Identity, model_id: str | None = None) -> list[dict]:
+        path = "/v1/audit" + (f"?model_id={model_id}" if model_id else "")
+        return self._signed(identity, "GET", path, "audit")["entries"]
+
+
+class EnclaveKeyClient:
+    """The enclave side of RCAR: nonce -> evidence -> token -> wrapped keys.
+    Keeps one HTTP connection alive (the prototype opened one per fetch)."""
+
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.http = _Http(url, session, timeout)
+
+    def nonce(self) -> bytes:
+        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce")
+        return bytes.fromhex(body["nonce"])
+
+    def attest(self, nonce: bytes, evidence: dict, public_key: bytes) -> tuple[str, float]:
+        raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
+        body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
+                                 {"Content-Type": "application/json"})
+        return body["token"], float(body["expires_in"])
+
+    def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool) -> dict:
+        req: dict[str, Any] = {"model_id": model_id, "model_key": model_key}
+        if user_id is not None:
+            req["user_id"] = user_id
+        body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        return body
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    outputs: dict[str, np.ndarray]
+    request_id: str
+    tee: str
+    insecure_simulation: bool
+
+
+class ActionClient:
+    """Encrypts a request for one (model, user), posts it to an action's /run
+    (or through anything that forwards it: the platform, a router), and
+    decrypts and checks the answer."""
+
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 120,
+                 path: str = "/run") -> None:
+        self.http = _Http(url, session, timeout)
+        self.path = path
+
+    def infer(self, model_id: str, user_id: str, request_key: bytes, inputs: Mapping[str, np.ndarray]) -> InferenceResult:
+        rid = envelope.new_request_id()
+        env = envelope.seal(request_key, model_id, user_id, rid, envelope.REQUEST, tensors.encode(inputs))
+        raw = json_dumps({"value": env.to_json()})
+        body, _ = self.http.call("POST", self.path, "inference", raw, {"Content-Type": "application/json"})
+        resp = envelope.Envelope.from_json(body.get("response"))
+        if (resp.model_id, resp.user_id, resp.request_id) != (model_id, user_id, rid):
+            raise FormatError("inference: response is for another request")
+        outputs = tensors.decode(envelope.open_(request_key, resp, envelope.RESPONSE))
+        return InferenceResult({k: np.array(v) for k, v in outputs.items()}, rid, str(body.get("tee", "?")),
+                               bool(body.get("insecure_simulation", False)))

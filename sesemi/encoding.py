@@ -1,0 +1,93 @@
+"""Byte-level encodings shared by every wire format.
+
+Fast codecs (pybase64, orjson) are used when present: on a 600 KB tensor the
+stdlib ones cost more than the AES-GCM itself (see DESIGN.md, section 8).
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+from typing import Any
+
+from .errors import FormatError
+
+try:  # pragma: no cover - exercised implicitly
+    import pybase64 as _b64
+
+    def b64e(data: bytes) -> str:
+        return _b64.b64encode_as_string(data)
+
+    def _b64d(text: str | bytes) -> bytes:
+        return _b64.b64decode(text, validate=True)
+
+except ImportError:  # pragma: no cover
+    import base64 as _b64  # type: ignore[no-redef]
+
+    def b64e(data: bytes) -> str:
+        return _b64.b64encode(data).decode("ascii")
+
+    def _b64d(text: str | bytes) -> bytes:
+        return _b64.b64decode(text, validate=True)
+
+try:
+    import orjson as _json
+
+    def json_dumps(obj: Any) -> bytes:
+        return _json.dumps(obj, option=_json.OPT_SORT_KEYS)
+
+    def json_loads(data: bytes | str) -> Any:
+        return _json.loads(data)
+
+    JSONDecodeError: type[Exception] = _json.JSONDecodeError
+except ImportError:  # pragma: no cover
+    import json as _json  # type: ignore[no-redef]
+
+    def json_dumps(obj: Any) -> bytes:
+        return _json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    def json_loads(data: bytes | str) -> Any:
+        return _json.loads(data)
+
+    JSONDecodeError = ValueError
+
+
+def b64d(text: Any, what: str = "field") -> bytes:
+    """Decode base64 or raise FormatError naming the field (never its value)."""
+    if not isinstance(text, (str, bytes)):
+        raise FormatError(f"{what}: expected a base64 string")
+    try:
+        return _b64d(text)
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"{what}: invalid base64") from exc
+
+
+def hexd(text: Any, what: str = "field", length: int | None = None) -> bytes:
+    if not isinstance(text, str):
+        raise FormatError(f"{what}: expected a hex string")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError as exc:
+        raise FormatError(f"{what}: invalid hex") from exc
+    if length is not None and len(raw) != length:
+        raise FormatError(f"{what}: expected {length} bytes, got {len(raw)}")
+    return raw
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Deterministic JSON (sorted keys, no spaces): what gets signed and hashed."""
+    return json_dumps(obj)
+
+
+def lp(*fields: bytes | str) -> bytes:
+    """Length-prefix each field so that no two field lists encode alike.
+
+    Used for every AAD, HPKE info and signed string: plain concatenation would
+    let ("ab", "c") collide with ("a", "bc").
+    """
+    out = bytearray()
+    for f in fields:
+        b = f.encode("utf-8") if isinstance(f, str) else bytes(f)
+        out += struct.pack(">I", len(b))
+        out += b
+    return bytes(out)

@@ -1,0 +1,77 @@
+"""One exception type per failure kind, so callers (HTTP layers, the CLI) map
+each to a precise status and message without string matching.
+
+Messages never contain key material, plaintext model bytes, inputs or outputs.
+"""
+
+
+class SesemiError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    http_status = 400
+
+
+class FormatError(SesemiError):
+    """Malformed input: wrong magic, version, field, length or encoding."""
+
+    http_status = 400
+
+
+class IntegrityError(SesemiError):
+    """An AEAD tag, signature or digest did not verify (tampering or wrong key)."""
+
+    http_status = 400
+
+
+class AuthError(SesemiError):
+    """A signed call failed authentication (bad signature, unknown principal)."""
+
+    http_status = 401
+
+
+class ReplayError(SesemiError):
+    """A nonce, timestamp or request id was seen before or is out of window."""
+
+    http_status = 409
+
+
+class AttestationError(SesemiError):
+    """Evidence could not be verified (bad signature, sim not allowed, stale)."""
+
+    http_status = 403
+
+
+class PolicyError(SesemiError):
+    """Verified claims do not satisfy a policy. `check` names the failed check."""
+
+    http_status = 403
+
+    def __init__(self, check: str, detail: str = "") -> None:
+        self.check = check
+        super().__init__(f"policy check '{check}' failed" + (f": {detail}" if detail else ""))
+
+
+class AccessDenied(SesemiError):
+    """A principal asked for something it is not entitled to (not owner, not granted)."""
+
+    http_status = 403
+
+
+class NotFound(SesemiError):
+    http_status = 404
+
+
+class Conflict(SesemiError):
+    http_status = 409
+
+
+class PinMismatch(SesemiError):
+    """The key service's key differs from the one this client pinned."""
+
+    http_status = 400
+
+
+class UnavailableError(SesemiError):
+    """A dependency (key service, device) could not be reached or is not present."""
+
+    http_status = 503

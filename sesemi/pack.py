@@ -1,0 +1,153 @@
+"""Model packs: one file holding several sealed models and a manifest.
+
+    MAGIC(8) | version u16 | manifest_len u32 | manifest (canonical JSON) | sealed models...
+
+The manifest lists, per model, its id, byte range and the SHA-256 of its
+sealed blob. It holds no secret (ids and sizes only). Its digest is measured
+into the action's mrenclave, so swapping or editing models in a pack changes
+the measurement and the key service stops releasing keys to it; the per-blob
+digest gives a clear error before any decryption is tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .encoding import JSONDecodeError, canonical_json, json_loads
+from .errors import FormatError, IntegrityError, NotFound
+from .sealed_model import read_header
+
+MAGIC = b"SSMIPACK"
+VERSION = 1
+_HEAD = struct.Struct(">8sHI")
+MAX_MANIFEST = 1 << 20
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    model_id: str
+    offset: int
+    length: int
+    sha256: str
+    plaintext_len: int
+
+
+def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]) -> list[PackEntry]:
+    paths = list(sealed_paths)
+    entries: list[PackEntry] = []
+    offset = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            header = read_header(f.read)
+        size = os.path.getsize(p)
+        if header.sealed_len != size:
+            raise FormatError(f"{p}: sealed model is truncated or extended")
+        if any(e.model_id == header.model_id for e in entries):
+            raise FormatError(f"model id {header.model_id!r} appears twice in the pack")
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        entries.append(PackEntry(header.model_id, offset, size, h.hexdigest(), header.plaintext_len))
+        offset += size
+    if not entries:
+        raise FormatError("a pack needs at least one sealed model")
+    manifest = canonical_json({"version": VERSION, "models": [e.__dict__ for e in entries]})
+    tmp = f"{os.fspath(out_path)}.tmp"
+    with open(tmp, "wb") as out:
+        out.write(_HEAD.pack(MAGIC, VERSION, len(manifest)))
+        out.write(manifest)
+        for p in paths:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, out_path)
+    return entries
+
+
+class Pack:
+    """Read side. Holds an fd; reads are positional so threads can share it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise FormatError(f"cannot open pack {self.path}: {exc.strerror}") from exc
+        try:
+            size = os.fstat(self._fd).st_size
+            head = os.pread(self._fd, _HEAD.size, 0)
+            if len(head) != _HEAD.size:
+                raise FormatError("pack: truncated header")
+            magic, version, mlen = _HEAD.unpack(head)
+            if magic != MAGIC:
+                raise FormatError("pack: bad magic (not a SeSeMI model pack)")
+            if version != VERSION:
+                raise FormatError(f"pack: unsupported version {version}")
+            if mlen > MAX_MANIFEST:
+                raise FormatError("pack: manifest too large")
+            raw_manifest = os.pread(self._fd, mlen, _HEAD.size)
+            if len(raw_manifest) != mlen:
+                raise FormatError("pack: truncated manifest")
+            self.manifest_digest = hashlib.sha256(head + raw_manifest).hexdigest()
+            self._base = _HEAD.size + mlen
+            self.entries = _parse_manifest(raw_manifest, size - self._base)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.entries)
+
+    def entry(self, model_id: str) -> PackEntry:
+        try:
+            return self.entries[model_id]
+        except KeyError:
+            raise NotFound(f"model {model_id!r} is not in this action's pack") from None
+
+    def read_sealed(self, model_id: str) -> bytes:
+        """The sealed (ciphertext) blob, checked against the manifest digest."""
+        e = self.entry(model_id)
+        blob = os.pread(self._fd, e.length, self._base + e.offset)
+        if len(blob) != e.length or hashlib.sha256(blob).hexdigest() != e.sha256:
+            raise IntegrityError(f"pack: sealed model {model_id!r} does not match the pack manifest (tampered)")
+        return blob
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _parse_manifest(raw: bytes, blob_area: int) -> dict[str, PackEntry]:
+    try:
+        doc: Any = json_loads(raw)
+    except JSONDecodeError as exc:
+        raise FormatError("pack: manifest is not JSON") from exc
+    if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("models"), list):
+        raise FormatError("pack: manifest has the wrong shape")
+    entries: dict[str, PackEntry] = {}
+    end = 0
+    for m in doc["models"]:
+        try:
+            e = PackEntry(str(m["model_id"]), int(m["offset"]), int(m["length"]), str(m["sha256"]),
+                          int(m["plaintext_len"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError("pack: manifest entry has the wrong shape") from exc
+        if e.model_id in entries:
+            raise FormatError(f"pack: model id {e.model_id!r} appears twice")
+        if e.offset != end or e.length <= 0:
+            raise FormatError("pack: manifest byte ranges are not contiguous")
+        end = e.offset + e.length
+        entries[e.model_id] = e
+    if end != blob_area:
+        raise IntegrityError("pack: file size does not match its manifest (truncated or extended)")
+    if not entries:
+        raise FormatError("pack: no models")
+    return entries

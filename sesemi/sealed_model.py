@@ -1,0 +1,162 @@
+"""Sealed model format: chunked AES-256-GCM, streamed in both directions.
+
+Layout (all integers big-endian):
+
+    header  = MAGIC(8) | version u16 | reserved u16 | chunk_size u32
+              | plaintext_len u64 | id_len u16 | model_id (utf-8)
+    chunk i = nonce(12) | AES-GCM(key, nonce, chunk_i, AAD_i)   (ciphertext + 16-byte tag)
+    AAD_i   = lp("sesemi/sealed-model/v1", sha256(header), u64 i, last_flag)
+
+The header digest in every AAD binds version, chunk size, length and model id
+to each chunk; the index stops reordering; the last-chunk flag stops
+truncation at a chunk boundary. A fresh random key per sealed model plus random
+nonces means no (key, nonce) pair repeats.
+
+Memory: sealing reads one chunk at a time. Opening preallocates the plaintext
+once (length from the authenticated header, first checked against the blob's
+real size so a forged header cannot make us allocate) and decrypts chunk by
+chunk into it: peak is one plaintext plus one chunk, and the final `bytes`
+conversion (what LiteRT's `model_content` needs) makes it two copies at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .encoding import lp
+from .errors import FormatError, IntegrityError
+from .names import check_model_id
+
+MAGIC = b"SSMI\x00MDL"
+VERSION = 1
+DEFAULT_CHUNK = 1 << 20
+MIN_CHUNK = 1 << 12
+MAX_CHUNK = 1 << 24
+MAX_PLAINTEXT = 1 << 34  # 16 GiB: far above any enclave's heap
+_FIXED = struct.Struct(">8sHHIQH")
+NONCE_LEN = 12
+TAG_LEN = 16
+
+
+def new_model_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+@dataclass(frozen=True)
+class SealedHeader:
+    version: int
+    chunk_size: int
+    plaintext_len: int
+    model_id: str
+    raw: bytes
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-self.plaintext_len // self.chunk_size))
+
+    @property
+    def sealed_len(self) -> int:
+        return len(self.raw) + self.n_chunks * (NONCE_LEN + TAG_LEN) + self.plaintext_len
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.raw).digest()
+
+
+def _encode_header(model_id: str, chunk_size: int, plaintext_len: int) -> SealedHeader:
+    mid = check_model_id(model_id).encode("ascii")
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+        raise FormatError(f"chunk size must be in [{MIN_CHUNK}, {MAX_CHUNK}]")
+    if plaintext_len > MAX_PLAINTEXT:
+        raise FormatError("model too large")
+    raw = _FIXED.pack(MAGIC, VERSION, 0, chunk_size, plaintext_len, len(mid)) + mid
+    return SealedHeader(VERSION, chunk_size, plaintext_len, model_id, raw)
+
+
+def _chunk_aad(header: SealedHeader, index: int, last: bool) -> bytes:
+    return lp("sesemi/sealed-model/v1", header.digest, struct.pack(">Q", index), b"\x01" if last else b"\x00")
+
+
+def read_header(read: Callable[[int], bytes]) -> SealedHeader:
+    fixed = read(_FIXED.size)
+    if len(fixed) != _FIXED.size:
+        raise FormatError("sealed model: truncated header")
+    magic, version, _res, chunk_size, plaintext_len, id_len = _FIXED.unpack(fixed)
+    if magic != MAGIC:
+        raise FormatError("sealed model: bad magic (not a sealed SeSeMI model)")
+    if version != VERSION:
+        raise FormatError(f"sealed model: unsupported version {version}")
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or plaintext_len > MAX_PLAINTEXT or not 0 < id_len <= 128:
+        raise FormatError("sealed model: header field out of range")
+    mid = read(id_len)
+    if len(mid) != id_len:
+        raise FormatError("sealed model: truncated header")
+    try:
+        model_id = mid.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError("sealed model: model id is not UTF-8") from exc
+    return SealedHeader(version, chunk_size, plaintext_len, model_id, fixed + mid)
+
+
+def seal_stream(src: BinaryIO, dst: BinaryIO, key: bytes, model_id: str, plaintext_len: int,
+                chunk_size: int = DEFAULT_CHUNK) -> SealedHeader:
+    header = _encode_header(model_id, chunk_size, plaintext_len)
+    aead = AESGCM(key)
+    dst.write(header.raw)
+    n = header.n_chunks
+    for i in range(n):
+        want = min(chunk_size, plaintext_len - i * chunk_size)
+        chunk = src.read(want)
+        if len(chunk) != want:
+            raise FormatError("model file changed size while sealing")
+        nonce = os.urandom(NONCE_LEN)
+        dst.write(nonce)
+        dst.write(aead.encrypt(nonce, chunk, _chunk_aad(header, i, i == n - 1)))
+    if src.read(1):
+        raise FormatError("model file changed size while sealing")
+    return header
+
+
+def seal_file(model_path: str | os.PathLike, out_path: str | os.PathLike, key: bytes, model_id: str,
+              chunk_size: int = DEFAULT_CHUNK) -> SealedHeader:
+    tmp = f"{os.fspath(out_path)}.tmp"
+    with open(model_path, "rb") as src, open(tmp, "wb") as dst:
+        header = seal_stream(src, dst, key, model_id, os.fstat(src.fileno()).st_size, chunk_size)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, out_path)
+    return header
+
+
+def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expected_model_id: str) -> bytes:
+    """Decrypt a sealed model of `available` bytes into memory; never touches disk."""
+    header = read_header(read)
+    if header.model_id != expected_model_id:
+        raise IntegrityError("sealed model: model id in header does not match the expected id")
+    if header.sealed_len != available:
+        raise IntegrityError("sealed model: length does not match its header (truncated or extended)")
+    aead = AESGCM(key)
+    out = bytearray(header.plaintext_len)
+    view = memoryview(out)
+    pos = 0
+    n = header.n_chunks
+    for i in range(n):
+        want = min(header.chunk_size, header.plaintext_len - pos)
+        blob = read(NONCE_LEN + want + TAG_LEN)
+        if len(blob) != NONCE_LEN + want + TAG_LEN:
+            raise IntegrityError("sealed model: truncated")
+        try:
+            plain = aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], _chunk_aad(header, i, i == n - 1))
+        except InvalidTag as exc:
+            raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
+        view[pos:pos + want] = plain
+        pos += want
+    view.release()
+    return bytes(out)

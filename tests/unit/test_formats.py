@@ -1,0 +1,157 @@
+"""Sealed models, packs, envelopes, tensors, HPKE boxes: round trips and tampering."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+from sesemi import envelope, hpke_box, sealed_model, tensors
+from sesemi.errors import FormatError, IntegrityError, NotFound
+from sesemi.pack import Pack, build
+
+
+def _seal(data: bytes, model_id="m1", chunk=4096):
+    key = sealed_model.new_model_key()
+    out = io.BytesIO()
+    sealed_model.seal_stream(io.BytesIO(data), out, key, model_id, len(data), chunk)
+    return key, out.getvalue()
+
+
+def _open(blob: bytes, key: bytes, model_id="m1"):
+    return sealed_model.open_stream(io.BytesIO(blob).read, len(blob), key, model_id)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 5])
+def test_sealed_model_round_trip(size):
+    data = os.urandom(size)
+    key, blob = _seal(data)
+    assert _open(blob, key) == data
+    assert data[:64] not in blob or size < 16
+
+
+def test_sealed_model_every_chunk_is_authenticated():
+    data = os.urandom(3 * 4096)
+    key, blob = _seal(data)
+    header_len = len(sealed_model.read_header(io.BytesIO(blob).read).raw)
+    for pos in (header_len + 3, header_len + 12 + 100, len(blob) - 1, len(blob) - 4200):
+        bad = bytearray(blob)
+        bad[pos] ^= 1
+        with pytest.raises(IntegrityError):
+            _open(bytes(bad), key)
+
+
+def test_sealed_model_header_tamper_refused():
+    key, blob = _seal(os.urandom(5000))
+    # change the model id in the header: bound by the chunk AAD
+    key2, blob2 = _seal(os.urandom(5000), model_id="m2")
+    with pytest.raises(IntegrityError):
+        _open(blob2, key2, model_id="m1")
+    # flip a byte of the chunk size field (offset 12): length check or AAD catches it
+    bad = bytearray(blob)
+    bad[14] ^= 0x10
+    with pytest.raises((IntegrityError, FormatError)):
+        _open(bytes(bad), key)
+
+
+def test_sealed_model_truncation_and_wrong_key():
+    data = os.urandom(3 * 4096)
+    key, blob = _seal(data)
+    chunk_bytes = 12 + 4096 + 16
+    with pytest.raises(IntegrityError):
+        _open(blob[:-chunk_bytes], key)
+    with pytest.raises(IntegrityError):
+        _open(blob, sealed_model.new_model_key())
+
+
+def test_sealed_chunks_cannot_be_reordered():
+    data = os.urandom(2 * 4096)
+    key, blob = _seal(data)
+    h = len(sealed_model.read_header(io.BytesIO(blob).read).raw)
+    c = 12 + 4096 + 16
+    swapped = blob[:h] + blob[h + c:h + 2 * c] + blob[h:h + c]
+    with pytest.raises(IntegrityError):
+        _open(swapped, key)
+
+
+def test_pack_round_trip_and_tamper(tmp_path):
+    paths = []
+    keys = {}
+    for mid in ("a", "b"):
+        key = sealed_model.new_model_key()
+        src = tmp_path / f"{mid}.bin"
+        src.write_bytes(os.urandom(10000))
+        sealed_model.seal_file(src, tmp_path / f"{mid}.sealed", key, mid, chunk_size=4096)
+        paths.append(tmp_path / f"{mid}.sealed")
+        keys[mid] = (key, src.read_bytes())
+    build(tmp_path / "p.pack", paths)
+    pack = Pack(tmp_path / "p.pack")
+    assert pack.model_ids == ["a", "b"]
+    for mid, (key, data) in keys.items():
+        blob = pack.read_sealed(mid)
+        assert sealed_model.open_stream(io.BytesIO(blob).read, len(blob), key, mid) == data
+    with pytest.raises(NotFound):
+        pack.entry("c")
+    digest = pack.manifest_digest
+    pack.close()
+
+    raw = bytearray((tmp_path / "p.pack").read_bytes())
+    raw[-5] ^= 1  # inside model b's ciphertext
+    (tmp_path / "bad.pack").write_bytes(bytes(raw))
+    bad = Pack(tmp_path / "bad.pack")
+    assert bad.manifest_digest == digest
+    bad.read_sealed("a")
+    with pytest.raises(IntegrityError, match="tampered"):
+        bad.read_sealed("b")
+    (tmp_path / "short.pack").write_bytes(bytes(raw[:-1]))
+    with pytest.raises(IntegrityError):
+        Pack(tmp_path / "short.pack")
+    (tmp_path / "junk.pack").write_bytes(b"not a pack at all")
+    with pytest.raises(FormatError):
+        Pack(tmp_path / "junk.pack")
+
+
+def test_envelope_binds_context():
+    key = envelope.new_request_key()
+    env = envelope.seal(key, "m", "u", "r1", envelope.REQUEST, b"secret input")
+    assert envelope.open_(key, envelope.Envelope.from_json(env.to_json()), envelope.REQUEST) == b"secret input"
+    for field, value in (("model_id", "m2"), ("user_id", "u2"), ("request_id", "r2")):
+        moved = envelope.Envelope(**{**env.__dict__, field: value})
+        with pytest.raises(IntegrityError):
+            envelope.open_(key, moved, envelope.REQUEST)
+    with pytest.raises(IntegrityError):  # a request replayed as a response
+        envelope.open_(key, env, envelope.RESPONSE)
+    e2 = envelope.seal(key, "m", "u", "r1", envelope.REQUEST, b"secret input")
+    assert e2.nonce != env.nonce
+
+
+def test_envelope_rejects_malformed():
+    for bad in (None, [], {"v": 2}, {"v": 1, "model_id": "m"},
+                {"v": 1, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "!!", "ciphertext": "AA=="}):
+        with pytest.raises(FormatError):
+            envelope.Envelope.from_json(bad)
+
+
+def test_tensors_round_trip_and_malformed():
+    t = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "y": np.array([1, 2], dtype=np.int64),
+         "s": np.float32(3.5)}
+    back = tensors.decode(tensors.encode(t))
+    for k in t:
+        np.testing.assert_array_equal(back[k], t[k])
+        assert back[k].dtype == np.asarray(t[k]).dtype
+    raw = tensors.encode(t)
+    for bad in (raw[:-1], raw + b"x", b"XXXX" + raw[4:], raw[:10]):
+        with pytest.raises(FormatError):
+            tensors.decode(bad)
+    with pytest.raises(FormatError):
+        tensors.encode({"o": np.array([object()])})
+
+
+def test_hpke_box_binds_info():
+    sk = hpke_box.new_private_key()
+    box = hpke_box.seal(b"k" * 32, hpke_box.public_raw(sk), hpke_box.info("model-key", "m", "o"))
+    assert hpke_box.open_(box, sk, hpke_box.info("model-key", "m", "o")) == b"k" * 32
+    with pytest.raises(IntegrityError):
+        hpke_box.open_(box, sk, hpke_box.info("model-key", "m2", "o"))
+    with pytest.raises(IntegrityError):
+        hpke_box.open_(box, hpke_box.new_private_key(), hpke_box.info("model-key", "m", "o"))
