@@ -8,10 +8,12 @@ re-decrypted on every switch; here any number fit, up to the budget.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sesemi.errors import FormatError, IntegrityError, ModelUnavailable
 from sesemi.pack import Pack
 from sesemi.sealed_model import open_stream
 
@@ -73,11 +75,12 @@ class ModelStore:
             m.in_use -= 1
 
     def _load(self, model_id: str) -> LoadedModel:
-        import time
-
         t0 = time.perf_counter()
         key = self._model_key(model_id)
-        blob = self.pack.read_sealed(model_id)
+        try:
+            blob = self.pack.read_sealed(model_id)
+        except IntegrityError as exc:
+            raise ModelUnavailable(f"model {model_id!r} cannot be loaded: {exc}") from None
         pos = 0
 
         def read(n: int) -> bytes:
@@ -86,9 +89,12 @@ class ModelStore:
             pos += n
             return out
 
-        content = open_stream(read, len(blob), key, model_id)
-        del blob
-        pool = InterpreterPool(content, self.pool_size, self.interp_threads)
+        try:
+            content = open_stream(read, len(blob), key, model_id)
+            del blob
+            pool = InterpreterPool(content, self.pool_size, self.interp_threads)
+        except (IntegrityError, FormatError) as exc:
+            raise ModelUnavailable(f"model {model_id!r} cannot be loaded: {exc}") from None
         self.stats.loads += 1
         self.stats.load_seconds.append(time.perf_counter() - t0)
         # Plaintext buffer plus a rough allowance for arenas of the pooled interpreters.

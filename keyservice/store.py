@@ -46,8 +46,7 @@ class Store:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self.tx() as c:
-            c.executescript(SCHEMA)
+        self._conn().executescript(SCHEMA)  # runs in its own transaction
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

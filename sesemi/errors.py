@@ -75,3 +75,10 @@ class UnavailableError(SesemiError):
     """A dependency (key service, device) could not be reached or is not present."""
 
     http_status = 503
+
+
+class ModelUnavailable(SesemiError):
+    """A model in the action's pack cannot be loaded (tampered or corrupt pack,
+    sealed under another key, not a TFLite file). Another action may serve it."""
+
+    http_status = 503

@@ -1,0 +1,212 @@
+"""The encrypted inference flow end to end: key service and action as processes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from sesemi import envelope, tensors
+from sesemi.client import ActionClient, EnclaveKeyClient
+from sesemi.encoding import json_dumps
+from sesemi.errors import AccessDenied, FormatError, IntegrityError, ModelUnavailable, NotFound, PolicyError, ReplayError
+
+from ..conftest import mrenclave_for, plaintext_outputs
+
+
+def test_full_flow_matches_plaintext(world, action, heldout):
+    x, y = heldout
+    res = ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key, {"image": x[:50]})
+    ref = plaintext_outputs(x[:50])
+    assert set(res.outputs) == set(ref)
+    for name in ref:
+        np.testing.assert_array_equal(res.outputs[name], ref[name])
+    assert res.insecure_simulation is True and res.tee == "sim"
+    acc = (next(iter(res.outputs.values())).argmax(1) == y[:50]).mean()
+    assert acc > 0.9
+
+
+def test_init_over_http_once_with_value_env(world):
+    """As OpenWhisk does it: start bare, POST /init with value.env, then /run."""
+    srv = world.action(init=False)
+    r = requests.post(srv.url + "/run", json={"value": {}}, timeout=10)
+    assert r.status_code == 503 and "not initialised" in r.json()["error"]
+    env = {"SESEMI_PACK": str(world.pack), "SESEMI_KS_URL": world.ks_server.url}
+    r = requests.post(srv.url + "/init", json={"value": {"name": "a", "main": "main", "code": "", "env": env}},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["insecure_simulation"] is True
+    assert r.json()["mrenclave"] == mrenclave_for(world.pack)
+    r = requests.post(srv.url + "/init", json={"value": {"env": env}}, timeout=10)
+    assert r.status_code == 403 and "more than once" in r.json()["error"]
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    res = ActionClient(srv.url).infer("digits", world.user.principal_id, world.request_key, {"image": x})
+    assert res.outputs
+
+
+def test_ungranted_user_refused(world, action):
+    stranger = world.new_user("stranger")
+    with pytest.raises(AccessDenied, match="not granted"):
+        world.enroll(stranger, "digits")
+    # Even with a key of its own making, the action cannot get a request key for it.
+    with pytest.raises(AccessDenied, match="not granted"):
+        ActionClient(action.url).infer("digits", stranger.principal_id, envelope.new_request_key(),
+                                       {"image": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_revocation_holds_after_ttl(world):
+    ttl = 1.5
+    srv = world.action(extra=["--key-ttl", str(ttl)])
+    # The TTL is measured: the owner must allow the measurement of this configuration too.
+    mr_short = mrenclave_for(world.pack, key_ttl_s=ttl)
+    world.publish("digits", world.model_key, mrenclave_for(world.pack), mr_short)
+    user = world.new_user("revokee")
+    world.ks.grant(world.owner, "digits", user.principal_id)
+    rk = world.enroll(user, "digits")
+    client = ActionClient(srv.url)
+    x = {"image": np.zeros((1, 8, 8, 1), np.float32)}
+    client.infer("digits", user.principal_id, rk, x)
+    world.ks.revoke(world.owner, "digits", user.principal_id)
+    time.sleep(ttl + 0.5)
+    with pytest.raises(AccessDenied, match="revoked"):
+        client.infer("digits", user.principal_id, rk, x)
+
+
+def _post_run(url: str, value) -> requests.Response:
+    return requests.post(url + "/run", data=json_dumps({"value": value}),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def test_tampered_and_replayed_requests_refused(world, action):
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    env = envelope.seal(world.request_key, "digits", world.user.principal_id, envelope.new_request_id(),
+                        envelope.REQUEST, tensors.encode({"image": x}))
+    good = env.to_json()
+    ct = bytearray(env.ciphertext)
+    ct[3] ^= 1
+    bad = envelope.Envelope(**{**env.__dict__, "ciphertext": bytes(ct)}).to_json()
+    r = _post_run(action.url, bad)
+    assert r.status_code == 400 and "does not authenticate" in r.json()["error"]
+    moved = {**good, "request_id": "another-request"}
+    assert _post_run(action.url, moved).status_code == 400
+    assert _post_run(action.url, good).status_code == 200
+    r = _post_run(action.url, good)
+    assert r.status_code == 409 and "replayed" in r.json()["error"]
+    for junk in ({"v": 1}, {"v": 1, "model_id": "nope", "user_id": "u", "request_id": "r",
+                            "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "A" * 24}):
+        r = _post_run(action.url, junk)
+        assert 400 <= r.status_code < 500, r.text
+        assert "error" in r.json()
+    r = requests.post(action.url + "/run", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+def test_wrong_input_shape_is_a_clear_error(world, action):
+    with pytest.raises(FormatError, match="shape"):
+        ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key,
+                                       {"image": np.zeros((1, 9, 8, 1), np.float32)})
+    with pytest.raises(FormatError, match="dtype"):
+        ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key,
+                                       {"image": np.zeros((1, 8, 8, 1), np.float64)})
+
+
+def test_model_not_in_pack(world, action):
+    with pytest.raises(NotFound, match="not in this action's pack"):
+        ActionClient(action.url).infer("other", world.user.principal_id, world.request_key,
+                                       {"image": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_tampered_sealed_model_refused(world):
+    sealed, key = world.seal("digits-t")
+    raw = bytearray(sealed.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    sealed.write_bytes(bytes(raw))
+    pack = world.make_pack("tampered-model", [sealed])  # manifest digests the tampered blob
+    world.publish("digits-t", key, mrenclave_for(pack))
+    world.ks.grant(world.owner, "digits-t", world.user.principal_id)
+    rk = world.enroll(world.user, "digits-t")
+    srv = world.action(pack=pack)
+    with pytest.raises(ModelUnavailable, match="does not authenticate"):
+        ActionClient(srv.url).infer("digits-t", world.user.principal_id, rk,
+                                    {"image": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_tampered_pack_refused(world):
+    sealed, key = world.seal("digits-p")
+    pack = world.make_pack("tampered-pack", [sealed])
+    world.publish("digits-p", key, mrenclave_for(pack))
+    world.ks.grant(world.owner, "digits-p", world.user.principal_id)
+    rk = world.enroll(world.user, "digits-p")
+    raw = bytearray(pack.read_bytes())
+    raw[-100] ^= 1  # inside the sealed model, after the manifest was written
+    pack.write_bytes(bytes(raw))
+    srv = world.action(pack=pack)
+    with pytest.raises(ModelUnavailable, match="tampered"):
+        ActionClient(srv.url).infer("digits-p", world.user.principal_id, rk,
+                                    {"image": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_mrenclave_outside_policy_refused(world):
+    """Same code and pack, but a different measured config (key TTL): not allowed."""
+    srv = world.action(extra=["--key-ttl", "7"])
+    with pytest.raises(PolicyError, match="mrenclave") as ei:
+        ActionClient(srv.url).infer("digits", world.user.principal_id, world.request_key,
+                                    {"image": np.zeros((1, 8, 8, 1), np.float32)})
+    assert ei.value.check == "mrenclave"
+    entries = world.ks.audit(world.owner, "digits")
+    assert any(e["event"] == "release" and e["outcome"] == "refused" and e["reason"] == "policy:mrenclave"
+               for e in entries)
+
+
+def test_replayed_attestation_nonce_refused(world):
+    from sesemi import hpke_box
+    from sesemi.attestation.claims import report_data_binding
+    from sesemi.attestation.sim import SimBackend
+
+    client = EnclaveKeyClient(world.ks_server.url)
+    pub = hpke_box.public_raw(hpke_box.new_private_key())
+    nonce = client.nonce()
+    evidence = SimBackend(mrenclave_for(world.pack)).evidence(report_data_binding(nonce, pub))
+    token, _ = client.attest(nonce, evidence, pub)
+    assert token
+    with pytest.raises(ReplayError, match="already used"):
+        client.attest(nonce, evidence, pub)
+    # evidence bound to one key cannot carry another key
+    nonce2 = client.nonce()
+    from sesemi.errors import AttestationError
+
+    ev2 = SimBackend(mrenclave_for(world.pack)).evidence(report_data_binding(nonce2, pub))
+    with pytest.raises(AttestationError, match="report_data"):
+        client.attest(nonce2, ev2, hpke_box.public_raw(hpke_box.new_private_key()))
+
+
+def test_debug_enclave_refused(world):
+    sealed, key = world.seal("digits-d")
+    pack = world.make_pack("debug", [sealed])
+    # The owner allows this measurement, but the enclave claims debug: still refused.
+    world.publish("digits-d", key, mrenclave_for(pack, debug=True))
+    world.ks.grant(world.owner, "digits-d", world.user.principal_id)
+    rk = world.enroll(world.user, "digits-d")
+    srv = world.action(pack=pack, env={"SESEMI_INSECURE_SIM_DEBUG": "1"})
+    with pytest.raises(PolicyError) as ei:
+        ActionClient(srv.url).infer("digits-d", world.user.principal_id, rk,
+                                    {"image": np.zeros((1, 8, 8, 1), np.float32)})
+    assert ei.value.check == "debug"
+
+
+def test_keyservice_without_insecure_flag_refuses_sim(tmp_path):
+    from ..conftest import make_world
+
+    w = make_world(tmp_path, insecure_sim=False)
+    try:
+        srv = w.action(init=False)
+        env = {"SESEMI_PACK": str(w.pack), "SESEMI_KS_URL": w.ks_server.url}
+        r = requests.post(srv.url + "/init", json={"value": {"env": env}}, timeout=30)
+        assert r.status_code == 403
+        assert "sim evidence refused" in r.json()["error"]
+        assert requests.get(w.ks_server.url + "/healthz", timeout=5).json()["accepts_sim_evidence"] is False
+    finally:
+        for s in reversed(w.servers):
+            s.stop()
