@@ -1,0 +1,124 @@
+"""Key-service API over HTTP: authentication, replay, ownership, durability, bad input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from bundle_tool.procs import start_keyservice
+from sesemi import signed_call
+from sesemi.client import KeyServiceClient, attest_key_service
+from sesemi.errors import AccessDenied, AuthError, FormatError, NotFound, PinMismatch
+from sesemi.identity import Identity
+from sesemi.sealed_model import new_model_key
+from sesemi.policy import EnclavePolicy
+
+MR = "ab" * 32
+
+
+@pytest.fixture()
+def ks(tmp_path):
+    srv = start_keyservice(tmp_path)
+    yield srv, tmp_path
+    srv.stop()
+
+
+def _client(url):
+    return KeyServiceClient(attest_key_service(url, insecure_sim=True))
+
+
+def test_signed_call_replay_refused(ks):
+    srv, _ = ks
+    c = _client(srv.url)
+    owner = Identity.generate("o")
+    c.register(owner)
+    path = "/v1/audit"
+    headers = signed_call.sign(owner, "GET", path, c.pin.hpke_public_key, b"", time.time())
+    r1 = requests.get(srv.url + path, headers=headers, timeout=5)
+    r2 = requests.get(srv.url + path, headers=headers, timeout=5)
+    assert r1.status_code == 200
+    assert r2.status_code == 409 and "replayed" in r2.json()["error"]
+    r3 = requests.get(srv.url + path, timeout=5)
+    assert r3.status_code == 401 and "unsigned" in r3.json()["error"]
+
+
+def test_only_the_owner_manages_a_model(ks):
+    srv, _ = ks
+    c = _client(srv.url)
+    owner, other, user = Identity.generate("o"), Identity.generate("x"), Identity.generate("u")
+    for i in (owner, other, user):
+        c.register(i)
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    with pytest.raises(AccessDenied, match="another owner"):
+        c.publish_model(other, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    with pytest.raises(AccessDenied, match="only the owner"):
+        c.grant(other, "m", user.principal_id)
+    with pytest.raises(NotFound):
+        c.grant(owner, "nope", user.principal_id)
+    with pytest.raises(NotFound, match="not registered"):
+        c.grant(owner, "m", Identity.generate("ghost").principal_id)
+    with pytest.raises(FormatError):
+        c.grant(owner, "m", "not-a-principal")
+    c.grant(owner, "m", user.principal_id)
+    assert c.get_model(owner, "m")["grants"] == [user.principal_id]
+    with pytest.raises(AuthError, match="unknown principal"):
+        c.grant(Identity.generate("unregistered"), "m", user.principal_id)
+
+
+def test_state_survives_restart_and_pin_holds(tmp_path):
+    srv = start_keyservice(tmp_path)
+    c = _client(srv.url)
+    owner = Identity.generate("o")
+    c.register(owner)
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    pin = c.pin
+    port = srv.url.rsplit(":", 1)[1]
+    srv.stop()
+    srv = start_keyservice(tmp_path, port=int(port))
+    try:
+        c2 = KeyServiceClient(pin)  # the old pin still matches: the service kept its key
+        assert c2.get_model(owner, "m")["policy"]["mrenclave"] == [MR]
+    finally:
+        srv.stop()
+    # A different key service (fresh secrets) at the same URL: the pin refuses it.
+    srv = start_keyservice(tmp_path / "other", port=int(port))
+    try:
+        with pytest.raises((PinMismatch, AuthError)):
+            KeyServiceClient(pin).register(Identity.generate("z"))
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1/principals", b"{not json"),
+    ("POST", "/v1/principals", b'{"public_key": "!!!"}'),
+    ("POST", "/v1/principals", b'{"public_key": "AAAA"}'),
+    ("POST", "/v1/enclave/attest", b'{"nonce": "zz"}'),
+    ("POST", "/v1/enclave/attest", b"[]"),
+    ("POST", "/v1/enclave/keys", b"{}"),
+    ("GET", "/v1/attestation?nonce=12", b""),
+    ("GET", "/v1/nothing-here", b""),
+    ("DELETE", "/v1/enclave/nonce", b""),
+])
+def test_bad_input_gets_4xx_with_reason(ks, method, path, body):
+    srv, _ = ks
+    r = requests.request(method, srv.url + path, data=body, timeout=5)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert r.json()["error"]
+
+
+def test_oversized_body_refused(ks):
+    srv, _ = ks
+    r = requests.post(srv.url + "/v1/enclave/attest", data=b"x" * (2 << 20), timeout=10)
+    assert r.status_code == 413
+
+
+def test_enclave_token_required_and_checked(ks):
+    srv, _ = ks
+    r = requests.post(srv.url + "/v1/enclave/keys", json={"model_id": "m"}, timeout=5)
+    assert r.status_code == 401
+    r = requests.post(srv.url + "/v1/enclave/keys", json={"model_id": "m"},
+                      headers={"Authorization": "Bearer " + "00" * 32}, timeout=5)
+    assert r.status_code == 401 and "attest again" in r.json()["error"]
