@@ -15,15 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sesemi import sealed_model
-from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
-from sesemi.envelope import new_request_key
-from sesemi.measure import action_mrenclave, action_trusted_config
-from sesemi.pack import Pack, build as build_pack
-from sesemi.policy import EnclavePolicy
+from sesemi.client import ActionClient
 
-from .home import Home
-from .procs import start_action, start_keyservice
+from .local import LocalWorld, mrenclave_for
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "digits" / "digits.tflite"
@@ -76,49 +70,22 @@ def run_demo(workdir: str | None = None, batch: int = 30) -> dict:
     else:
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)
-    home = Home(work / "home")
-    servers = []
+    world = None
     try:
         print("WARNING: INSECURE SIMULATION (tee=sim): no SGX here; evidence is simulated and labelled so.")
-        _step("starting the key service (--insecure-sim-attestation)")
-        ks_srv = start_keyservice(work)
-        servers.append(ks_srv)
-        pin = attest_key_service(ks_srv.url, insecure_sim=True)
-        home.save_pin(pin)
+        _step("starting the key service (--insecure-sim-attestation); attesting and pinning it")
+        world = LocalWorld.start(work)
+        pin = world.ks.pin
         print(f"    pinned key service: tee={pin.tee} mrenclave={pin.mrenclave[:16]}...")
-        ks = KeyServiceClient(pin)
-
-        _step("owner and user identities")
-        owner, user = home.new_identity("owner"), home.new_identity("user")
-        ks.register(owner)
-        ks.register(user)
-        print(f"    owner {owner.principal_id}\n    user  {user.principal_id}")
-
-        _step("owner seals the model and builds a pack")
-        key = sealed_model.new_model_key()
-        sealed = work / "digits.sealed"
-        sealed_model.seal_file(MODEL, sealed, key, MODEL_ID)
-        home.save_model_key(MODEL_ID, key)
-        pack_path = work / "models.pack"
-        build_pack(pack_path, [sealed])
-        pack = Pack(pack_path)
-        mrenclave = action_mrenclave(action_trusted_config(tee="sim", key_ttl_s=60.0, insecure_sim_debug=False),
-                                     pack.manifest_digest)
-        pack.close()
-        print(f"    action mrenclave (sim) {mrenclave}")
-
-        _step("owner publishes the model key with its enclave policy, grants the user")
-        ks.publish_model(owner, MODEL_ID, key, EnclavePolicy(mrenclave=(mrenclave,)))
-        ks.grant(owner, MODEL_ID, user.principal_id)
-
-        _step("user enrolls a request key")
-        rk = new_request_key()
-        ks.enroll(user, MODEL_ID, rk)
-        home.save_request_key(user.principal_id, MODEL_ID, rk)
+        print(f"    owner {world.owner.principal_id}\n    user  {world.user.principal_id}")
+        _step("owner seals the model, builds a pack, publishes the key for the pack's measurement, "
+              "grants the user; the user enrolls a request key")
+        pack_path = world.deploy_pack("models", {MODEL_ID: MODEL})
+        print(f"    action mrenclave (sim) {mrenclave_for(pack_path)}")
+        user, rk = world.user, world.request_keys[MODEL_ID]
 
         _step("starting the inference action (attests to the key service at init)")
-        action = start_action(work, pack=pack_path, ks_url=ks_srv.url)
-        servers.append(action)
+        action = world.action(pack_path)
 
         data = np.load(HELDOUT)
         x, y = data["x"].astype(np.float32), data["y"]
@@ -159,7 +126,7 @@ def run_demo(workdir: str | None = None, batch: int = 30) -> dict:
         return {"encrypted_accuracy": enc_acc, "plaintext_accuracy": plain_acc,
                 "enc_p50_ms": enc_p50, "bare_p50_ms": bare_p50}
     finally:
-        for s in reversed(servers):
-            s.stop()
+        if world is not None:
+            world.stop()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""A whole SeSeMI deployment on this machine, driven through the SDK exactly as
+an owner and a user would: a key service process, identities, sealed models,
+packs, policies, grants, request keys, and action processes.
+
+The demo, the end-to-end tests and the benchmarks all stand on this, so they
+exercise one path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from sesemi import sealed_model
+from sesemi.client import KeyServiceClient, attest_key_service
+from sesemi.envelope import new_request_key
+from sesemi.identity import Identity
+from sesemi.measure import action_mrenclave, action_trusted_config
+from sesemi.pack import Pack, build as build_pack
+from sesemi.policy import EnclavePolicy
+
+from .home import Home
+from .procs import Server, start_action, start_keyservice
+
+
+def mrenclave_for(pack_path: Path, key_ttl_s: float = 60.0, debug: bool = False) -> str:
+    """The measurement an action serving this pack with these settings reports (sim)."""
+    pack = Pack(pack_path)
+    try:
+        trusted = action_trusted_config(tee="sim", key_ttl_s=key_ttl_s, insecure_sim_debug=debug)
+        return action_mrenclave(trusted, pack.manifest_digest)
+    finally:
+        pack.close()
+
+
+@dataclass
+class LocalWorld:
+    work: Path
+    ks_server: Server
+    ks: KeyServiceClient
+    home: Home
+    owner: Identity
+    user: Identity
+    servers: list[Server] = field(default_factory=list)
+    request_keys: dict[str, bytes] = field(default_factory=dict)
+    model_keys: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, work: Path, insecure_sim: bool = True) -> "LocalWorld":
+        work.mkdir(parents=True, exist_ok=True)
+        ks_srv = start_keyservice(work, insecure_sim=insecure_sim)
+        try:
+            home = Home(work / "home")
+            pin = attest_key_service(ks_srv.url, insecure_sim=True)
+            home.save_pin(pin)
+            ks = KeyServiceClient(pin)
+            owner, user = home.new_identity("owner"), home.new_identity("user")
+            ks.register(owner)
+            ks.register(user)
+        except BaseException:
+            ks_srv.stop()
+            raise
+        return cls(work, ks_srv, ks, home, owner, user, [ks_srv])
+
+    def seal(self, model_id: str, src: Path) -> tuple[Path, bytes]:
+        key = sealed_model.new_model_key()
+        out = self.work / f"{model_id}.sealed"
+        sealed_model.seal_file(src, out, key, model_id)
+        self.model_keys[model_id] = key
+        return out, key
+
+    def make_pack(self, name: str, sealed: list[Path]) -> Path:
+        out = self.work / f"{name}.pack"
+        build_pack(out, sealed)
+        return out
+
+    def publish(self, model_id: str, key: bytes, *mrenclaves: str, **policy) -> None:
+        self.ks.publish_model(self.owner, model_id, key, EnclavePolicy(mrenclave=tuple(mrenclaves), **policy))
+
+    def enroll(self, user: Identity, model_id: str) -> bytes:
+        rk = new_request_key()
+        self.ks.enroll(user, model_id, rk)
+        if user is self.user:
+            self.request_keys[model_id] = rk
+        return rk
+
+    def new_user(self, name: str) -> Identity:
+        u = self.home.new_identity(name)
+        self.ks.register(u)
+        return u
+
+    def deploy_pack(self, name: str, models: Mapping[str, Path], key_ttl_s: float = 60.0) -> Path:
+        """Seal each model, pack them, publish each for this pack's measurement,
+        grant the world's user and enroll its request keys."""
+        sealed = {mid: self.seal(mid, src) for mid, src in models.items()}
+        pack = self.make_pack(name, [p for p, _ in sealed.values()])
+        mr = mrenclave_for(pack, key_ttl_s)
+        for mid, (_, key) in sealed.items():
+            self.publish(mid, key, mr)
+            self.ks.grant(self.owner, mid, self.user.principal_id)
+            self.enroll(self.user, mid)
+        return pack
+
+    def action(self, pack: Path, **kw) -> Server:
+        srv = start_action(self.work, pack=pack, ks_url=self.ks_server.url, **kw)
+        self.servers.append(srv)
+        return srv
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
