@@ -6,4 +6,4 @@ import os
 from . import serve
 
 serve({}, host=os.environ.get("SESEMI_HOST", "0.0.0.0"), port=int(os.environ.get("SESEMI_PORT", "8080")),
-      threads=int(os.environ.get("SESEMI_THREADS", "8")))
+      threads=int(os.environ.get("SESEMI_THREADS", "64")))

@@ -30,6 +30,7 @@ class InterpreterPool:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._built = 0
         self._lock = threading.Lock()
+        self._shapes: dict[int, dict[int, tuple[int, ...]]] = {}
         first = self._build()  # fail now, at load, if the model is not a valid TFLite file
         self.input_details = first.get_input_details()
         self.output_details = first.get_output_details()
@@ -63,11 +64,14 @@ class InterpreterPool:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = self._match_inputs(inputs)
         with self.interpreter() as interp:
-            current = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
+            # Shapes each interpreter is allocated for, tracked here: asking the
+            # interpreter (get_input_details) costs more than a small model's invoke.
+            current = self._shapes.setdefault(id(interp), {})
             resized = False
             for det, arr in zip(self.input_details, arrays):
-                if current[det["index"]] != arr.shape:
+                if current.get(det["index"], tuple(det["shape"])) != arr.shape:
                     interp.resize_tensor_input(det["index"], list(arr.shape))
+                    current[det["index"]] = arr.shape
                     resized = True
             if resized:
                 interp.allocate_tensors()

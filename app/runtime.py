@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+import statistics
+from collections import OrderedDict, deque
 from typing import Any
 
 from sesemi import envelope, tensors
@@ -46,6 +47,10 @@ class Runtime:
                                  config.memory_budget_mb << 20, self._model_key)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._seen_lock = threading.Lock()
+        # Recent inference times (the interpreter part alone), so benchmarks can
+        # split the action's time into serving overhead and compute.
+        self._invoke_s: deque[float] = deque(maxlen=1000)
+        self.handle_s: deque[float] = deque(maxlen=1000)  # whole /run handling, body in to body out
         self.init_seconds = time.perf_counter() - t0
         self.labels = {"tee": self.tee.name, "insecure_simulation": self.tee.simulated}
         log.info("initialised: %d model(s) in pack, mrenclave(%s)=%s, attested in-process",
@@ -76,7 +81,9 @@ class Runtime:
         self._check_replay((req.model_id, req.user_id, req.request_id))
         model = self.models.acquire(req.model_id)
         try:
+            t0 = time.perf_counter()
             outputs = model.pool.run(tensors.decode(plain))
+            self._invoke_s.append(time.perf_counter() - t0)
         finally:
             self.models.release(model)
         resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE,
@@ -86,4 +93,8 @@ class Runtime:
     def stats(self) -> dict[str, Any]:
         return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,
                 "model_evictions": self.models.stats.evictions, "key_fetches": self.session.key_fetches,
-                "mrenclave": self.mrenclave, **self.labels}
+                "mrenclave": self.mrenclave, "init_seconds": self.init_seconds,
+                "model_load_seconds": self.models.stats.load_seconds[-20:],
+                "recent_inference_p50_ms": 1e3 * statistics.median(self._invoke_s) if self._invoke_s else None,
+                "recent_run_p50_ms": 1e3 * statistics.median(self.handle_s) if self.handle_s else None,
+                **self.labels}

@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--pack")
     a.add_argument("--ks", metavar="URL")
-    a.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+    a.add_argument("--threads", type=int, default=64,
+                   help="max concurrent connections, a thread each (default 64)")
     a.add_argument("--pool-size", type=int, help="interpreters per model (default: one per core)")
     a.add_argument("--key-ttl", type=float, help="seconds a released key is cached (measured)")
     a.add_argument("--init", action="store_true", help="initialise at start-up instead of waiting for /init")

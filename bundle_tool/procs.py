@@ -44,11 +44,17 @@ class Server:
 
 def start(name: str, args: Sequence[str], port: int, log_dir: Path, health_path: str,
           env: dict[str, str] | None = None, timeout: float = 60) -> Server:
+    """Start `sesemi ARGS` (as `python -m bundle_tool`) and wait until it answers."""
+    return start_process(name, [sys.executable, "-m", "bundle_tool", *args], port, log_dir, health_path, env,
+                         timeout)
+
+
+def start_process(name: str, argv: Sequence[str], port: int, log_dir: Path, health_path: str,
+                  env: dict[str, str] | None = None, timeout: float = 60) -> Server:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "bundle_tool", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     server = Server(name, url, proc, log_path, log)
     deadline = time.monotonic() + timeout

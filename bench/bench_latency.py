@@ -1,0 +1,139 @@
+"""(a) Warm latency per model, three ways, measured side by side in one run:
+
+  (i)   bare LiteRT invoke in-process (the limit);
+  (ii)  a plaintext Flask + LiteRT server (bench/plain_server.py);
+  (iii) the SeSeMI encrypted path, client -> action -> client.
+
+Also where the time goes on the secure path: codec and crypto steps timed
+in-process on the same input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pybase64
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (INTERP_THREADS, MODELS, available, model_input, progress, summary_ms, timed,  # noqa: E402
+                          write_result)
+from bundle_tool.local import LocalWorld  # noqa: E402
+from bundle_tool.procs import free_port, start_process  # noqa: E402
+from sesemi import envelope, tensors  # noqa: E402
+from sesemi.client import ActionClient  # noqa: E402
+from sesemi.encoding import json_dumps, json_loads  # noqa: E402
+
+
+def bare(model: Path, x: np.ndarray):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model.read_bytes(), num_threads=INTERP_THREADS)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], list(x.shape))
+    it.allocate_tensors()
+    out_idx = it.get_output_details()[0]["index"]
+
+    def call():
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        return it.get_tensor(out_idx)
+    return call
+
+
+def plain_client(url: str, x: np.ndarray):
+    """The same HTTP client library and codecs as the SDK's ActionClient."""
+    pool = urllib3.PoolManager(maxsize=4, retries=False)
+
+    def call():
+        body = orjson.dumps({"value": {"data": pybase64.b64encode_as_string(x.tobytes()), "shape": list(x.shape),
+                                       "dtype": x.dtype.name}})
+        r = pool.request("POST", url + "/run", body=body, headers={"Content-Type": "application/json"}, timeout=60)
+        v = orjson.loads(r.data)
+        return np.frombuffer(pybase64.b64decode(v["data"]), dtype=v["dtype"]).reshape(v["shape"])
+    return call
+
+
+def breakdown(x: np.ndarray, n: int = 50) -> dict[str, float]:
+    """Per-step cost of the secure path's codecs and crypto on this input (ms, p50)."""
+    key = envelope.new_request_key()
+    raw = tensors.encode({"image": x})
+    env = envelope.seal(key, "m", "u", "r", envelope.REQUEST, raw)
+    body = json_dumps({"value": env.to_json()})
+    steps = {
+        "tensor encode": lambda: tensors.encode({"image": x}),
+        "AES-GCM encrypt": lambda: envelope.seal(key, "m", "u", "r", envelope.REQUEST, raw),
+        "base64+JSON encode": lambda: json_dumps({"value": env.to_json()}),
+        "JSON+base64 decode": lambda: envelope.Envelope.from_json(json_loads(body)["value"]),
+        "AES-GCM decrypt": lambda: envelope.open_(key, env, envelope.REQUEST),
+        "tensor decode": lambda: tensors.decode(raw),
+    }
+    return {k: summary_ms(timed(f, n))["p50_ms"] for k, f in steps.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
+    ap.add_argument("-n", type=int, default=0, help="requests per variant (default: by model size)")
+    args = ap.parse_args()
+    names = available(args.models)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
+        work = Path(tmp)
+        world = LocalWorld.start(work / "world")
+        try:
+            for name in names:
+                model = MODELS[name]
+                x = model_input(name)
+                n = args.n or {"digits": 300, "mobilenetv2": 150}.get(name, 40)
+                progress(f"{name}: starting the plaintext server and the SeSeMI action")
+                pack = world.deploy_pack(name, {name: model})
+                action = world.action(pack, extra=["--pool-size", "1"],
+                                      env={"SESEMI_INTERP_THREADS": str(INTERP_THREADS)}, name=f"action-{name}")
+                port = free_port()
+                plain = start_process(f"plain-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
+                                                        str(model), str(port), str(INTERP_THREADS), "1"],
+                                      port, work / "logs", "/health")
+                world.servers.append(plain)
+                client = ActionClient(action.url)
+                rk, uid = world.request_keys[name], world.user.principal_id
+                variants = {
+                    "bare": bare(model, x),
+                    "plain": plain_client(plain.url, x),
+                    "sesemi": lambda: client.infer(name, uid, rk, {"image": x}),
+                }
+                # Interleave rounds so drift (other load, thermal) hits all three alike.
+                times: dict[str, list[float]] = {k: [] for k in variants}
+                rounds = 5
+                for r in range(rounds):
+                    for k, fn in variants.items():
+                        times[k] += timed(fn, n // rounds, warmup=3 if r == 0 else 1)
+                    progress(f"{name}: round {r + 1}/{rounds}")
+                s = {k: summary_ms(v) for k, v in times.items()}
+                results[name] = {
+                    "input_bytes": int(x.nbytes),
+                    "model_bytes": model.stat().st_size,
+                    **s,
+                    "ratio_sesemi_plain_p50": s["sesemi"]["p50_ms"] / s["plain"]["p50_ms"],
+                    "ratio_sesemi_bare_p50": s["sesemi"]["p50_ms"] / s["bare"]["p50_ms"],
+                    "ratio_plain_bare_p50": s["plain"]["p50_ms"] / s["bare"]["p50_ms"],
+                    "breakdown_ms": breakdown(x),
+                }
+                progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, plain {s['plain']['p50_ms']:.2f} ms, "
+                         f"sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
+                plain.stop()
+                action.stop()
+        finally:
+            world.stop()
+    write_result("latency", {"models": results})
+
+
+if __name__ == "__main__":
+    main()

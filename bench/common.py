@@ -1,0 +1,94 @@
+"""Shared benchmark plumbing: models, inputs, timing, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+MODEL_CACHE = Path(os.environ.get("SESEMI_BENCH_MODELS") or Path.home() / ".cache" / "sesemi" / "bench-models")
+
+MODELS = {
+    "digits": REPO / "models" / "digits" / "digits.tflite",
+    "mobilenetv2": MODEL_CACHE / "mobilenetv2.tflite",
+    "resnet50": MODEL_CACHE / "resnet50.tflite",
+    "densenet121": MODEL_CACHE / "densenet121.tflite",
+}
+
+# One interpreter thread per request: on 2 cores, two requests in parallel use
+# both (see the concurrency benchmark); every variant uses the same setting.
+INTERP_THREADS = int(os.environ.get("SESEMI_BENCH_INTERP_THREADS", "1"))
+
+
+def model_input(name: str, batch: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if name == "digits":
+        return rng.random((batch, 8, 8, 1), dtype=np.float32)
+    return rng.random((batch, 224, 224, 3), dtype=np.float32)
+
+
+def available(names: list[str]) -> list[str]:
+    missing = [n for n in names if not MODELS[n].exists()]
+    if missing:
+        sys.exit(f"missing benchmark models {missing}: run `make bench-models` "
+                 f"(tools/make_bench_models.py) first")
+    return names
+
+
+def timed(fn: Callable[[], Any], n: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = (len(xs) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summary_ms(xs: list[float]) -> dict[str, float]:
+    return {"p50_ms": pct(xs, 50) * 1e3, "p99_ms": pct(xs, 99) * 1e3, "mean_ms": statistics.fmean(xs) * 1e3,
+            "n": len(xs)}
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "interp_threads": INTERP_THREADS}, **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    progress(f"wrote {path.relative_to(REPO)}")
+    return path
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """Current and peak resident set of a process, from /proc (Linux)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            k, v = line.split(":")
+            out["rss_mb" if k == "VmRSS" else "peak_rss_mb"] = int(v.split()[0]) / 1024
+    return out
