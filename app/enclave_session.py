@@ -8,6 +8,7 @@ arrives HPKE-wrapped to it, bound to (purpose, model, user).
 from __future__ import annotations
 
 import threading
+from collections import deque
 import time
 from typing import Callable
 
@@ -37,6 +38,7 @@ class EnclaveSession:
         self._fetch_locks: dict[tuple, threading.Lock] = {}
         self._fetch_locks_guard = threading.Lock()
         self.key_fetches = 0
+        self.fetch_seconds: deque[float] = deque(maxlen=100)
 
     def attest(self) -> None:
         """RCAR: nonce from the key service, evidence binding (nonce, our key), token."""
@@ -70,12 +72,14 @@ class EnclaveSession:
             want_r = user_id is not None and rk is None
             if not (want_m or want_r):
                 return mk, rk
+            t0 = time.perf_counter()
             try:
                 body = self.ks.keys(self._token_now(), model_id, user_id if want_r else None, want_m)
             except AuthError:
                 self.attest()  # token expired or the service restarted: one fresh attestation
                 body = self.ks.keys(self._token_now(), model_id, user_id if want_r else None, want_m)
             self.key_fetches += 1
+            self.fetch_seconds.append(time.perf_counter() - t0)
             if want_m:
                 mk = self._unwrap(body.get("model_key"), "release-model-key", model_id)
                 self.cache.put(("m", model_id), mk)

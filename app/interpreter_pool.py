@@ -40,8 +40,9 @@ class InterpreterPool:
         try:
             interp = Interpreter(model_content=self._content, num_threads=self._num_threads)
             interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            # LiteRT's message may quote the buffer's start; keep only the type.
+        except Exception as exc:  # noqa: BLE001
+            # LiteRT's messages can quote the whole model buffer (its TypeError
+            # prints the argument): keep only the exception type.
             raise FormatError(f"model does not load as TFLite ({type(exc).__name__})") from None
         self._built += 1
         return interp

@@ -42,7 +42,9 @@ class Runtime:
         self.tee = SimBackend(self.mrenclave, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN,
                               debug=config.insecure_sim_debug)
         self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url), config.key_ttl_s)
+        t1 = time.perf_counter()
         self.session.attest()
+        self.init_phases = {"pack_and_measure_s": t1 - t0, "attest_s": time.perf_counter() - t1}
         self.models = ModelStore(self.pack, config.effective_pool_size(), config.interp_threads,
                                  config.memory_budget_mb << 20, self._model_key)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
@@ -51,6 +53,7 @@ class Runtime:
         # split the action's time into serving overhead and compute.
         self._invoke_s: deque[float] = deque(maxlen=1000)
         self.handle_s: deque[float] = deque(maxlen=1000)  # whole /run handling, body in to body out
+        self.first_inference_s: dict[str, float] = {}
         self.init_seconds = time.perf_counter() - t0
         self.labels = {"tee": self.tee.name, "insecure_simulation": self.tee.simulated}
         log.info("initialised: %d model(s) in pack, mrenclave(%s)=%s, attested in-process",
@@ -83,7 +86,9 @@ class Runtime:
         try:
             t0 = time.perf_counter()
             outputs = model.pool.run(tensors.decode(plain))
-            self._invoke_s.append(time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            self._invoke_s.append(dt)
+            self.first_inference_s.setdefault(req.model_id, dt)
         finally:
             self.models.release(model)
         resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE,
@@ -93,8 +98,10 @@ class Runtime:
     def stats(self) -> dict[str, Any]:
         return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,
                 "model_evictions": self.models.stats.evictions, "key_fetches": self.session.key_fetches,
-                "mrenclave": self.mrenclave, "init_seconds": self.init_seconds,
-                "model_load_seconds": self.models.stats.load_seconds[-20:],
+                "mrenclave": self.mrenclave, "init_seconds": self.init_seconds, "init_phases": self.init_phases,
+                "model_load_phases": self.models.stats.load_phases[-20:],
+                "first_inference_s": self.first_inference_s,
+                "key_fetch_seconds": list(self.session.fetch_seconds)[-20:],
                 "recent_inference_p50_ms": 1e3 * statistics.median(self._invoke_s) if self._invoke_s else None,
                 "recent_run_p50_ms": 1e3 * statistics.median(self.handle_s) if self.handle_s else None,
                 **self.labels}

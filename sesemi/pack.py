@@ -121,6 +121,13 @@ class Pack:
             raise IntegrityError(f"pack: sealed model {model_id!r} does not match the pack manifest (tampered)")
         return blob
 
+    def reader(self, model_id: str) -> "SealedReader":
+        """Stream a sealed model chunk by chunk from the file, digesting as it goes:
+        the ciphertext is never held whole, so loading peaks at the plaintext
+        plus one chunk. Call `verify()` after the last read."""
+        e = self.entry(model_id)
+        return SealedReader(self._fd, self._base + e.offset, e.length, e.sha256, model_id)
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -151,3 +158,23 @@ def _parse_manifest(raw: bytes, blob_area: int) -> dict[str, PackEntry]:
     if not entries:
         raise FormatError("pack: no models")
     return entries
+
+
+class SealedReader:
+    def __init__(self, fd: int, start: int, length: int, sha256: str, model_id: str) -> None:
+        self._fd, self._pos, self._end = fd, start, start + length
+        self.length = length
+        self._expected = sha256
+        self._model_id = model_id
+        self._h = hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        n = max(0, min(n, self._end - self._pos))
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        self._h.update(data)
+        return data
+
+    def verify(self) -> None:
+        if self._pos != self._end or self._h.hexdigest() != self._expected:
+            raise IntegrityError(f"pack: sealed model {self._model_id!r} does not match the pack manifest (tampered)")

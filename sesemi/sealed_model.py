@@ -147,16 +147,22 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
     view = memoryview(out)
     pos = 0
     n = header.n_chunks
-    for i in range(n):
-        want = min(header.chunk_size, header.plaintext_len - pos)
-        blob = read(NONCE_LEN + want + TAG_LEN)
-        if len(blob) != NONCE_LEN + want + TAG_LEN:
-            raise IntegrityError("sealed model: truncated")
-        try:
-            plain = aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], _chunk_aad(header, i, i == n - 1))
-        except InvalidTag as exc:
-            raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
-        view[pos:pos + want] = plain
-        pos += want
-    view.release()
+    try:
+        for i in range(n):
+            want = min(header.chunk_size, header.plaintext_len - pos)
+            blob = read(NONCE_LEN + want + TAG_LEN)
+            if len(blob) != NONCE_LEN + want + TAG_LEN:
+                raise IntegrityError("sealed model: truncated")
+            try:
+                # Straight into the output buffer: no per-chunk plaintext object.
+                aead.decrypt_into(blob[:NONCE_LEN], blob[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
+                                  view[pos:pos + want])
+            except InvalidTag as exc:
+                raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
+            pos += want
+    except BaseException:
+        out[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
+        raise
+    finally:
+        view.release()
     return bytes(out)

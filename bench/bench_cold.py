@@ -1,0 +1,133 @@
+"""(b) Cold start: the SeSeMI action against a plaintext server, per model.
+
+SeSeMI: process start -> /init (pack + measurement, attestation) -> first
+/run (key fetch, pack read, model decryption, interpreter build, first
+inference). Plaintext: process start with model load and interpreter build
+-> first request. Each measured `--reps` times, interleaved; medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import INTERP_THREADS, MODELS, available, model_input, progress, write_result  # noqa: E402
+from bundle_tool.local import LocalWorld  # noqa: E402
+from bundle_tool.procs import free_port  # noqa: E402
+from sesemi.client import ActionClient  # noqa: E402
+from sesemi.encoding import json_dumps  # noqa: E402
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=0.5)
+            return time.perf_counter()
+        except requests.RequestException:
+            time.sleep(0.002)
+    raise RuntimeError("server did not start")
+
+
+def sesemi_cold(world: LocalWorld, pack: Path, name: str, log) -> dict[str, float]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1",
+           "SESEMI_POOL_SIZE": "1", "SESEMI_INTERP_THREADS": str(INTERP_THREADS)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t1 = _wait(url + "/stats", proc)
+        r = requests.post(url + "/init", data=json_dumps({"value": {"env": {
+            "SESEMI_PACK": str(pack), "SESEMI_KS_URL": world.ks_server.url}}}), timeout=60)
+        r.raise_for_status()
+        t2 = time.perf_counter()
+        ActionClient(url).infer(name, world.user.principal_id, world.request_keys[name], {"image": model_input(name)})
+        t3 = time.perf_counter()
+        st = requests.get(url + "/stats", timeout=5).json()
+    finally:
+        proc.terminate()
+        proc.wait()
+    lp = st["model_load_phases"][0]
+    return {
+        "process_start_s": t1 - t0,
+        "init_s": t2 - t1,
+        "measure_s": st["init_phases"]["pack_and_measure_s"],
+        "attest_s": st["init_phases"]["attest_s"],
+        "first_request_s": t3 - t2,
+        # The first request fetches model key and request key in one round trip.
+        "key_fetch_s": st["key_fetch_seconds"][0],
+        "read_and_decrypt_s": lp["read_and_decrypt_s"],
+        "interpreter_build_s": lp["interpreter_build_s"],
+        "first_inference_s": st["first_inference_s"][name],
+        "total_s": t3 - t0,
+    }
+
+
+def plain_cold(model: Path, name: str, log) -> dict[str, float]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    x = model_input(name)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "plain_server.py"), str(model), str(port),
+                             str(INTERP_THREADS), "1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t1 = _wait(url + "/health", proc)
+        import orjson
+        import pybase64
+
+        body = orjson.dumps({"value": {"data": pybase64.b64encode_as_string(x.tobytes()), "shape": list(x.shape),
+                                       "dtype": x.dtype.name}})
+        urllib3.PoolManager().request("POST", url + "/run", body=body, headers={"Content-Type": "application/json"})
+        t2 = time.perf_counter()
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {"process_start_and_load_s": t1 - t0, "first_request_s": t2 - t1, "total_s": t2 - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    names = available(args.models)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
+        work = Path(tmp)
+        world = LocalWorld.start(work / "world")
+        log = open(work / "cold.log", "ab")
+        try:
+            for name in names:
+                pack = world.deploy_pack(f"cold-{name}", {name: MODELS[name]})
+                runs_s, runs_p = [], []
+                for r in range(args.reps):
+                    runs_s.append(sesemi_cold(world, pack, name, log))
+                    runs_p.append(plain_cold(MODELS[name], name, log))
+                    progress(f"{name}: rep {r + 1}/{args.reps}: sesemi {runs_s[-1]['total_s'] * 1e3:.0f} ms, "
+                             f"plain {runs_p[-1]['total_s'] * 1e3:.0f} ms")
+                med_s = {k: statistics.median(r[k] for r in runs_s) for k in runs_s[0]}
+                med_p = {k: statistics.median(r[k] for r in runs_p) for k in runs_p[0]}
+                out[name] = {"sesemi": med_s, "plain": med_p, "ratio_total": med_s["total_s"] / med_p["total_s"],
+                             "reps": args.reps}
+        finally:
+            log.close()
+            world.stop()
+    write_result("cold_start", {"models": out})
+
+
+if __name__ == "__main__":
+    main()
