@@ -20,6 +20,9 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     concurrent connections (the platform's concurrency limit sets how many it opens)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s action %(levelname)s %(message)s")
     log = logging.getLogger("sesemi.action")
+    from .malloc_tuning import tune_malloc
+
+    tune_malloc()
     config = ActionConfig.from_environ().with_env(settings)
     server = create_server(config, host, port, max_connections=threads)
     if config.tee == "sim":
