@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .encoding import b64d, b64e, lp
 from .errors import FormatError, IntegrityError
+from .names import check_model_id
 
 VERSION = 1
 REQUEST = "req"
@@ -62,6 +63,7 @@ class Envelope:
             raise FormatError("envelope: expected a JSON object")
         if obj.get("v") != VERSION:
             raise FormatError(f"envelope: unsupported version {obj.get('v')!r}")
+        check_model_id(obj.get("model_id"))
         fields = {}
         for name in ("model_id", "user_id", "request_id"):
             val = obj.get(name)
