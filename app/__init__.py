@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
+from sesemi.attestation.backends import check_available
+
 from .config import ActionConfig
 from .server import ActionService, create_server
 
@@ -24,6 +26,7 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
 
     tune_malloc()
     config = ActionConfig.from_environ().with_env(settings)
+    check_available(config.tee)  # before listening: a platform should see the start fail, not /init
     server = create_server(config, host, port, max_connections=threads)
     if config.tee == "sim":
         log.warning("INSECURE SIMULATION: tee=sim; evidence is not hardware-backed and every "

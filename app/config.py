@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
+from sesemi.attestation.backends import check_tee_name
 from sesemi.measure import action_trusted_config
 from sesemi.errors import FormatError
 
@@ -77,7 +78,6 @@ class ActionConfig:
             raise FormatError("no key-service URL: set SESEMI_KS_URL (or --ks)")
         if not self.pack_path:
             raise FormatError("no model pack: set SESEMI_PACK (or --pack)")
-        if self.tee != "sim":
-            raise FormatError(f"TEE backend {self.tee!r} is not available in this build (only 'sim')")
+        check_tee_name(self.tee)
         if not 0 < self.key_ttl_s <= 3600:
             raise FormatError("key TTL must be in (0, 3600] seconds")

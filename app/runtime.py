@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from sesemi import envelope, tensors
-from sesemi.attestation.sim import SimBackend
+from sesemi.attestation.backends import make_backend
 from sesemi.client import EnclaveKeyClient
 from sesemi.errors import ReplayError
 from sesemi.measure import action_mrenclave
@@ -37,10 +37,12 @@ class Runtime:
         self.config = config
         t0 = time.perf_counter()
         self.pack = Pack(config.pack_path)
-        self.mrenclave = action_mrenclave(config.trusted(), self.pack.manifest_digest)
-        # Only 'sim' exists in this build: evidence is SIMULATED, and every response says so.
-        self.tee = SimBackend(self.mrenclave, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN,
-                              debug=config.insecure_sim_debug)
+        # sim: SIMULATED evidence over a hashed measurement, and every response says so;
+        # occlum: DCAP quotes, measured by the CPU.
+        self.tee = make_backend(config.tee, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN,
+                                sim_mrenclave=lambda: action_mrenclave(config.trusted(), self.pack.manifest_digest),
+                                sim_debug=config.insecure_sim_debug)
+        self.mrenclave = self.tee.mrenclave
         self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url), config.key_ttl_s)
         t1 = time.perf_counter()
         self.session.attest()

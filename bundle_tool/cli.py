@@ -11,12 +11,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sesemi import sealed_model
+from sesemi.attestation.backends import TEE_NAMES
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
 from sesemi.envelope import new_request_key
 from sesemi.errors import FormatError, SesemiError
 from sesemi.measure import action_mrenclave, action_trusted_config
 from sesemi.pack import Pack, build as build_pack
-from sesemi.policy import EnclavePolicy
+from sesemi.policy import DEFAULT_TCB_STATUSES, EnclavePolicy
 
 from .home import Home
 
@@ -40,14 +41,26 @@ def cmd_identity_show(args: argparse.Namespace) -> None:
     print(_home(args).identity(args.name).principal_id)
 
 
+def _dcap_verifier(args: argparse.Namespace):
+    """A DCAP verifier from --collateral-file / --pccs-url, else from the host's
+    /etc/sgx_default_qcnl.conf; None when there is no collateral to be had."""
+    from sesemi.attestation.dcap import DcapVerifier, collateral_source, pccs_url_from_qcnl
+
+    source = collateral_source(pccs_url=args.pccs_url or (None if args.collateral_file else pccs_url_from_qcnl()),
+                               collateral_file=args.collateral_file)
+    return DcapVerifier(source) if source is not None else None
+
+
 def cmd_ks_attest(args: argparse.Namespace) -> None:
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
-                             expect_mrsigner=args.expect_mrsigner)
+                             expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
+                             accept_tcb_statuses=args.accept_tcb_status)
     _home(args).save_pin(pin)
     if pin.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
     print(f"pinned key service {pin.url}\n  tee        {pin.tee}\n  mrenclave  {pin.mrenclave}\n"
-          f"  mrsigner   {pin.mrsigner}\n  hpke key   {pin.hpke_public_key}")
+          f"  mrsigner   {pin.mrsigner}\n  hpke key   {pin.hpke_public_key}"
+          + (f"\n  tcb status {pin.tcb_status}" if pin.tcb_status else ""))
 
 
 def cmd_ks_register(args: argparse.Namespace) -> None:
@@ -68,7 +81,9 @@ def cmd_model_publish(args: argparse.Namespace) -> None:
     policy = EnclavePolicy(mrenclave=tuple(m.lower() for m in args.allow_mrenclave),
                            mrsigner=tuple(m.lower() for m in args.allow_mrsigner),
                            isv_prod_id=args.isv_prod_id, min_isv_svn=args.min_isv_svn,
-                           allow_debug=args.insecure_allow_debug)
+                           allow_debug=args.insecure_allow_debug,
+                           tcb_statuses=tuple(dict.fromkeys((*DEFAULT_TCB_STATUSES, *args.accept_tcb_status))),
+                           advisory_denylist=tuple(args.deny_advisory))
     EnclavePolicy.from_json(policy.to_json())  # same validation the key service applies
     _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy)
     print(f"published {args.model_id}")
@@ -115,14 +130,15 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
     import keyservice
 
     keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
-                     token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads)
+                     token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
+                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:
     import app
 
     settings = {k: str(v) for k, v in {
-        "SESEMI_PACK": args.pack, "SESEMI_KS_URL": args.ks, "SESEMI_KEY_TTL": args.key_ttl,
+        "SESEMI_PACK": args.pack, "SESEMI_KS_URL": args.ks, "SESEMI_KEY_TTL": args.key_ttl, "SESEMI_TEE": args.tee,
         "SESEMI_POOL_SIZE": args.pool_size}.items() if v is not None}
     app.serve(settings, host=args.host, port=args.port, threads=args.threads, init_now=args.init)
 
@@ -180,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--insecure-sim", action="store_true", help="accept SIMULATED evidence (development only)")
     a.add_argument("--expect-mrenclave", help="refuse unless the key service has this mrenclave")
     a.add_argument("--expect-mrsigner", help="refuse unless the key service has this mrsigner")
+    a.add_argument("--pccs-url", help="DCAP collateral from this PCCS (default: /etc/sgx_default_qcnl.conf)")
+    a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
+    a.add_argument("--accept-tcb-status", action="append", default=[], metavar="STATUS",
+                   help="also accept this TCB status besides UpToDate (repeatable), e.g. SWHardeningNeeded")
     add(ks, "register", cmd_ks_register, "register an identity with the pinned key service").add_argument(
         "--as", dest="as_", required=True, metavar="NAME")
     a = add(ks, "audit", cmd_audit, "show the audit log entries you may see")
@@ -200,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-isv-svn", type=int, default=0)
     a.add_argument("--insecure-allow-debug", action="store_true",
                    help="also release the key to DEBUG enclaves, whose memory the host can read")
+    a.add_argument("--accept-tcb-status", action="append", default=[], metavar="STATUS",
+                   help="DCAP: also accept this TCB status besides UpToDate (repeatable)")
+    a.add_argument("--deny-advisory", action="append", default=[], metavar="INTEL-SA-NNNNN",
+                   help="DCAP: refuse platforms affected by this advisory (repeatable)")
 
     for name, fn, verb in (("grant", cmd_grant, "grant"), ("revoke", cmd_revoke, "revoke")):
         a = add(sub, name, fn, f"{verb} a user's access to a model (owner)")
@@ -232,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pool-size", type=int, help="interpreters per model (default: one per core)")
     a.add_argument("--key-ttl", type=float, help="seconds a released key is cached (measured)")
     a.add_argument("--init", action="store_true", help="initialise at start-up instead of waiting for /init")
+    a.add_argument("--tee", choices=TEE_NAMES, help="evidence backend (default: $SESEMI_TEE or sim)")
 
     kss = group("keyservice", "run the key service")
     a = add(kss, "serve", cmd_keyservice_serve, "serve the key service")
@@ -242,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--token-ttl", type=int, default=600, help="enclave attestation token lifetime (s)")
     a.add_argument("--insecure-sim-attestation", action="store_true",
                    help="release keys to enclaves presenting SIMULATED evidence (development only)")
+    a.add_argument("--tee", choices=TEE_NAMES, default="sim",
+                   help="how the service attests itself: sim, or occlum (inside an Occlum enclave)")
+    a.add_argument("--pccs-url", help="DCAP collateral for enclaves' quotes from this PCCS "
+                   "(default: /etc/sgx_default_qcnl.conf)")
+    a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
 
     a = add(sub, "infer", cmd_infer, "encrypt an input, run it on an action, decrypt the outputs")
     a.add_argument("model_id")
@@ -254,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = add(sub, "demo", cmd_demo, "run the whole flow locally (sim) on the digits model")
     a.add_argument("--workdir", help="keep state here (default: a temporary directory)")
     a.add_argument("--batch", type=int, default=30)
+
+    from .platform.cli import add_commands as add_platform_commands  # deploy, platform serve, router serve
+
+    add_platform_commands(sub, add, group)
     return p
 
 

@@ -14,15 +14,27 @@ __all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
 
 
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
-          host: str = "127.0.0.1", port: int = 8443, threads: int = 8) -> None:
-    """Run the key service in ONE process with threads (Occlum has no fork)."""
-    import waitress
+          host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
+          pccs_url: str | None = None, collateral_file: str | Path | None = None) -> None:
+    """Run the key service in ONE process with threads (Occlum has no fork).
 
-    config = KeyServiceConfig(db_path=Path(db_path), insecure_sim_attestation=insecure_sim_attestation,
-                              token_ttl_s=token_ttl_s)
+    DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
+    /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
+    import waitress
+    from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keyservice %(levelname)s %(message)s")
     log = logging.getLogger("sesemi.keyservice")
+    if not collateral_file and not pccs_url:
+        pccs_url = pccs_url_from_qcnl()
+        if pccs_url:
+            log.info("DCAP collateral from the PCCS named in %s", QCNL_CONF)
+    config = KeyServiceConfig(db_path=Path(db_path), insecure_sim_attestation=insecure_sim_attestation,
+                              token_ttl_s=token_ttl_s, tee=tee, pccs_url=pccs_url,
+                              collateral_file=Path(collateral_file) if collateral_file else None)
     ks = KeyService(config)
+    if not ks.verifier.accepts_dcap:
+        log.warning("no DCAP collateral source (--pccs-url / --collateral-file): sgx-dcap evidence is refused")
     if ks.tee.simulated:
         log.warning("INSECURE SIMULATION: this key service attests itself with sim evidence "
                     "(not hardware-backed); its secrets file %s is protected by file mode only",
@@ -31,6 +43,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
         log.warning("INSECURE: --insecure-sim-attestation is on: enclaves presenting SIMULATED "
                     "evidence will receive keys")
     ks.store.purge_expired(time.time())
-    log.info("key service on %s:%d, mrenclave(sim)=%s, hpke key=%s", host, port, ks.mrenclave, ks.audience)
+    log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
+             ks.audience)
     waitress.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
                    _quiet=True)

@@ -68,7 +68,8 @@ def create_app(ks: KeyService) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"ok": True, "tee": ks.tee.name, "insecure_simulation": ks.tee.simulated,
-                      "accepts_sim_evidence": ks.config.insecure_sim_attestation})
+                      "accepts_sim_evidence": ks.config.insecure_sim_attestation,
+                      "accepts_dcap_evidence": ks.verifier.accepts_dcap})
 
     @app.get("/v1/attestation")
     def attestation() -> Response:

@@ -9,6 +9,9 @@ class KeyServiceConfig:
     db_path: Path
     insecure_sim_attestation: bool = False
     tee: str = "sim"                 # how the service attests ITSELF
+    # Where DCAP collateral comes from (file wins); neither: sgx-dcap evidence is refused.
+    pccs_url: str | None = None
+    collateral_file: Path | None = None
     token_ttl_s: int = 600           # enclave attestation tokens
     nonce_ttl_s: int = 60            # attestation nonces: single use, short-lived
     max_body_bytes: int = 1 << 20

@@ -11,8 +11,9 @@ import time
 from typing import Any, Callable
 
 from sesemi import hpke_box
-from sesemi.attestation import Claims, verify_evidence
-from sesemi.attestation.sim import SimBackend
+from sesemi.attestation import Claims, EvidenceVerifier, check_binding
+from sesemi.attestation.backends import TeeBackend, make_backend
+from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
                            PolicyError, ReplayError, SesemiError)
@@ -33,18 +34,29 @@ def check_user_id(user_id: str) -> str:
 
 
 class KeyService:
-    def __init__(self, config: KeyServiceConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: KeyServiceConfig, clock: Callable[[], float] = time.time,
+                 collateral: CollateralSource | None = None, backend: TeeBackend | None = None) -> None:
+        """`clock` is the time for everything, DCAP collateral validity included;
+        `collateral` and `backend` override what `config` names (tests)."""
         self.config = config
         self.clock = clock
+        if config.tee != "sim" and config.insecure_sim_attestation:
+            # The flag is not part of a hardware measurement: a host could set it on
+            # a genuine enclave, whose quote clients trust, and buy keys with forged sim evidence.
+            raise FormatError("--insecure-sim-attestation is refused for a hardware-attested key service")
+        self.tee = backend or make_backend(config.tee, sim_mrenclave=lambda: keyservice_mrenclave(config.trusted()),
+                                           isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
+        source = collateral or collateral_source(pccs_url=config.pccs_url, collateral_file=config.collateral_file)
+        self.verifier = EvidenceVerifier(
+            allow_sim=config.insecure_sim_attestation,
+            dcap_verifier=DcapVerifier(source, clock=self.clock) if source is not None else None)
         self.store = Store(config.db_path)
         self.secrets = ServiceSecrets.load_or_create(config.secrets_path)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
         self.audience = self.hpke_public.hex()
-        if config.tee != "sim":
-            raise SesemiError(f"TEE backend {config.tee!r} is not available in this build")
-        self.mrenclave = keyservice_mrenclave(config.trusted())
-        self.tee = SimBackend(self.mrenclave, isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
+        self._last_purge = 0.0
+        self.mrenclave = self.tee.mrenclave
 
     # --- the service's own attestation ------------------------------------
     def self_attestation(self, nonce: bytes) -> dict[str, Any]:
@@ -66,6 +78,10 @@ class KeyService:
         return None if row is None else bytes(row["public_key"])
 
     def remember_call_nonce(self, pid: str, nonce: str, expires: float) -> bool:
+        now = self.clock()
+        if now - self._last_purge > 60:  # expired nonces and tokens would otherwise pile up
+            self._last_purge = now
+            self.store.purge_expired(now)
         with self.store.tx() as c:
             if c.execute("SELECT 1 FROM call_nonces WHERE principal=? AND nonce=?", (pid, nonce)).fetchone():
                 return False
@@ -172,7 +188,26 @@ class KeyService:
             c.execute("INSERT INTO att_nonces VALUES (?,?)", (nonce.hex(), self.clock() + self.config.nonce_ttl_s))
         return {"nonce": nonce.hex(), "expires_in": self.config.nonce_ttl_s}
 
+    def evidence_claims(self, evidence: Any) -> Claims:
+        """Step 1 of attestation: the evidence's signature chain -> Claims."""
+        return self.verifier.claims(evidence)
+
+    def open_session(self, claims: Claims, public_key: bytes) -> dict[str, Any]:
+        """Step 3, after the binding check: a token for claims that the policy of
+        each model judges at release time. Callers must have checked the binding."""
+        now = self.clock()
+        token = secrets.token_bytes(32)
+        with self.store.tx() as c:
+            c.execute("INSERT INTO tokens VALUES (?,?,?,?)",
+                      (hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(), public_key,
+                       now + self.config.token_ttl_s))
+            self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
+        return {"token": token.hex(), "expires_in": self.config.token_ttl_s, "claims": claims.to_json(),
+                "insecure_simulation": claims.simulated}
+
     def attest_enclave(self, body: Any) -> dict[str, Any]:
+        """RCAR: consume the nonce, verify the evidence (step 1), check that its
+        REPORT_DATA binds (nonce, public key) (step 2), open a session (step 3)."""
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         nonce = hexd(body.get("nonce"), "nonce", 32)
@@ -188,20 +223,15 @@ class KeyService:
                 raise ReplayError("unknown or already used attestation nonce")
             if row["expires"] < now:
                 raise ReplayError("attestation nonce expired")
-            claims = verify_evidence(body.get("evidence"), nonce=nonce, public_key=pub,
-                                     allow_sim=self.config.insecure_sim_attestation)
+            claims = self.evidence_claims(body.get("evidence"))
+            check_binding(claims, nonce, pub)
         except SesemiError as exc:
+            check = getattr(exc, "check", None)
+            reason = f"{check}: {exc}" if check else str(exc)
             with self.store.tx() as c:
-                self.store.audit(c, now, "attest", "refused", reason=str(exc)[:200])
+                self.store.audit(c, now, "attest", "refused", reason=reason[:200])
             raise
-        token = secrets.token_bytes(32)
-        with self.store.tx() as c:
-            c.execute("INSERT INTO tokens VALUES (?,?,?,?)",
-                      (hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(), pub,
-                       now + self.config.token_ttl_s))
-            self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
-        return {"token": token.hex(), "expires_in": self.config.token_ttl_s, "claims": claims.to_json(),
-                "insecure_simulation": claims.simulated}
+        return self.open_session(claims, pub)
 
     def _session(self, token_hex: str) -> tuple[Claims, bytes]:
         try:

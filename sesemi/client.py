@@ -6,19 +6,20 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import urllib3
 
 from . import envelope, hpke_box, signed_call, tensors
-from .attestation import verify_evidence
+from .attestation import EvidenceVerifier
 from .attestation.claims import Claims
+from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
 from .errors import AttestationError, FormatError, PinMismatch, UnavailableError
 from .http_errors import raise_for
 from .identity import Identity
-from .policy import EnclavePolicy
+from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
 
 DEFAULT_TIMEOUT = 30
 
@@ -34,13 +35,14 @@ class KsPin:
     mrsigner: str
     isv_svn: int
     insecure_simulation: bool
+    tcb_status: str | None = None  # DCAP only: as judged when pinned
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _decode(resp: urllib3.BaseHTTPResponse, what: str) -> Any:
@@ -73,23 +75,46 @@ class _Http:
         return _decode(resp, what), resp
 
 
+def judge_key_service(claims: Claims, *, expect_mrenclave: str | None = None, expect_mrsigner: str | None = None,
+                      accept_tcb_statuses: Sequence[str] = ()) -> None:
+    """The client's policy for a key service, through the same EnclavePolicy
+    that key services apply to enclaves: expected identity, no debug enclave,
+    and (hardware evidence) a TCB status that is UpToDate unless the user
+    accepts more."""
+    if claims.debug:
+        raise AttestationError("key service runs as a debug enclave: refusing to trust it", check="debug")
+    mrenclave = tuple(m.lower() for m in (expect_mrenclave,) if m)
+    mrsigner = tuple(m.lower() for m in (expect_mrsigner,) if m)
+    if not mrenclave and not mrsigner:
+        if not claims.simulated:
+            # A valid quote only proves that *some* enclave holds the key; which one is the point.
+            raise AttestationError("a hardware-attested key service must be pinned by --expect-mrenclave "
+                                   "or --expect-mrsigner", check="expected_identity")
+        return
+    statuses = tuple(dict.fromkeys((*DEFAULT_TCB_STATUSES, *accept_tcb_statuses)))
+    EnclavePolicy(mrenclave=mrenclave, mrsigner=mrsigner, tcb_statuses=statuses).check(claims)
+
+
 def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave: str | None = None,
-                       expect_mrsigner: str | None = None, session: object | None = None,
+                       expect_mrsigner: str | None = None, dcap_verifier: DcapVerifier | None = None,
+                       accept_tcb_statuses: Sequence[str] = (), session: object | None = None,
                        timeout: float = DEFAULT_TIMEOUT) -> KsPin:
-    """Verify the key service's evidence binds its HPKE key to our fresh nonce."""
+    """Verify the key service's evidence (sim, or a DCAP quote with
+    `dcap_verifier`), that its REPORT_DATA binds its HPKE key to our fresh
+    nonce, and that it is the key service we expect (`judge_key_service`)."""
     http = _Http(url, session, timeout)
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
+    if not isinstance(body, dict):
+        raise FormatError("key service attestation: expected a JSON object")
     pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
-    claims = verify_evidence(body.get("evidence"), nonce=nonce, public_key=pub, allow_sim=insecure_sim)
-    if expect_mrenclave and claims.mrenclave != expect_mrenclave.lower():
-        raise AttestationError("key service mrenclave differs from --expect-mrenclave")
-    if expect_mrsigner and claims.mrsigner != expect_mrsigner.lower():
-        raise AttestationError("key service mrsigner differs from --expect-mrsigner")
-    if claims.debug:
-        raise AttestationError("key service runs as a debug enclave: refusing to trust it")
+    verifier = EvidenceVerifier(allow_sim=insecure_sim, dcap_verifier=dcap_verifier)
+    claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=pub)
+    judge_key_service(claims, expect_mrenclave=expect_mrenclave, expect_mrsigner=expect_mrsigner,
+                      accept_tcb_statuses=accept_tcb_statuses)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
-                 mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated)
+                 mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
+                 tcb_status=claims.tcb_status)
 
 
 class KeyServiceClient:

@@ -36,9 +36,14 @@ class ReplayError(SesemiError):
 
 
 class AttestationError(SesemiError):
-    """Evidence could not be verified (bad signature, sim not allowed, stale)."""
+    """Evidence could not be verified (bad signature, sim not allowed, stale).
+    `check` names what failed (e.g. 'quote', 'collateral_validity', 'report_data')."""
 
     http_status = 403
+
+    def __init__(self, message: str = "", check: str = "attestation") -> None:
+        self.check = check
+        super().__init__(message)
 
 
 class PolicyError(SesemiError):

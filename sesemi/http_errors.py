@@ -15,7 +15,7 @@ _KINDS: dict[str, type[E.SesemiError]] = {
 
 def error_body(exc: E.SesemiError) -> dict[str, Any]:
     body: dict[str, Any] = {"error": str(exc), "kind": type(exc).__name__}
-    if isinstance(exc, E.PolicyError):
+    if isinstance(exc, (E.PolicyError, E.AttestationError)):
         body["check"] = exc.check
     return body
 
@@ -31,6 +31,8 @@ def raise_for(status: int, body: Any, what: str) -> None:
         exc = E.PolicyError(body.get("check", "?"))
         exc.args = (text,)
         raise exc
+    if kind == "AttestationError":
+        raise E.AttestationError(text, check=str(body.get("check", "attestation")))
     cls = _KINDS.get(kind or "")
     if cls is None:
         cls = {400: E.FormatError, 401: E.AuthError, 403: E.AccessDenied, 404: E.NotFound,

@@ -5,6 +5,6 @@ is checked; both yield the same `Claims`, which one policy code path judges.
 """
 
 from .claims import Claims, report_data_binding
-from .verify import verify_evidence
+from .verify import EvidenceVerifier, check_binding, verify_evidence
 
-__all__ = ["Claims", "report_data_binding", "verify_evidence"]
+__all__ = ["Claims", "EvidenceVerifier", "check_binding", "report_data_binding", "verify_evidence"]
