@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from sesemi.attestation.backends import check_tee_name
 from sesemi.measure import action_trusted_config
-from sesemi.errors import FormatError
+from sesemi.errors import AccessDenied, FormatError
 
 _ENV = {
     "ks_url": "SESEMI_KS_URL",
@@ -31,6 +31,13 @@ _ENV = {
     "insecure_sim_debug": "SESEMI_INSECURE_SIM_DEBUG",
 }
 
+# Settings that change what the enclave protects. They come only from the
+# process environment (in Occlum: Occlum.json's env.default, which the
+# enclave's measurement covers), never from /init, which the platform writes:
+# the CPU does not measure /init, so a platform could otherwise stretch the
+# key TTL (the revocation bound) without changing MRENCLAVE.
+TRUSTED_ENV = frozenset({"SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG"})
+
 
 @dataclass(frozen=True)
 class ActionConfig:
@@ -42,6 +49,14 @@ class ActionConfig:
     interp_threads: int = 1
     memory_budget_mb: int = 2048      # decrypted models kept loaded (LRU)
     insecure_sim_debug: bool = False  # sim evidence claims a debug enclave (tests)
+
+    def with_untrusted_env(self, env: Mapping[str, Any]) -> "ActionConfig":
+        """Apply /init's value.env: the untrusted platform's settings."""
+        refused = sorted(TRUSTED_ENV & set(env))
+        if refused:
+            raise AccessDenied(f"{', '.join(refused)}: trusted setting(s), taken only from the enclave's "
+                               "measured configuration, not from /init")
+        return self.with_env(env)
 
     def with_env(self, env: Mapping[str, Any]) -> "ActionConfig":
         changes: dict[str, Any] = {}

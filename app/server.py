@@ -51,10 +51,11 @@ class ActionService:
         with self._init_lock:
             if self._init_attempted:
                 raise _AlreadyInitialised()
+            config = self.defaults.with_untrusted_env(env)
             # Marked before trying: a failed init leaves the container for the
             # platform to discard, as OpenWhisk does.
             self._init_attempted = True
-            self.runtime = Runtime(self.defaults.with_env(env))
+            self.runtime = Runtime(config)
             return self.runtime
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:

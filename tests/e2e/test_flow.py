@@ -34,6 +34,9 @@ def test_init_over_http_once_with_value_env(world):
     r = requests.post(srv.url + "/run", json={"value": {}}, timeout=10)
     assert r.status_code == 503 and "not initialised" in r.json()["error"]
     env = {"SESEMI_PACK": str(world.pack), "SESEMI_KS_URL": world.ks_server.url}
+    # The platform may not set what the measurement is about (here: stretch the revocation bound).
+    r = requests.post(srv.url + "/init", json={"value": {"env": {**env, "SESEMI_KEY_TTL": "86400"}}}, timeout=30)
+    assert r.status_code == 403 and "SESEMI_KEY_TTL" in r.json()["error"]
     r = requests.post(srv.url + "/init", json={"value": {"name": "a", "main": "main", "code": "", "env": env}},
                       timeout=30)
     assert r.status_code == 200, r.text
