@@ -169,7 +169,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(workdir=args.workdir, batch=args.batch)
+    run_demo(workdir=args.workdir, batch=args.batch, platform=args.platform)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = add(sub, "demo", cmd_demo, "run the whole flow locally (sim) on the digits model")
     a.add_argument("--workdir", help="keep state here (default: a temporary directory)")
     a.add_argument("--batch", type=int, default=30)
+    a.add_argument("--platform", action="store_true",
+                   help="go through the local OpenWhisk emulator and the router instead of one action")
 
     from .platform.cli import add_commands as add_platform_commands  # deploy, platform serve, router serve
 

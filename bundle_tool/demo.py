@@ -62,7 +62,9 @@ def bare_invoke_latency(model_path: Path, sample: np.ndarray, n: int) -> list[fl
     return times
 
 
-def run_demo(workdir: str | None = None, batch: int = 30) -> dict:
+def run_demo(workdir: str | None = None, batch: int = 30, platform: bool = False) -> dict:
+    """`platform`: serve through the local OpenWhisk emulator and the router
+    (client -> router -> emulator -> action containers) instead of one action."""
     tmp = None
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="sesemi-demo-")
@@ -84,13 +86,22 @@ def run_demo(workdir: str | None = None, batch: int = 30) -> dict:
         print(f"    action mrenclave (sim) {mrenclave_for(pack_path)}")
         user, rk = world.user, world.request_keys[MODEL_ID]
 
-        _step("starting the inference action (attests to the key service at init)")
-        action = world.action(pack_path)
+        if platform:
+            from .platform.local import start_platform
+
+            _step("starting the OpenWhisk emulator, deploying a pool of 2 actions through its REST API, "
+                  "starting the router (containers start on demand and attest at /init)")
+            local = start_platform(work, world.ks_server.url, {"models": (pack_path, [MODEL_ID])})
+            world.servers += local.servers
+            url, path = local.url, local.path
+        else:
+            _step("starting the inference action (attests to the key service at init)")
+            url, path = world.action(pack_path).url, "/run"
 
         data = np.load(HELDOUT)
         x, y = data["x"].astype(np.float32), data["y"]
         _step(f"user sends {len(x)} held-out digits through the encrypted path (batches of {batch})")
-        client = ActionClient(action.url)
+        client = ActionClient(url, path=path)
         preds = []
         sim_label = False
         for i in range(0, len(x), batch):

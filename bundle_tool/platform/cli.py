@@ -1,0 +1,149 @@
+"""`sesemi deploy`, `sesemi platform serve`, `sesemi router serve`. Each server
+command imports its server lazily, so the rest of the CLI does not load
+gunicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from sesemi.encoding import JSONDecodeError, json_loads
+from sesemi.errors import FormatError
+from sesemi.openwhisk import ActionSpec, OpenWhiskClient, load_credentials
+
+AUTH_ENV = "SESEMI_PLATFORM_AUTH"
+
+
+def _pairs(items: list[str], what: str, parse_json: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FormatError(f"{what} takes KEY=VALUE, got {item.split('=', 1)[0]!r}")
+        if parse_json:  # as `wsk -p`: a value that is valid JSON is passed structured
+            try:
+                out[key] = json_loads(value)
+                continue
+            except JSONDecodeError:
+                pass
+        out[key] = value
+    return out
+
+
+def action_specs(args: argparse.Namespace) -> list[ActionSpec]:
+    names = [f"{n}-{i}" for n in args.names for i in range(1, args.replicas + 1)] if args.replicas > 1 \
+        else list(args.names)
+    env = _pairs(args.env, "--env")
+    params = _pairs(args.param, "--param", parse_json=True)
+    ann = _pairs(args.annotation, "--annotation", parse_json=True)
+    return [ActionSpec(n, args.image, args.memory, args.timeout, args.concurrency, env, params, ann).validate()
+            for n in names]
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    specs = action_specs(args)
+    creds = load_credentials(args.wskprops, apihost=args.apihost, namespace=args.namespace,
+                             require_auth=not args.dry_run)
+    client = OpenWhiskClient(creds)
+    if args.dry_run:
+        for spec in specs:
+            print(client.plan_put_action(spec).describe())
+        return
+    for spec in specs:
+        doc = client.put_action(spec)
+        env = ", ".join(sorted(spec.init_env)) or "none"
+        print(f"deployed {spec.name} (version {doc.get('version', '?')}) at {creds.apihost}: image {spec.image}, "
+              f"{spec.memory_mb} MB, timeout {spec.timeout_ms} ms, concurrency {spec.concurrency}; "
+              f"init env: {env}")
+
+
+def write_wskprops(path: Path, apihost: str, auth: str, namespace: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"APIHOST={apihost}\nAUTH={auth}\nNAMESPACE={namespace}\n")
+
+
+def cmd_platform_serve(args: argparse.Namespace) -> None:
+    from . import ImageMap, Settings, serve
+
+    images = ImageMap.parse(args.image)
+    auth = os.environ.get(AUTH_ENV, "")
+    if auth and ":" not in auth:
+        raise FormatError(f"${AUTH_ENV} must be user:password")
+    if not auth:
+        if not args.wskprops:
+            raise FormatError(f"give --wskprops PATH to receive generated credentials, or set ${AUTH_ENV}")
+        auth = f"{secrets.token_hex(8)}:{secrets.token_urlsafe(24)}"
+    apihost = f"http://{args.host}:{args.port}"
+    if args.wskprops:
+        write_wskprops(Path(args.wskprops), apihost, auth, args.namespace)
+        print(f"credentials in {args.wskprops} (use: export WSK_CONFIG_FILE={args.wskprops})", flush=True)
+    settings = Settings(namespace=args.namespace, keep_alive_s=args.keep_alive, max_containers=args.max_containers,
+                        max_wait_s=args.max_wait, blocking_wait_s=args.blocking_wait,
+                        start_timeout_s=args.start_timeout, max_payload_bytes=int(args.max_payload_mb * (1 << 20)),
+                        work_dir=Path(args.work_dir or tempfile.mkdtemp(prefix="sesemi-platform-")),
+                        api_host=apihost)
+    if settings.keep_alive_s <= 0 or settings.max_containers < 1 or settings.max_wait_s < 0:
+        raise FormatError("--keep-alive must be > 0, --max-containers >= 1, --max-wait >= 0")
+    serve(settings, images, auth, host=args.host, port=args.port, threads=args.threads)
+
+
+def cmd_router_serve(args: argparse.Namespace) -> None:
+    import router
+
+    router.serve(args.config, host=args.host, port=args.port, threads=args.threads)
+
+
+def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: Callable[..., Any]) -> None:
+    a = add(sub, "deploy", cmd_deploy, "create or update blackbox actions through OpenWhisk's REST API")
+    a.add_argument("names", nargs="+", metavar="NAME", help="action name(s)")
+    a.add_argument("--image", required=True, help="the action's Docker image (the emulator maps it to a command)")
+    a.add_argument("--memory", type=int, default=256, metavar="MB", help="memory limit (default 256)")
+    a.add_argument("--timeout", type=int, default=60_000, metavar="MS", help="time limit (default 60000)")
+    a.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="activations one container runs at once (default 1)")
+    a.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="init parameter: reaches the container in /init's value.env (e.g. SESEMI_KS_URL)")
+    a.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="default parameter")
+    a.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="deploy NAME-1 .. NAME-N (a router pool) instead of NAME")
+    a.add_argument("--wskprops", help="OpenWhisk properties file (default $WSK_CONFIG_FILE or ~/.wskprops)")
+    a.add_argument("--apihost", help="override APIHOST")
+    a.add_argument("--namespace", help="override NAMESPACE (default _)")
+    a.add_argument("--dry-run", action="store_true", help="print the requests instead of sending them")
+
+    plat = group("platform", "the local OpenWhisk emulator")
+    a = add(plat, "serve", cmd_platform_serve, "serve OpenWhisk's REST API subset; containers are local processes")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=3233)
+    a.add_argument("--namespace", default="guest")
+    a.add_argument("--wskprops", metavar="PATH", help="write APIHOST/AUTH/NAMESPACE here (mode 0600)")
+    a.add_argument("--keep-alive", type=float, default=600.0, metavar="S",
+                   help="remove a container idle this long (OpenWhisk's default: 600)")
+    a.add_argument("--max-containers", type=int, default=8, metavar="N", help="containers at most (default 8)")
+    a.add_argument("--max-wait", type=float, default=60.0, metavar="S",
+                   help="an activation waits this long for a container at the cap, then 429 (default 60)")
+    a.add_argument("--blocking-wait", type=float, default=60.0, metavar="S",
+                   help="a blocking invoke answers 202 with the id after this long (default 60)")
+    a.add_argument("--start-timeout", type=float, default=60.0, metavar="S",
+                   help="a container must listen within this long (default 60)")
+    a.add_argument("--max-payload-mb", type=float, default=1.0, metavar="MB",
+                   help="invocation payload limit (OpenWhisk's default: 1 MB)")
+    a.add_argument("--image", action="append", default=[], metavar="NAME=COMMAND",
+                   help="map an image to a local command ({port} and $PORT give its port); "
+                        "built in: sesemi-action")
+    a.add_argument("--work-dir", metavar="DIR", help="container logs (default: a temporary directory)")
+    a.add_argument("--threads", type=int, default=64)
+
+    rt = group("router", "the model packer's router (FnPacker)")
+    a = add(rt, "serve", cmd_router_serve, "route each model's requests to its pack's pool of actions")
+    a.add_argument("--config", required=True, metavar="FILE", help="packs, actions, policy (JSON or YAML)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--threads", type=int, default=64)

@@ -1,0 +1,34 @@
+"""The model packer's router (FnPacker): maps each model's requests to a pool
+of packed actions through OpenWhisk's REST API. Runs outside enclaves and sees
+ciphertext only. Imports `sesemi` and nothing else of this project."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["serve"]
+
+
+def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, threads: int = 64) -> None:
+    """Serve the router with gunicorn (one worker, `threads` threads: claims and
+    queues are shared in-process state). Config errors raise before binding."""
+    from sesemi.gunicorn_serve import serve as gunicorn_serve
+    from sesemi.openwhisk import OpenWhiskClient
+
+    from . import config as config_mod
+    from .app import create_app
+    from .service import Router
+
+    cfg = config_mod.load(config_path)
+    creds = cfg.credentials()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(message)s")
+
+    def factory():
+        router = Router(cfg, OpenWhiskClient(creds, timeout=cfg.activation_timeout_s, pool_maxsize=threads))
+        logging.getLogger("sesemi.router").info(
+            "router on %s:%d: %d pack(s), %d model(s), policy %s, OpenWhisk at %s", host, port, len(cfg.packs),
+            len(router.pack_of), cfg.policy_kind, creds.apihost)
+        return create_app(router)
+
+    gunicorn_serve(factory, host=host, port=port, threads=threads, name="sesemi-router")

@@ -1,0 +1,68 @@
+"""The router's HTTP surface. `POST /run` and `POST /v1/infer` take exactly what
+the SDK's ActionClient posts to an action, `{"value": envelope}`, and answer
+what the action answered, so `sesemi infer --action ROUTER_URL --path /v1/infer`
+works unchanged. `GET /healthz`, `GET /stats` (counters, claims, queues)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from sesemi.encoding import JSONDecodeError, json_dumps, json_loads
+from sesemi.errors import FormatError, SesemiError
+from sesemi.http_errors import error_body
+
+from .service import Router
+
+log = logging.getLogger("sesemi.router")
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json_dumps(obj), status=status, mimetype="application/json", headers=headers)
+
+
+def create_app(router: Router) -> Flask:
+    app = Flask("sesemi.router")
+    app.config["MAX_CONTENT_LENGTH"] = router.cfg.max_body_bytes
+
+    @app.errorhandler(SesemiError)
+    def _sesemi_error(exc: SesemiError) -> Response:
+        return _json(error_body(exc), exc.http_status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        if exc.code == 413:
+            return _json({"error": f"request body over {router.cfg.max_body_bytes} bytes", "kind": "FormatError"},
+                         413)
+        return _json({"error": exc.description or exc.name}, exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def _internal(exc: Exception) -> Response:
+        log.error("internal error on %s: %s", request.path, type(exc).__name__)
+        return _json({"error": "internal error in the router", "kind": "UnavailableError"}, 500)
+
+    def infer() -> Response:
+        try:
+            body = json_loads(request.get_data())
+        except JSONDecodeError:
+            raise FormatError("body is not valid JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("value"), dict):
+            raise FormatError("body must be {\"value\": envelope}")
+        reply = router.infer(body["value"])
+        return _json(reply.body, reply.status, reply.headers)
+
+    app.add_url_rule("/run", "run", infer, methods=["POST"])
+    app.add_url_rule("/v1/infer", "infer", infer, methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"ok": True, "packs": len(router.pools), "policy": router.cfg.policy_kind})
+
+    @app.get("/stats")
+    def stats() -> Response:
+        return _json(router.stats())
+
+    return app

@@ -1,0 +1,129 @@
+"""The router's configuration file (JSON, or YAML when PyYAML is installed):
+which models are in which pack, which actions serve each pack, the policy,
+and where OpenWhisk is. Example in docs/packing.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from sesemi.encoding import JSONDecodeError, json_loads
+from sesemi.errors import FormatError
+from sesemi.names import check_model_id
+from sesemi.openwhisk import Credentials, check_action_name, load_credentials
+
+from .policy import POLICIES, PolicyParams
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    name: str
+    models: tuple[str, ...]
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    packs: tuple[PackConfig, ...]
+    policy: PolicyParams
+    policy_kind: str = "sesemi"
+    queue_timeout_s: float = 30.0      # bound on a request's wait for a free action
+    max_queue: int = 1024              # requests waiting at once, all packs
+    max_attempts: int = 3              # activations tried per request (the first and the retries)
+    activation_timeout_s: float = 75.0  # HTTP timeout of one blocking invoke (OpenWhisk waits 60 s)
+    max_body_bytes: int = 8 << 20
+    openwhisk: Mapping[str, Any] = None  # type: ignore[assignment]
+
+    def pack_of(self) -> dict[str, str]:
+        return {m: p.name for p in self.packs for m in p.models}
+
+    def credentials(self) -> Credentials:
+        ow = dict(self.openwhisk or {})
+        return load_credentials(ow.get("wskprops"), apihost=ow.get("apihost"), auth=ow.get("auth"),
+                                namespace=ow.get("namespace"))
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FormatError(f"cannot read router config {path}: {exc.strerror or exc}") from None
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise FormatError("a YAML router config needs PyYAML (pip install pyyaml), or use JSON") from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise FormatError(f"router config {path}: invalid YAML ({type(exc).__name__})") from None
+    try:
+        return json_loads(text)
+    except JSONDecodeError:
+        raise FormatError(f"router config {path}: invalid JSON") from None
+
+
+def _str_list(v: Any, what: str) -> list[str]:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise FormatError(f"{what} must be a non-empty list of strings")
+    return v
+
+
+def parse(doc: Any) -> RouterConfig:
+    if not isinstance(doc, dict):
+        raise FormatError("router config must be an object")
+    packs_doc = doc.get("packs")
+    if isinstance(packs_doc, dict):  # {"name": {"models": [...], "actions": [...]}}
+        packs_doc = [{"name": k, **v} for k, v in packs_doc.items() if isinstance(v, dict)]
+    if not isinstance(packs_doc, list) or not packs_doc:
+        raise FormatError("router config: 'packs' must list at least one pack")
+    packs, seen_models, seen_actions = [], set(), set()
+    for i, p in enumerate(packs_doc):
+        if not isinstance(p, dict):
+            raise FormatError(f"packs[{i}] must be an object")
+        name = str(p.get("name") or f"pack{i}")
+        models = [check_model_id(m) for m in _str_list(p.get("models"), f"pack {name}: models")]
+        actions = [check_action_name(a) for a in _str_list(p.get("actions"), f"pack {name}: actions")]
+        for m in models:
+            if m in seen_models:
+                raise FormatError(f"model {m} is in more than one pack")
+            seen_models.add(m)
+        for a in actions:
+            if a in seen_actions:
+                raise FormatError(f"action {a} serves more than one pack")
+            seen_actions.add(a)
+        packs.append(PackConfig(name, tuple(models), tuple(actions)))
+    pol = doc.get("policy") or {}
+    if not isinstance(pol, dict):
+        raise FormatError("router config: 'policy' must be an object")
+    known = {f.name for f in fields(PolicyParams)}
+    extra = set(pol) - known - {"kind"}
+    if extra:
+        raise FormatError(f"router config: unknown policy setting(s) {sorted(extra)}")
+    kind = pol.get("kind", "sesemi")
+    if kind not in POLICIES:
+        raise FormatError(f"policy.kind must be one of {sorted(POLICIES)}")
+    try:
+        params = PolicyParams(**{k: v for k, v in pol.items() if k in known}).validate()
+    except TypeError:
+        raise FormatError("router config: bad policy settings") from None
+    top = {f.name for f in fields(RouterConfig)} - {"packs", "policy", "policy_kind", "openwhisk"}
+    extra = set(doc) - top - {"packs", "policy", "openwhisk"}
+    if extra:
+        raise FormatError(f"router config: unknown setting(s) {sorted(extra)}")
+    kw: dict[str, Any] = {}
+    for key in top:
+        if key in doc:
+            v = doc[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise FormatError(f"router config: {key} must be a positive number")
+            kw[key] = int(v) if key in ("max_queue", "max_attempts", "max_body_bytes") else float(v)
+    ow = doc.get("openwhisk") or {}
+    if not isinstance(ow, dict):
+        raise FormatError("router config: 'openwhisk' must be an object")
+    return RouterConfig(tuple(packs), params, kind, openwhisk=ow, **kw)
+
+
+def load(path: str | Path) -> RouterConfig:
+    return parse(_read(Path(path)))

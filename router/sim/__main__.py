@@ -1,0 +1,54 @@
+"""`python -m router.sim`: compare one action per model, the SeSeMI
+prototype's FnPacker and our policy on one generated Azure-like trace; write
+the results into docs/packing.md and docs/img/packing-sim.png."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .report import load_costs, plot, render, results_json, run, scenarios, write
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m router.sim", description=__doc__.splitlines()[0])
+    ap.add_argument("--costs", type=Path, help="bench/results/platform.json (default: the numbers measured here)")
+    ap.add_argument("--doc", type=Path, default=Path("docs/packing.md"))
+    ap.add_argument("--image", type=Path, default=Path("docs/img/packing-sim.png"))
+    ap.add_argument("--json", type=Path, help="also write all numbers here")
+    ap.add_argument("--only-main", action="store_true", help="skip the sensitivity scenarios")
+    args = ap.parse_args(argv)
+    try:
+        cold, costs = load_costs(args.costs)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"router.sim: error: cannot read costs {args.costs}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    scs = scenarios(cold)[:1] if args.only_main else scenarios(cold)
+    workload = None
+    for i, sc in enumerate(scs):
+        w = run(sc, costs)
+        workload = workload or w
+        for r in sc.results:
+            print(f"[{sc.name}] {r.label}: failed {r.failed}, cold {100 * r.cold_rate:.3f}%, "
+                  f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, billed {r.billed_gbs:,.0f} GB-s, "
+                  f"reserved {r.reserved_gbs / 3600:,.0f} GB-h", flush=True)
+    rel = None
+    if plot(scs[0], workload, args.image):
+        try:
+            rel = str(args.image.resolve().relative_to(args.doc.resolve().parent))
+        except ValueError:
+            rel = str(args.image)
+    else:
+        print("matplotlib not installed (pip install '.[bench]'): no plot", file=sys.stderr)
+    source = f"costs from {args.costs}" if args.costs else "costs measured here (router/sim/report.py)"
+    write(args.doc, render(scs, costs, cold, rel, source))
+    if args.json:
+        args.json.write_text(json.dumps(results_json(scs), indent=2))
+    print(f"wrote {args.doc}" + (f" and {args.image}" if rel else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

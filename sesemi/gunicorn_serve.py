@@ -1,0 +1,62 @@
+"""Serve a WSGI app with gunicorn, for the components that run outside
+enclaves (the router, the local platform emulator). Inside an enclave there is
+no fork, so the action and the key service do not use this (DESIGN.md §5).
+
+One worker process with threads: the router's claims and queue, and the
+emulator's containers, are in-memory state that must be shared by all
+requests, so they cannot be split across prefork workers.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable
+
+from .errors import UnavailableError
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A clear one-line error instead of gunicorn's retry loop on a taken port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def serve(factory: Callable[[], Any], *, host: str, port: int, threads: int, name: str,
+          on_exit: Callable[[], None] | None = None, graceful_timeout: int = 5) -> None:
+    """Block serving `factory()` (called in the worker process, so threads it
+    starts live there). `on_exit` runs in the worker when it stops."""
+    from gunicorn.app.base import BaseApplication
+
+    check_port_free(host, port)
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        if on_exit is not None:
+            on_exit()
+
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": threads,
+        "graceful_timeout": graceful_timeout,
+        "timeout": 120,
+        "keepalive": 30,
+        "proc_name": name,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "worker_exit": worker_exit,
+    }
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return factory()
+
+    _App().run()
