@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench bench-models
+.PHONY: demo test install clean bench bench-models image-test occlum-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The plain action image in a real container (podman + runc, from Debian's
+# packages), started as OpenWhisk starts a blackbox action; the /init and /run
+# contract and the encrypted flow against it. Not part of `make test` / .ci/run.
+image-test: $(STAMP)
+	@command -v podman >/dev/null && command -v runc >/dev/null || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman runc; }
+	SESEMI_IMAGE_TEST=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/image
+
+# Static checks of the Occlum appliances and images alone (also part of `make test`).
+occlum-check: $(STAMP)
+	$(BIN)/python -m occlum_instance.checks
 
 # Benchmarks (not part of `make test`). The tools environment (tensorflow-cpu)
 # only builds the standard models with random weights; they are cached, not committed.
