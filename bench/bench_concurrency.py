@@ -8,6 +8,7 @@ with its own connection, sending back to back for a fixed time.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -25,7 +26,14 @@ CONFIGS = [  # (pool size, interpreter threads)
 ]
 
 
-def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float) -> dict[str, float]:
+def _cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float,
+         server_pid: int) -> dict[str, float]:
     x = model_input(name)
     lat: list[list[float]] = [[] for _ in range(clients)]
     stop = time.perf_counter() + seconds
@@ -45,6 +53,7 @@ def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float)
             lat[i].append(time.perf_counter() - t0)
 
     ActionClient(url).infer(name, uid, rk, {"image": x})  # loads the model before timing starts
+    cpu0_client, cpu0_server = _cpu_s(os.getpid()), _cpu_s(server_pid)
     t0 = time.perf_counter()
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in ts:
@@ -52,9 +61,14 @@ def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float)
     for t in ts:
         t.join()
     elapsed = time.perf_counter() - t0
+    cpu_client, cpu_server = _cpu_s(os.getpid()) - cpu0_client, _cpu_s(server_pid) - cpu0_server
     all_lat = [v for xs in lat for v in xs]
+    n = max(1, len(all_lat))
     return {"clients": clients, "throughput_rps": len(all_lat) / elapsed, "p50_ms": pct(all_lat, 50) * 1e3,
             "p99_ms": pct(all_lat, 99) * 1e3, "requests": len(all_lat), "errors": len(errors),
+            # Where the 2 cores go: CPU per request in the clients and in the action.
+            "client_cpu_ms_per_request": 1e3 * cpu_client / n, "action_cpu_ms_per_request": 1e3 * cpu_server / n,
+            "cpu_utilisation_cores": (cpu_client + cpu_server) / elapsed,
             "first_error": errors[0] if errors else None}
 
 
@@ -80,7 +94,7 @@ def main() -> None:
                     rows = []
                     for level in args.levels:
                         rows.append(load(action.url, name, world.user.principal_id, world.request_keys[name],
-                                         level, args.seconds))
+                                         level, args.seconds, action.proc.pid))
                         progress(f"{name} pool={pool} threads={threads} clients={level}: "
                                  f"{rows[-1]['throughput_rps']:.1f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms")
                     out[name][f"pool{pool}_threads{threads}"] = {"pool_size": pool, "interp_threads": threads,

@@ -115,12 +115,16 @@ def concurrency_section(d: dict) -> list[str]:
              "interpreter) settings.", ""]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for m, configs in d["models"].items():
-        lines += [f"**{m}**", "", "| setting | clients | throughput (req/s) | p50 (ms) | p99 (ms) | errors |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"**{m}**", "", "| setting | clients | throughput (req/s) | p50 (ms) | p99 (ms) | errors "
+                  "| CPU ms/request: clients + action | cores busy |",
+                  "|---|---|---|---|---|---|---|---|"]
         for cname, c in configs.items():
             for r in c["levels"]:
+                cpu = (f"{r['client_cpu_ms_per_request']:.2f} + {r['action_cpu_ms_per_request']:.2f} | "
+                       f"{r['cpu_utilisation_cores']:.2f}") if "cpu_utilisation_cores" in r else "— | —"
                 lines.append(f"| pool {c['pool_size']} × {c['interp_threads']} thread(s) | {r['clients']} | "
-                             f"{r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+                             f"{r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} "
+                             f"| {cpu} |")
             xs = [r["clients"] for r in c["levels"]]
             label = f"{m} pool {c['pool_size']}×{c['interp_threads']}t"
             axes[0].plot(xs, [r["throughput_rps"] for r in c["levels"]], marker="o", label=label)
@@ -200,6 +204,17 @@ def memory_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def platform_section(d: dict) -> list[str]:
+    lines = ["## Platform costs (through the local OpenWhisk emulator)", "",
+             "The inputs of the packing simulator (docs/packing.md): cold start (waitTime + initTime of a cold "
+             "activation), model load in a warm container, warm execution (median), per model.", "",
+             "| model | size | cold start | of which /init | model load | execution |", "|---|---|---|---|---|---|"]
+    for m, v in d["models"].items():
+        lines.append(f"| {m} | {v['size_mb']:.1f} MB | {v['cold_start_s'] * 1e3:.0f} ms | {v['init_s'] * 1e3:.0f} ms "
+                     f"| {v['load_s'] * 1e3:.0f} ms | {v['exec_s'] * 1e3:.0f} ms |")
+    return lines + [""]
+
+
 def main() -> None:
     IMG.mkdir(parents=True, exist_ok=True)
     parts = ["# Performance", "",
@@ -211,7 +226,8 @@ def main() -> None:
     notes = REPO / "bench" / "NOTES.md"
     for name, fn in (("latency", latency_section), ("cold_start", cold_section),
                      ("concurrency", concurrency_section), ("packing", packing_section),
-                     ("keyservice", keyservice_section), ("memory", memory_section)):
+                     ("keyservice", keyservice_section), ("memory", memory_section),
+                     ("platform", platform_section)):
         d = load(name)
         if d is None:
             parts += [f"## {name}", "", "not run", ""]

@@ -15,6 +15,7 @@ STEPS = [
     ("packing", ["bench_packing.py"]),
     ("key service", ["bench_keyservice.py"]),
     ("memory", ["bench_memory.py"]),
+    ("platform costs (emulator)", ["bench_platform.py"]),
     ("report", ["report.py"]),
 ]
 
