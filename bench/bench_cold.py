@@ -13,7 +13,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import INTERP_THREADS, MODELS, available, model_input, progress, write_result  # noqa: E402
+from bench.common import bench_world, INTERP_THREADS, MODELS, available, model_input, progress, write_result  # noqa: E402
 from bundle_tool.local import LocalWorld  # noqa: E402
 from bundle_tool.procs import free_port  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
@@ -106,26 +105,19 @@ def main() -> None:
     args = ap.parse_args()
     names = available(args.models)
     out = {}
-    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
-        work = Path(tmp)
-        world = LocalWorld.start(work / "world")
-        log = open(work / "cold.log", "ab")
-        try:
-            for name in names:
-                pack = world.deploy_pack(f"cold-{name}", {name: MODELS[name]})
-                runs_s, runs_p = [], []
-                for r in range(args.reps):
-                    runs_s.append(sesemi_cold(world, pack, name, log))
-                    runs_p.append(plain_cold(MODELS[name], name, log))
-                    progress(f"{name}: rep {r + 1}/{args.reps}: sesemi {runs_s[-1]['total_s'] * 1e3:.0f} ms, "
-                             f"plain {runs_p[-1]['total_s'] * 1e3:.0f} ms")
-                med_s = {k: statistics.median(r[k] for r in runs_s) for k in runs_s[0]}
-                med_p = {k: statistics.median(r[k] for r in runs_p) for k in runs_p[0]}
-                out[name] = {"sesemi": med_s, "plain": med_p, "ratio_total": med_s["total_s"] / med_p["total_s"],
-                             "reps": args.reps}
-        finally:
-            log.close()
-            world.stop()
+    with bench_world() as (work, world), open(work / "cold.log", "ab") as log:
+        for name in names:
+            pack = world.deploy_pack(f"cold-{name}", {name: MODELS[name]})
+            runs_s, runs_p = [], []
+            for r in range(args.reps):
+                runs_s.append(sesemi_cold(world, pack, name, log))
+                runs_p.append(plain_cold(MODELS[name], name, log))
+                progress(f"{name}: rep {r + 1}/{args.reps}: sesemi {runs_s[-1]['total_s'] * 1e3:.0f} ms, "
+                         f"plain {runs_p[-1]['total_s'] * 1e3:.0f} ms")
+            med_s = {k: statistics.median(r[k] for r in runs_s) for k in runs_s[0]}
+            med_p = {k: statistics.median(r[k] for r in runs_p) for k in runs_p[0]}
+            out[name] = {"sesemi": med_s, "plain": med_p, "ratio_total": med_s["total_s"] / med_p["total_s"],
+                         "reps": args.reps}
     write_result("cold_start", {"models": out})
 
 

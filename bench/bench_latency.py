@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (INTERP_THREADS, MODELS, available, model_input, progress, summary_ms, timed,  # noqa: E402
+from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, progress, summary_ms, timed,  # noqa: E402
                           write_result)
-from bundle_tool.local import LocalWorld  # noqa: E402
 from bundle_tool.procs import free_port, start_process  # noqa: E402
 from sesemi import envelope, tensors  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
@@ -85,53 +82,48 @@ def main() -> None:
     args = ap.parse_args()
     names = available(args.models)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
-        work = Path(tmp)
-        world = LocalWorld.start(work / "world")
-        try:
-            for name in names:
-                model = MODELS[name]
-                x = model_input(name)
-                n = args.n or {"digits": 300, "mobilenetv2": 150}.get(name, 40)
-                progress(f"{name}: starting the plaintext server and the SeSeMI action")
-                pack = world.deploy_pack(name, {name: model})
-                action = world.action(pack, extra=["--pool-size", "1"],
-                                      env={"SESEMI_INTERP_THREADS": str(INTERP_THREADS)}, name=f"action-{name}")
-                port = free_port()
-                plain = start_process(f"plain-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
-                                                        str(model), str(port), str(INTERP_THREADS), "1"],
-                                      port, work / "logs", "/health")
-                world.servers.append(plain)
-                client = ActionClient(action.url)
-                rk, uid = world.request_keys[name], world.user.principal_id
-                variants = {
-                    "bare": bare(model, x),
-                    "plain": plain_client(plain.url, x),
-                    "sesemi": lambda: client.infer(name, uid, rk, {"image": x}),
-                }
-                # Interleave rounds so drift (other load, thermal) hits all three alike.
-                times: dict[str, list[float]] = {k: [] for k in variants}
-                rounds = 5
-                for r in range(rounds):
-                    for k, fn in variants.items():
-                        times[k] += timed(fn, n // rounds, warmup=3 if r == 0 else 1)
-                    progress(f"{name}: round {r + 1}/{rounds}")
-                s = {k: summary_ms(v) for k, v in times.items()}
-                results[name] = {
-                    "input_bytes": int(x.nbytes),
-                    "model_bytes": model.stat().st_size,
-                    **s,
-                    "ratio_sesemi_plain_p50": s["sesemi"]["p50_ms"] / s["plain"]["p50_ms"],
-                    "ratio_sesemi_bare_p50": s["sesemi"]["p50_ms"] / s["bare"]["p50_ms"],
-                    "ratio_plain_bare_p50": s["plain"]["p50_ms"] / s["bare"]["p50_ms"],
-                    "breakdown_ms": breakdown(x),
-                }
-                progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, plain {s['plain']['p50_ms']:.2f} ms, "
-                         f"sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
-                plain.stop()
-                action.stop()
-        finally:
-            world.stop()
+    with bench_world() as (work, world):
+        for name in names:
+            model = MODELS[name]
+            x = model_input(name)
+            n = args.n or {"digits": 300, "mobilenetv2": 150}.get(name, 40)
+            progress(f"{name}: starting the plaintext server and the SeSeMI action")
+            pack = world.deploy_pack(name, {name: model})
+            action = world.action(pack, extra=["--pool-size", "1"],
+                                  env={"SESEMI_INTERP_THREADS": str(INTERP_THREADS)}, name=f"action-{name}")
+            port = free_port()
+            plain = start_process(f"plain-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
+                                                    str(model), str(port), str(INTERP_THREADS), "1"],
+                                  port, work / "logs", "/health")
+            world.servers.append(plain)
+            client = ActionClient(action.url)
+            rk, uid = world.request_keys[name], world.user.principal_id
+            variants = {
+                "bare": bare(model, x),
+                "plain": plain_client(plain.url, x),
+                "sesemi": lambda: client.infer(name, uid, rk, {"image": x}),
+            }
+            # Interleave rounds so drift (other load, thermal) hits all three alike.
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            rounds = 5
+            for r in range(rounds):
+                for k, fn in variants.items():
+                    times[k] += timed(fn, n // rounds, warmup=3 if r == 0 else 1)
+                progress(f"{name}: round {r + 1}/{rounds}")
+            s = {k: summary_ms(v) for k, v in times.items()}
+            results[name] = {
+                "input_bytes": int(x.nbytes),
+                "model_bytes": model.stat().st_size,
+                **s,
+                "ratio_sesemi_plain_p50": s["sesemi"]["p50_ms"] / s["plain"]["p50_ms"],
+                "ratio_sesemi_bare_p50": s["sesemi"]["p50_ms"] / s["bare"]["p50_ms"],
+                "ratio_plain_bare_p50": s["plain"]["p50_ms"] / s["bare"]["p50_ms"],
+                "breakdown_ms": breakdown(x),
+            }
+            progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, plain {s['plain']['p50_ms']:.2f} ms, "
+                     f"sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
+            plain.stop()
+            action.stop()
     write_result("latency", {"models": results})
 
 

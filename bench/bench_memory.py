@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import orjson
 import pybase64
-import requests
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, available, model_input, progress, rss_mb, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld  # noqa: E402
+from bench.common import bench_world, MODELS, available, model_input, progress, rss_mb, write_result  # noqa: E402
 from bundle_tool.procs import free_port, start_process  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
 
@@ -30,41 +27,36 @@ def main() -> None:
     args = ap.parse_args()
     names = available(args.models)
     out = {}
-    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
-        work = Path(tmp)
-        world = LocalWorld.start(work / "world")
-        try:
-            for name in names:
-                model = MODELS[name]
-                x = model_input(name)
-                pack = world.deploy_pack(f"mem-{name}", {name: model})
-                action = world.action(pack, extra=["--pool-size", "2"], name=f"action-mem-{name}")
-                before = rss_mb(action.proc.pid)
-                ActionClient(action.url).infer(name, world.user.principal_id, world.request_keys[name], {"image": x})
-                time.sleep(0.2)
-                after = rss_mb(action.proc.pid)
-                action.stop()
+    with bench_world() as (work, world):
+        for name in names:
+            model = MODELS[name]
+            x = model_input(name)
+            pack = world.deploy_pack(f"mem-{name}", {name: model})
+            action = world.action(pack, extra=["--pool-size", "2"], name=f"action-mem-{name}")
+            before = rss_mb(action.proc.pid)
+            ActionClient(action.url).infer(name, world.user.principal_id, world.request_keys[name], {"image": x})
+            time.sleep(0.2)
+            after = rss_mb(action.proc.pid)
+            action.stop()
 
-                port = free_port()
-                plain = start_process(f"plain-mem-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
-                                                            str(model), str(port), "1", "2"], port, work / "logs",
-                                      "/health")
-                body = orjson.dumps({"value": {"data": pybase64.b64encode_as_string(x.tobytes()),
-                                               "shape": list(x.shape), "dtype": "float32"}})
-                urllib3.PoolManager().request("POST", plain.url + "/run", body=body)
-                time.sleep(0.2)
-                p = rss_mb(plain.proc.pid)
-                plain.stop()
-                size = model.stat().st_size / (1 << 20)
-                out[name] = {"model_mb": size, "action_rss_before_load_mb": before["rss_mb"],
-                             "action_rss_mb": after["rss_mb"], "action_peak_rss_mb": after["peak_rss_mb"],
-                             "action_growth_on_load_mb": after["rss_mb"] - before["rss_mb"],
-                             "plain_rss_mb": p["rss_mb"], "plain_peak_rss_mb": p["peak_rss_mb"]}
-                progress(f"{name}: model {size:.1f} MB; action RSS {after['rss_mb']:.0f} MB (peak "
-                         f"{after['peak_rss_mb']:.0f}, +{out[name]['action_growth_on_load_mb']:.0f} on load); "
-                         f"plain RSS {p['rss_mb']:.0f} MB (peak {p['peak_rss_mb']:.0f})")
-        finally:
-            world.stop()
+            port = free_port()
+            plain = start_process(f"plain-mem-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
+                                                        str(model), str(port), "1", "2"], port, work / "logs",
+                                  "/health")
+            body = orjson.dumps({"value": {"data": pybase64.b64encode_as_string(x.tobytes()),
+                                           "shape": list(x.shape), "dtype": "float32"}})
+            urllib3.PoolManager().request("POST", plain.url + "/run", body=body)
+            time.sleep(0.2)
+            p = rss_mb(plain.proc.pid)
+            plain.stop()
+            size = model.stat().st_size / (1 << 20)
+            out[name] = {"model_mb": size, "action_rss_before_load_mb": before["rss_mb"],
+                         "action_rss_mb": after["rss_mb"], "action_peak_rss_mb": after["peak_rss_mb"],
+                         "action_growth_on_load_mb": after["rss_mb"] - before["rss_mb"],
+                         "plain_rss_mb": p["rss_mb"], "plain_peak_rss_mb": p["peak_rss_mb"]}
+            progress(f"{name}: model {size:.1f} MB; action RSS {after['rss_mb']:.0f} MB (peak "
+                     f"{after['peak_rss_mb']:.0f}, +{out[name]['action_growth_on_load_mb']:.0f} on load); "
+                     f"plain RSS {p['rss_mb']:.0f} MB (peak {p['peak_rss_mb']:.0f})")
     write_result("memory", {"models": out})
 
 

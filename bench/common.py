@@ -7,11 +7,16 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bundle_tool.local import LocalWorld
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -92,3 +97,17 @@ def rss_mb(pid: int) -> dict[str, float]:
             k, v = line.split(":")
             out["rss_mb" if k == "VmRSS" else "peak_rss_mb"] = int(v.split()[0]) / 1024
     return out
+
+
+@contextmanager
+def bench_world() -> Iterator[tuple[Path, "LocalWorld"]]:
+    """A scratch directory and a running local deployment (key service, owner, user)."""
+    from bundle_tool.local import LocalWorld
+
+    with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
+        work = Path(tmp)
+        world = LocalWorld.start(work / "world")
+        try:
+            yield work, world
+        finally:
+            world.stop()

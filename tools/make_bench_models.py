@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from tflite_export import to_tflite
 
 ARCHS = {
     "mobilenetv2": "MobileNetV2",
@@ -33,16 +34,7 @@ def build(name: str, out: Path) -> None:
 
     tf.keras.utils.set_random_seed(0)
     model = getattr(tf.keras.applications, ARCHS[name])(weights=None, input_shape=(224, 224, 3))
-    with tempfile.TemporaryDirectory() as d:
-        export = tf.keras.export.ExportArchive()
-        export.track(model)
-        export.add_endpoint(
-            name="serving_default",
-            fn=lambda image: {"probabilities": model(image, training=False)},
-            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")],
-        )
-        export.write_out(d)
-        tflite = tf.lite.TFLiteConverter.from_saved_model(d).convert()
+    tflite = to_tflite(model, (224, 224, 3))
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(tflite)
     tmp.replace(out)

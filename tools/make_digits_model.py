@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from tflite_export import to_tflite
 
 
 def main() -> None:
@@ -50,21 +51,7 @@ def main() -> None:
     acc = float((model.predict(x_te, verbose=0).argmax(1) == y_te).mean())
     print(f"Keras held-out accuracy: {acc:.4f}")
 
-    # Keras 3's own SavedModel export carries the trained variables (tracking a
-    # Keras 3 model from a bare tf.Module does not: the converter then sees
-    # uninitialised weights).
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        export = tf.keras.export.ExportArchive()
-        export.track(model)
-        export.add_endpoint(
-            name="serving_default",
-            fn=lambda image: {"probabilities": model(image, training=False)},
-            input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")],
-        )
-        export.write_out(d)
-        tflite = tf.lite.TFLiteConverter.from_saved_model(d).convert()
+    tflite = to_tflite(model, (8, 8, 1))
     (out / "digits.tflite").write_bytes(tflite)
     np.savez(out / "digits_heldout.npz", x=x_te, y=y_te)
     print(f"wrote {out / 'digits.tflite'} ({len(tflite)} bytes) and {out / 'digits_heldout.npz'}")
