@@ -64,6 +64,8 @@ class ActionConfig:
             name = _ENV[f.name]
             if name in env and env[name] not in (None, ""):
                 raw = env[name]
+                if not isinstance(raw, (str, int, float, bool)):
+                    raise FormatError(f"setting {name}: expected a string")
                 try:
                     if f.type == "bool":
                         changes[f.name] = str(raw).lower() in ("1", "true", "yes")

@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - older platforms only have tflite-runti
 
 
 class InterpreterPool:
-    def __init__(self, model_content: bytes, size: int, num_threads: int = 1) -> None:
+    def __init__(self, model_content: bytes, size: int, num_threads: int = 1, max_batch: int = 256) -> None:
+        self.max_batch = max_batch
         self._content = model_content
         self._num_threads = num_threads
         self._size = size
@@ -96,6 +97,12 @@ class InterpreterPool:
             if len(arr.shape) != len(sig) or any(s != -1 and s != a for s, a in zip(sig, arr.shape)):
                 raise FormatError(f"input {det['name']!r}: shape {list(arr.shape)} does not fit "
                                   f"{[int(s) for s in sig]}")
+            if 0 in arr.shape:
+                raise FormatError(f"input {det['name']!r}: empty tensor")
+            # A dynamic dimension resizes this interpreter's arena for good: bound it,
+            # or one request could grow the action far past its memory budget.
+            if any(s == -1 and a > self.max_batch for s, a in zip(sig, arr.shape)):
+                raise FormatError(f"input {det['name']!r}: a dynamic dimension above {self.max_batch}")
             out.append(arr)
         return out
 

@@ -105,14 +105,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         length = self.headers.get("Content-Length")
-        if method == "POST":
-            if length is None or not length.isdigit():
-                self.close_connection = True
-                return self._respond(411, b'{"error":"Content-Length required"}')
-            if int(length) > self.server.max_body:
-                self.close_connection = True
-                return self._respond(413, b'{"error":"request body too large"}')
-        body = self.rfile.read(int(length)) if length and length.isdigit() else b""
+        if length is not None and not length.isdigit() or method == "POST" and length is None:
+            self.close_connection = True
+            return self._respond(411, b'{"error":"Content-Length required"}')
+        if length is not None and int(length) > self.server.max_body:
+            self.close_connection = True
+            return self._respond(413, b'{"error":"request body too large"}')
+        body = self.rfile.read(int(length)) if length else b""
         self._respond(*self.server.service.handle(method, self.path.split("?", 1)[0], body))
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming

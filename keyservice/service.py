@@ -107,10 +107,18 @@ class KeyService:
             raise NotFound(f"model {model_id!r} is not registered")
         return row
 
-    def _require_owner(self, model_id: str, pid: str):
+    def _refuse(self, exc: SesemiError, event: str, principal: str, model_id: str,
+                user_id: str | None = None) -> None:
+        """Audit a refused owner/user call in its own transaction, then raise."""
+        with self.store.tx() as c:
+            self.store.audit(c, self.clock(), event, "refused", principal=principal, model_id=model_id,
+                             user_id=user_id, reason=str(exc)[:200])
+        raise exc
+
+    def _require_owner(self, model_id: str, pid: str, event: str):
         row = self._model_row(model_id)
         if row["owner"] != pid:
-            raise AccessDenied(f"only the owner of model {model_id!r} may do this")
+            self._refuse(AccessDenied(f"only the owner of model {model_id!r} may do this"), event, pid, model_id)
         return row
 
     def put_model(self, owner: str, model_id: str, body: Any) -> dict[str, Any]:
@@ -123,23 +131,23 @@ class KeyService:
         now = self.clock()
         with self.store.tx() as c:
             row = c.execute("SELECT owner FROM models WHERE model_id=?", (model_id,)).fetchone()
-            if row is not None and row["owner"] != owner:
-                self.store.audit(c, now, "put_model", "refused", principal=owner, model_id=model_id,
-                                 reason="not owner")
-                raise AccessDenied(f"model {model_id!r} belongs to another owner")
-            c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?)",
-                      (model_id, owner, ct, canonical_json(policy.to_json()).decode(), now))
-            self.store.audit(c, now, "put_model", "ok", principal=owner, model_id=model_id)
+            foreign = row is not None and row["owner"] != owner
+            if not foreign:
+                c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?)",
+                          (model_id, owner, ct, canonical_json(policy.to_json()).decode(), now))
+                self.store.audit(c, now, "put_model", "ok", principal=owner, model_id=model_id)
+        if foreign:
+            self._refuse(AccessDenied(f"model {model_id!r} belongs to another owner"), "put_model", owner, model_id)
         return {"model_id": model_id, "owner": owner, "policy": policy.to_json()}
 
     def get_model(self, pid: str, model_id: str) -> dict[str, Any]:
-        row = self._require_owner(model_id, pid)
+        row = self._require_owner(model_id, pid, "get_model")
         grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=?", model_id)]
         return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants}
 
     def grant(self, owner: str, model_id: str, user_id: str) -> None:
         check_user_id(user_id)
-        self._require_owner(model_id, owner)
+        self._require_owner(model_id, owner, "grant")
         if self.public_key_of(user_id) is None:
             raise NotFound("user is not registered with this key service")
         now = self.clock()
@@ -149,7 +157,7 @@ class KeyService:
 
     def revoke(self, owner: str, model_id: str, user_id: str) -> None:
         check_user_id(user_id)
-        self._require_owner(model_id, owner)
+        self._require_owner(model_id, owner, "revoke")
         now = self.clock()
         with self.store.tx() as c:
             c.execute("DELETE FROM grants WHERE model_id=? AND user_id=?", (model_id, user_id))
@@ -163,7 +171,8 @@ class KeyService:
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         if not self._granted(model_id, user):
-            raise AccessDenied(f"the owner of {model_id!r} has not granted you access")
+            self._refuse(AccessDenied(f"the owner of {model_id!r} has not granted you access"), "put_request_key",
+                         user, model_id, user)
         key = self._unwrap_upload(body.get("wrapped_key"), "request-key", model_id, user)
         ct = self.secrets.encrypt_at_rest(key, "request", model_id, user)
         now = self.clock()
@@ -173,7 +182,7 @@ class KeyService:
 
     def audit_log(self, pid: str, model_id: str | None) -> list[dict[str, Any]]:
         if model_id:
-            self._require_owner(model_id, pid)
+            self._require_owner(model_id, pid, "audit")
             rows = self.store.all("SELECT * FROM audit WHERE model_id=? ORDER BY seq", model_id)
         else:
             rows = self.store.all(
@@ -247,11 +256,19 @@ class KeyService:
         """Release a model key and/or a user's request key, wrapped (HPKE) to the
         ephemeral key bound into the evidence that earned this token."""
         claims, pub = self._session(token_hex)
+        if claims.simulated and not self.config.insecure_sim_attestation:
+            # Tokens outlive restarts: one earned while the flag was on is void without it.
+            raise AttestationError("sim evidence refused: this key service was not started with "
+                                   "--insecure-sim-attestation", check="sim")
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
-        model_id = check_model_id(str(body.get("model_id", "")))
+        model_id = check_model_id(body.get("model_id", ""))
         user_id = body.get("user_id")
-        want_model = bool(body.get("model_key", True))
+        if user_id is not None:
+            user_id = check_user_id(user_id)
+        want_model = body.get("model_key", True)
+        if not isinstance(want_model, bool):
+            raise FormatError("model_key: expected true or false")
         now = self.clock()
         out: dict[str, Any] = {"model_id": model_id, "insecure_simulation": claims.simulated}
 
@@ -273,7 +290,6 @@ class KeyService:
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
             out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id)))
         if user_id is not None:
-            user_id = check_user_id(str(user_id))
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
             rk = self.store.one("SELECT key_ct FROM request_keys WHERE model_id=? AND user_id=?", model_id, user_id)

@@ -35,6 +35,24 @@ def _hex32_list(value: Any, what: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
+        raise FormatError(f"policy.{what}: expected an integer in [0, 65535]")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise FormatError(f"policy.{what}: expected true or false")
+    return value
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise FormatError(f"policy.{what}: expected a list of strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class EnclavePolicy:
     mrenclave: tuple[str, ...] = ()
@@ -57,19 +75,18 @@ class EnclavePolicy:
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise FormatError(f"policy: unknown field(s) {sorted(unknown)}")
-        try:
-            prod = d.get("isv_prod_id")
-            return cls(
-                mrenclave=_hex32_list(d.get("mrenclave"), "mrenclave"),
-                mrsigner=_hex32_list(d.get("mrsigner"), "mrsigner"),
-                isv_prod_id=None if prod is None else int(prod),
-                min_isv_svn=int(d.get("min_isv_svn", 0)),
-                allow_debug=bool(d.get("allow_debug", False)),
-                tcb_statuses=tuple(str(s) for s in d.get("tcb_statuses", DEFAULT_TCB_STATUSES)),
-                advisory_denylist=tuple(str(s) for s in d.get("advisory_denylist", ())),
-            )
-        except (TypeError, ValueError) as exc:
-            raise FormatError("policy: a field has the wrong type") from exc
+        # Strict types: a lenient parse fails open ("false" is truthy, a string
+        # denylist would be iterated as characters).
+        prod = d.get("isv_prod_id")
+        return cls(
+            mrenclave=_hex32_list(d.get("mrenclave"), "mrenclave"),
+            mrsigner=_hex32_list(d.get("mrsigner"), "mrsigner"),
+            isv_prod_id=None if prod is None else _int(prod, "isv_prod_id"),
+            min_isv_svn=_int(d.get("min_isv_svn", 0), "min_isv_svn"),
+            allow_debug=_bool(d.get("allow_debug", False), "allow_debug"),
+            tcb_statuses=_str_list(d.get("tcb_statuses", list(DEFAULT_TCB_STATUSES)), "tcb_statuses"),
+            advisory_denylist=_str_list(d.get("advisory_denylist", []), "advisory_denylist"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -20,7 +20,8 @@ from .claims import Claims, report_data_binding
 
 def check_binding(claims: Claims, nonce: bytes, public_key: bytes) -> None:
     expected = report_data_binding(nonce, public_key).hex()
-    if not hmac.compare_digest(claims.report_data.lower(), expected):
+    # Compared as bytes: compare_digest refuses non-ASCII str, and evidence is untrusted input.
+    if not hmac.compare_digest(claims.report_data.lower().encode(), expected.encode()):
         raise AttestationError("report_data does not bind this nonce and public key", check="report_data")
 
 

@@ -115,6 +115,25 @@ def test_wrong_input_shape_is_a_clear_error(world, action):
                                        {"image": np.zeros((1, 8, 8, 1), np.float64)})
 
 
+def test_more_bad_input_is_4xx(world, action):
+    with pytest.raises(FormatError, match="empty"):
+        ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key,
+                                       {"image": np.zeros((0, 8, 8, 1), np.float32)})
+    with pytest.raises(FormatError, match="dynamic dimension"):
+        ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key,
+                                       {"image": np.zeros((100_000, 8, 8, 1), np.float32)})
+    # a GET with an oversized body is refused like a POST
+    import socket
+
+    host, port = action.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n")
+        assert b" 413 " in s.recv(1024)
+    srv = world.action(init=False)
+    r = requests.post(srv.url + "/init", json={"value": {"env": {"SESEMI_PACK": {"not": "a string"}}}}, timeout=10)
+    assert r.status_code == 400 and "SESEMI_PACK" in r.json()["error"]
+
+
 def test_model_not_in_pack(world, action):
     with pytest.raises(NotFound, match="not in this action's pack"):
         ActionClient(action.url).infer("other", world.user.principal_id, world.request_key,
