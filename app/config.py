@@ -29,6 +29,7 @@ _ENV = {
     "interp_threads": "SESEMI_INTERP_THREADS",
     "memory_budget_mb": "SESEMI_MEMORY_BUDGET_MB",
     "insecure_sim_debug": "SESEMI_INSECURE_SIM_DEBUG",
+    "ks_key": "SESEMI_KS_KEY",
 }
 
 # Settings that change what the enclave protects. They come only from the
@@ -36,7 +37,7 @@ _ENV = {
 # enclave's measurement covers), never from /init, which the platform writes:
 # the CPU does not measure /init, so a platform could otherwise stretch the
 # key TTL (the revocation bound) without changing MRENCLAVE.
-TRUSTED_ENV = frozenset({"SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG"})
+TRUSTED_ENV = frozenset({"SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG", "SESEMI_KS_KEY"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class ActionConfig:
     interp_threads: int = 1
     memory_budget_mb: int = 2048      # decrypted models kept loaded (LRU)
     insecure_sim_debug: bool = False  # sim evidence claims a debug enclave (tests)
+    # The pinned key service's response-signing key (hex), measured: with it the
+    # enclave accepts key releases only from that service, fresh. Required for occlum.
+    ks_key: str = ""
 
     def with_untrusted_env(self, env: Mapping[str, Any]) -> "ActionConfig":
         """Apply /init's value.env: the untrusted platform's settings."""
@@ -88,7 +92,7 @@ class ActionConfig:
 
     def trusted(self) -> dict[str, Any]:
         return action_trusted_config(tee=self.tee, key_ttl_s=self.key_ttl_s,
-                                     insecure_sim_debug=self.insecure_sim_debug)
+                                     insecure_sim_debug=self.insecure_sim_debug, ks_key=self.ks_key)
 
     def validate(self) -> None:
         if not self.ks_url:
@@ -96,5 +100,10 @@ class ActionConfig:
         if not self.pack_path:
             raise FormatError("no model pack: set SESEMI_PACK (or --pack)")
         check_tee_name(self.tee)
+        if self.ks_key and (len(self.ks_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.ks_key)):
+            raise FormatError("SESEMI_KS_KEY: expected the key service's 32-byte signing key in hex")
+        if self.tee != "sim" and not self.ks_key:
+            raise FormatError("a hardware action must pin its key service: set SESEMI_KS_KEY in the measured "
+                              "configuration (the signing key `sesemi ks attest` printed)")
         if not 0 < self.key_ttl_s <= 3600:
             raise FormatError("key TTL must be in (0, 3600] seconds")

@@ -43,7 +43,13 @@ class Runtime:
                                 sim_mrenclave=lambda: action_mrenclave(config.trusted(), self.pack.manifest_digest),
                                 sim_debug=config.insecure_sim_debug)
         self.mrenclave = self.tee.mrenclave
-        self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url), config.key_ttl_s)
+        ks_key = bytes.fromhex(config.ks_key) if config.ks_key else None
+        if ks_key is None:
+            log.warning("INSECURE: key service not pinned (SESEMI_KS_KEY unset): key releases are not "
+                        "authenticated, so whoever sits between this action and the key service could "
+                        "hand it keys of its own; allowed only with tee=sim")
+        self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url, ks_signing_key=ks_key),
+                                      config.key_ttl_s)
         t1 = time.perf_counter()
         self.session.attest()
         self.init_phases = {"pack_and_measure_s": t1 - t0, "attest_s": time.perf_counter() - t1}

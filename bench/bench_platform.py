@@ -35,7 +35,7 @@ def _params(world: LocalWorld, model_id: str) -> dict:
 
 
 def measure(world: LocalWorld, model_id: str, reps: int, warm_n: int) -> dict:
-    pack = world.deploy_pack(f"plat-{model_id}", {model_id: MODELS[model_id]})
+    pack = world.deploy_pack(f"plat-{model_id}", {model_id: MODELS[model_id]}, pinned=False)  # set by /init
     emulator, wskprops = start_emulator(world.work, keep_alive_s=600, name=f"platform-{model_id}")
     world.servers.append(emulator)
     client = client_for(wskprops)

@@ -60,7 +60,8 @@ def cmd_ks_attest(args: argparse.Namespace) -> None:
         print(SIM_BANNER, file=sys.stderr)
     print(f"pinned key service {pin.url}\n  tee        {pin.tee}\n  mrenclave  {pin.mrenclave}\n"
           f"  mrsigner   {pin.mrsigner}\n  hpke key   {pin.hpke_public_key}"
-          + (f"\n  tcb status {pin.tcb_status}" if pin.tcb_status else ""))
+          + (f"\n  tcb status {pin.tcb_status}" if pin.tcb_status else "")
+          + f"\n  signing key {pin.signing_public_key}")
 
 
 def cmd_ks_register(args: argparse.Namespace) -> None:
@@ -120,7 +121,8 @@ def cmd_pack_build(args: argparse.Namespace) -> None:
 
 
 def cmd_action_measure(args: argparse.Namespace) -> None:
-    trusted = action_trusted_config(tee="sim", key_ttl_s=args.key_ttl, insecure_sim_debug=False)
+    ks_key = _home(args).pin().signing_public_key if args.ks_key == "pinned" else (args.ks_key or "")
+    trusted = action_trusted_config(tee="sim", key_ttl_s=args.key_ttl, insecure_sim_debug=False, ks_key=ks_key)
     pack = Pack(args.pack)
     print(action_mrenclave(trusted, pack.manifest_digest))
     pack.close()
@@ -139,6 +141,7 @@ def cmd_action_serve(args: argparse.Namespace) -> None:
 
     settings = {k: str(v) for k, v in {
         "SESEMI_PACK": args.pack, "SESEMI_KS_URL": args.ks, "SESEMI_KEY_TTL": args.key_ttl, "SESEMI_TEE": args.tee,
+        "SESEMI_KS_KEY": args.ks_key,
         "SESEMI_POOL_SIZE": args.pool_size}.items() if v is not None}
     app.serve(settings, host=args.host, port=args.port, threads=args.threads, init_now=args.init)
 
@@ -246,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pack", required=True)
     a.add_argument("--key-ttl", type=float, default=60.0,
                    help="the key TTL the action will run with (it is measured; default 60)")
+    a.add_argument("--ks-key", metavar="HEX|pinned",
+                   help="the key-service signing key the action will pin (measured); 'pinned' = the one "
+                        "`sesemi ks attest` pinned here")
     a = add(action, "serve", cmd_action_serve, "serve the OpenWhisk /init and /run protocol")
     a.add_argument("--port", type=int, default=8080)
     a.add_argument("--host", default="127.0.0.1")
@@ -256,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pool-size", type=int, help="interpreters per model (default: one per core)")
     a.add_argument("--key-ttl", type=float, help="seconds a released key is cached (measured)")
     a.add_argument("--init", action="store_true", help="initialise at start-up instead of waiting for /init")
+    a.add_argument("--ks-key", metavar="HEX", help="pin the key service: accept only key releases signed by "
+                   "this key (measured; required with --tee occlum)")
     a.add_argument("--tee", choices=TEE_NAMES, help="evidence backend (default: $SESEMI_TEE or sim)")
 
     kss = group("keyservice", "run the key service")

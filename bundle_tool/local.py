@@ -23,11 +23,11 @@ from .home import Home
 from .procs import Server, start_action, start_keyservice
 
 
-def mrenclave_for(pack_path: Path, key_ttl_s: float = 60.0, debug: bool = False) -> str:
+def mrenclave_for(pack_path: Path, key_ttl_s: float = 60.0, debug: bool = False, ks_key: str = "") -> str:
     """The measurement an action serving this pack with these settings reports (sim)."""
     pack = Pack(pack_path)
     try:
-        trusted = action_trusted_config(tee="sim", key_ttl_s=key_ttl_s, insecure_sim_debug=debug)
+        trusted = action_trusted_config(tee="sim", key_ttl_s=key_ttl_s, insecure_sim_debug=debug, ks_key=ks_key)
         return action_mrenclave(trusted, pack.manifest_digest)
     finally:
         pack.close()
@@ -42,8 +42,18 @@ class LocalWorld:
     owner: Identity
     user: Identity
     servers: list[Server] = field(default_factory=list)
+    # Actions pin the key service (SESEMI_KS_KEY, measured) unless told not to:
+    # the platform emulator's containers take their settings from /init, which may
+    # not carry trusted settings, so they run unpinned (allowed with tee=sim only).
+    pin_ks: bool = True
     request_keys: dict[str, bytes] = field(default_factory=dict)
     model_keys: dict[str, bytes] = field(default_factory=dict)
+
+    def ks_key(self, pinned: bool | None = None) -> str:
+        return self.ks.pin.signing_public_key if (self.pin_ks if pinned is None else pinned) else ""
+
+    def mrenclave(self, pack: Path, key_ttl_s: float = 60.0, debug: bool = False, pinned: bool | None = None) -> str:
+        return mrenclave_for(pack, key_ttl_s, debug, self.ks_key(pinned))
 
     @classmethod
     def start(cls, work: Path, insecure_sim: bool = True) -> "LocalWorld":
@@ -89,19 +99,23 @@ class LocalWorld:
         self.ks.register(u)
         return u
 
-    def deploy_pack(self, name: str, models: Mapping[str, Path], key_ttl_s: float = 60.0) -> Path:
+    def deploy_pack(self, name: str, models: Mapping[str, Path], key_ttl_s: float = 60.0,
+                    pinned: bool | None = None) -> Path:
         """Seal each model, pack them, publish each for this pack's measurement,
         grant the world's user and enroll its request keys."""
         sealed = {mid: self.seal(mid, src) for mid, src in models.items()}
         pack = self.make_pack(name, [p for p, _ in sealed.values()])
-        mr = mrenclave_for(pack, key_ttl_s)
+        mr = self.mrenclave(pack, key_ttl_s, pinned=pinned)
         for mid, (_, key) in sealed.items():
             self.publish(mid, key, mr)
             self.ks.grant(self.owner, mid, self.user.principal_id)
             self.enroll(self.user, mid)
         return pack
 
-    def action(self, pack: Path, **kw) -> Server:
+    def action(self, pack: Path, pinned: bool | None = None, **kw) -> Server:
+        key = self.ks_key(pinned)
+        if key:
+            kw["env"] = {"SESEMI_KS_KEY": key, **(kw.get("env") or {})}
         srv = start_action(self.work, pack=pack, ks_url=self.ks_server.url, **kw)
         self.servers.append(srv)
         return srv

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from sesemi import signed_call
+from sesemi import ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError
 from sesemi.http_errors import error_body
@@ -46,6 +46,10 @@ def create_app(ks: KeyService) -> Flask:
     @app.after_request
     def _label(resp: Response) -> Response:
         resp.headers["X-Sesemi-KS-Key"] = ks.audience
+        # Bound to the caller's nonce, so a response cannot be forged, altered or replayed.
+        resp.headers[ks_response.H_SIGNATURE] = ks_response.sign(
+            ks.signer, request.headers.get(ks_response.H_NONCE, ""), request.method,
+            request.full_path.rstrip("?"), resp.status_code, resp.get_data())
         if ks.tee.simulated:
             resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
         return resp

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sesemi import hpke_box
@@ -26,19 +27,34 @@ from sesemi.identity import write_private_file
 class ServiceSecrets:
     storage_key: bytes
     hpke_private: bytes
+    signing_private: bytes  # Ed25519: signs every response (sesemi/ks_response.py)
 
     @property
     def hpke_public(self) -> bytes:
         return hpke_box.public_raw(hpke_box.load_private(self.hpke_private))
 
+    @property
+    def signer(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.signing_private)
+
+    @property
+    def signing_public(self) -> bytes:
+        return self.signer.public_key().public_bytes_raw()
+
     @classmethod
     def load_or_create(cls, path: Path) -> "ServiceSecrets":
         if path.exists():
             d = json_loads(path.read_bytes())
-            return cls(b64d(d["storage_key"]), b64d(d["hpke_private"]))
-        s = cls(AESGCM.generate_key(bit_length=256), hpke_box.private_raw(hpke_box.new_private_key()))
+            if "signing_private" in d:
+                return cls(b64d(d["storage_key"]), b64d(d["hpke_private"]), b64d(d["signing_private"]))
+            # A secrets file from before response signing: keep its keys, add a signing key.
+            s = cls(b64d(d["storage_key"]), b64d(d["hpke_private"]), os.urandom(32))
+        else:
+            s = cls(AESGCM.generate_key(bit_length=256), hpke_box.private_raw(hpke_box.new_private_key()),
+                    os.urandom(32))
         write_private_file(path, canonical_json({"storage_key": b64e(s.storage_key),
-                                                 "hpke_private": b64e(s.hpke_private)}))
+                                                 "hpke_private": b64e(s.hpke_private),
+                                                 "signing_private": b64e(s.signing_private)}))
         return s
 
     def encrypt_at_rest(self, key: bytes, *context: str) -> bytes:

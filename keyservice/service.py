@@ -10,7 +10,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from sesemi import hpke_box
+from sesemi import hpke_box, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
 from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
@@ -55,6 +55,8 @@ class KeyService:
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
         self.audience = self.hpke_public.hex()
+        self.signer = self.secrets.signer
+        self.signing_public = self.secrets.signing_public
         self._last_purge = 0.0
         self.mrenclave = self.tee.mrenclave
 
@@ -65,8 +67,10 @@ class KeyService:
         if not 16 <= len(nonce) <= 64:
             raise FormatError("nonce must be 16..64 bytes")
         return {
-            "evidence": self.tee.evidence(report_data_binding(nonce, self.hpke_public)),
+            "evidence": self.tee.evidence(report_data_binding(nonce, ks_response.identity(
+                self.hpke_public, self.signing_public))),
             "hpke_public_key": b64e(self.hpke_public),
+            "signing_public_key": b64e(self.signing_public),
             "hpke_suite": hpke_box.SUITE_NAME,
             "tee": self.tee.name,
             "insecure_simulation": self.tee.simulated,

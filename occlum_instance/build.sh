@@ -5,7 +5,7 @@
 # --expect-mrenclave`).
 #
 #   build.sh --mode SIM|HW [--pack PATH] [--sign-key FILE] [--appliance action|keyservice|both]
-#            [--out DIR] [--image-key FILE] [--ks-url URL] [--pccs-url URL] [-- RENDER-OPTIONS...]
+#            [--out DIR] [--image-key FILE] [--ks-url URL] [--ks-key HEX] [--pccs-url URL] [-- RENDER-OPTIONS...]
 #
 # Runs in the builder stage of images/*.Dockerfile (the occlum/occlum image plus
 # /opt/python-occlum and /opt/sesemi-deps from the python and deps stages), or by
@@ -21,7 +21,7 @@ SRC=/opt/sesemi/src          # the boms copy code from here ...
 STAGE=/opt/sesemi/stage      # ... and the pack from here
 OCCLUM_TEMPLATE_KEY=/opt/occlum/etc/template/Enclave.pem
 
-MODE="" PACK="" SIGN_KEY="" IMAGE_KEY="" APPLIANCES="both" OUT=/opt/sesemi/out KS_URL="" PCCS_URL=""
+MODE="" PACK="" SIGN_KEY="" IMAGE_KEY="" APPLIANCES="both" OUT=/opt/sesemi/out KS_URL="" KS_KEY="" PCCS_URL=""
 RENDER_EXTRA=()
 
 die() { echo "build.sh: $*" >&2; exit 2; }
@@ -36,6 +36,7 @@ while [ $# -gt 0 ]; do
         --appliance) APPLIANCES="${2:-}"; shift 2 ;;
         --out) OUT="${2:-}"; shift 2 ;;
         --ks-url) KS_URL="${2:-}"; shift 2 ;;
+        --ks-key) KS_KEY="${2:-}"; shift 2 ;;
         --pccs-url) PCCS_URL="${2:-}"; shift 2 ;;
         --) shift; RENDER_EXTRA=("$@"); break ;;
         -h|--help) usage ;;
@@ -119,6 +120,7 @@ for app in $APPLIANCES; do
     render_args=(--appliance "$app" --config "$CONFIG" --out Occlum.json --sizing-out "$OUT/$app.sizing.json")
     [ "$app" = action ] && render_args+=(--pack "$STAGE/models.pack")
     [ "$app" = action ] && [ -n "$KS_URL" ] && render_args+=(--ks-url "$KS_URL")
+    [ "$app" = action ] && [ -n "$KS_KEY" ] && render_args+=(--ks-key "$KS_KEY")
     [ "$app" = keyservice ] && [ -n "$PCCS_URL" ] && render_args+=(--pccs-url "$PCCS_URL")
     "$PYTHON" "$HERE/render.py" "${render_args[@]}" "${RENDER_EXTRA[@]}"
     # --image-key: the root SEFS (code, Python, the pack) is encrypted as well as integrity-checked.

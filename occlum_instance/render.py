@@ -63,7 +63,7 @@ def _at_least(current: str, mib: int) -> str:
 
 
 def render(appliance: str, kind: str, model_sizes: list[int], settings: sizing.Settings,
-           ks_url: str | None = None, pccs_url: str | None = None,
+           ks_url: str | None = None, pccs_url: str | None = None, ks_key: str | None = None,
            template: Path | None = None) -> tuple[dict, sizing.Need]:
     import sesemi
 
@@ -89,6 +89,8 @@ def render(appliance: str, kind: str, model_sizes: list[int], settings: sizing.S
         _set_env(config, "SESEMI_THREADS", str(settings.effective_http_threads))
         if ks_url:
             _set_env(config, "SESEMI_KS_URL", ks_url)
+        if ks_key:  # the key service's response-signing key: the action trusts only it (measured)
+            _set_env(config, "SESEMI_KS_KEY", ks_key)
     else:
         _set_env(config, "SESEMI_THREADS", str(settings.ks_threads))
         if pccs_url:
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="where to write Occlum.json")
     p.add_argument("--sizing-out", help="also write the sizing arithmetic as JSON here")
     p.add_argument("--ks-url", help="bake the key-service URL into env.default (measured)")
+    p.add_argument("--ks-key", help="the key service's signing key (hex, from `sesemi ks attest`); the "
+                   "production action refuses to start without it")
     p.add_argument("--pccs-url", help="key service: PCCS for DCAP collateral (measured)")
     p.add_argument("--print-sim-mrenclave", action="store_true",
                    help="print the simulated mrenclave the action reports in SIM mode")
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
             print(f"render: {args.pack} is not a sealed SeSeMI model pack: {exc}", file=sys.stderr)
             return 2
-    config, need = render(args.appliance, args.config, sizes, settings, args.ks_url, args.pccs_url)
+    config, need = render(args.appliance, args.config, sizes, settings, args.ks_url, args.pccs_url,
+                          ks_key=args.ks_key)
     Path(args.out).write_text(json.dumps(config, indent=4) + "\n")
     if args.sizing_out:
         Path(args.sizing_out).write_text(json.dumps({"settings": settings.__dict__, "need": need.as_dict()},

@@ -11,12 +11,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import urllib3
 
-from . import envelope, hpke_box, signed_call, tensors
+from . import envelope, hpke_box, ks_response, signed_call, tensors
 from .attestation import EvidenceVerifier
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
-from .errors import AttestationError, FormatError, PinMismatch, UnavailableError
+from .errors import IntegrityError, AttestationError, FormatError, PinMismatch, UnavailableError
 from .http_errors import raise_for
 from .identity import Identity
 from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
@@ -36,6 +36,7 @@ class KsPin:
     isv_svn: int
     insecure_simulation: bool
     tcb_status: str | None = None  # DCAP only: as judged when pinned
+    signing_public_key: str = ""   # hex; signs every response (sesemi/ks_response.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,12 +67,23 @@ class _Http:
         self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
 
     def call(self, method: str, path: str, what: str, body: bytes | None = None,
-             headers: Mapping[str, str] | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
+             headers: Mapping[str, str] | None = None,
+             signed_by: bytes | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
+        """`signed_by`: the pinned key-service signing key; the response (error
+        or not) must carry its signature over our fresh nonce, or is refused."""
+        headers = dict(headers or {})
+        if signed_by is not None:
+            headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
         try:
-            resp = self._pool.request(method, self.url + path, body=body, headers=dict(headers or {}),
-                                      timeout=self._timeout)
+            resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=self._timeout)
         except urllib3.exceptions.HTTPError as exc:
             raise UnavailableError(f"{what}: cannot reach {self.url} ({type(exc).__name__})") from exc
+        if signed_by is not None:
+            try:
+                ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
+                                   headers[ks_response.H_NONCE], method, path, resp.status, resp.data or b"")
+            except IntegrityError as exc:
+                raise IntegrityError(f"{what}: {exc}") from None
         return _decode(resp, what), resp
 
 
@@ -108,13 +120,16 @@ def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave
     if not isinstance(body, dict):
         raise FormatError("key service attestation: expected a JSON object")
     pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
+    sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
+    if len(pub) != 32 or len(sig_pub) != 32:
+        raise FormatError("key service attestation: keys must be 32 bytes")
     verifier = EvidenceVerifier(allow_sim=insecure_sim, dcap_verifier=dcap_verifier)
-    claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=pub)
+    claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=ks_response.identity(pub, sig_pub))
     judge_key_service(claims, expect_mrenclave=expect_mrenclave, expect_mrsigner=expect_mrsigner,
                       accept_tcb_statuses=accept_tcb_statuses)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
                  mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
-                 tcb_status=claims.tcb_status)
+                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex())
 
 
 class KeyServiceClient:
@@ -132,7 +147,10 @@ class KeyServiceClient:
         raw = json_dumps(obj) if obj is not None else b""
         headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock())
         headers["Content-Type"] = "application/json"
-        body, resp = self.http.call(method, path, what, raw, headers)
+        if not self.pin.signing_public_key:
+            raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
+        body, resp = self.http.call(method, path, what, raw, headers,
+                                    signed_by=bytes.fromhex(self.pin.signing_public_key))
         served_by = resp.headers.get("X-Sesemi-KS-Key")
         if served_by and served_by != self.pin.hpke_public_key:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
@@ -175,17 +193,22 @@ class EnclaveKeyClient:
     """The enclave side of RCAR: nonce -> evidence -> token -> wrapped keys.
     Keeps one HTTP connection alive (the prototype opened one per fetch)."""
 
-    def __init__(self, url: str, session: object | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, session: object | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 ks_signing_key: bytes | None = None) -> None:
+        """`ks_signing_key`: the pinned key service (from the enclave's measured
+        configuration); with it, every answer must be signed over a fresh nonce
+        of ours, so a proxy can neither invent key releases nor replay old ones."""
         self.http = _Http(url, session, timeout)
+        self._signed_by = ks_signing_key
 
     def nonce(self) -> bytes:
-        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce")
+        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce", signed_by=self._signed_by)
         return bytes.fromhex(body["nonce"])
 
     def attest(self, nonce: bytes, evidence: dict, public_key: bytes) -> tuple[str, float]:
         raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
         body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
-                                 {"Content-Type": "application/json"})
+                                 {"Content-Type": "application/json"}, signed_by=self._signed_by)
         return body["token"], float(body["expires_in"])
 
     def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool) -> dict:
@@ -193,7 +216,8 @@ class EnclaveKeyClient:
         if user_id is not None:
             req["user_id"] = user_id
         body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),
-                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                                 signed_by=self._signed_by)
         return body
 
 

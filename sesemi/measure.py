@@ -36,13 +36,14 @@ def code_digest(packages: Iterable[str]) -> bytes:
     return h.digest()
 
 
-def action_trusted_config(*, tee: str, key_ttl_s: float, insecure_sim_debug: bool) -> dict[str, Any]:
+def action_trusted_config(*, tee: str, key_ttl_s: float, insecure_sim_debug: bool,
+                          ks_key: str = "") -> dict[str, Any]:
     """The action settings that change what it protects; one rule for the
     action (which reports it) and the CLI (which predicts it for owners)."""
     from . import ISV_SVN, __version__
 
     return {"version": __version__, "isv_svn": ISV_SVN, "tee": tee, "key_ttl_s": float(key_ttl_s),
-            "insecure_sim_debug": bool(insecure_sim_debug)}
+            "insecure_sim_debug": bool(insecure_sim_debug), **({"ks_key": ks_key.lower()} if ks_key else {})}
 
 
 def action_mrenclave(trusted_config: dict[str, Any], pack_manifest_digest: str) -> str:

@@ -27,16 +27,16 @@ class World(LocalWorld):
     sealed: Path = Path()
     pack: Path = Path()
 
-    def action(self, pack: Path | None = None, **kw) -> Server:  # type: ignore[override]
-        return super().action(pack or self.pack, **kw)
+    def action(self, pack: Path | None = None, pinned: bool | None = None, **kw) -> Server:  # type: ignore[override]
+        return super().action(pack or self.pack, pinned, **kw)
 
     def seal(self, model_id: str, src: Path = DIGITS) -> tuple[Path, bytes]:
         return super().seal(model_id, src)
 
 
-def make_world(work: Path, insecure_sim: bool = True) -> World:
+def make_world(work: Path, insecure_sim: bool = True, pin_ks: bool = True) -> World:
     base = LocalWorld.start(work, insecure_sim=insecure_sim)
-    w = World(**base.__dict__)
+    w = World(**{**base.__dict__, "pin_ks": pin_ks})
     w.pack = w.deploy_pack("main", {"digits": DIGITS})
     w.sealed = work / "digits.sealed"
     w.model_key, w.request_key = w.model_keys["digits"], w.request_keys["digits"]

@@ -13,7 +13,7 @@ from sesemi.client import ActionClient, EnclaveKeyClient
 from sesemi.encoding import json_dumps
 from sesemi.errors import AccessDenied, FormatError, IntegrityError, ModelUnavailable, NotFound, PolicyError, ReplayError
 
-from ..conftest import mrenclave_for, plaintext_outputs
+from ..conftest import plaintext_outputs
 
 
 def test_full_flow_matches_plaintext(world, action, heldout):
@@ -41,7 +41,7 @@ def test_init_over_http_once_with_value_env(world):
                       timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["insecure_simulation"] is True
-    assert r.json()["mrenclave"] == mrenclave_for(world.pack)
+    assert r.json()["mrenclave"] == world.mrenclave(world.pack)
     r = requests.post(srv.url + "/init", json={"value": {"env": env}}, timeout=10)
     assert r.status_code == 403 and "more than once" in r.json()["error"]
     x = np.zeros((1, 8, 8, 1), np.float32)
@@ -63,8 +63,8 @@ def test_revocation_holds_after_ttl(world):
     ttl = 1.5
     srv = world.action(extra=["--key-ttl", str(ttl)])
     # The TTL is measured: the owner must allow the measurement of this configuration too.
-    mr_short = mrenclave_for(world.pack, key_ttl_s=ttl)
-    world.publish("digits", world.model_key, mrenclave_for(world.pack), mr_short)
+    mr_short = world.mrenclave(world.pack, key_ttl_s=ttl)
+    world.publish("digits", world.model_key, world.mrenclave(world.pack), mr_short)
     user = world.new_user("revokee")
     world.ks.grant(world.owner, "digits", user.principal_id)
     rk = world.enroll(user, "digits")
@@ -146,7 +146,7 @@ def test_tampered_sealed_model_refused(world):
     raw[len(raw) // 2] ^= 1
     sealed.write_bytes(bytes(raw))
     pack = world.make_pack("tampered-model", [sealed])  # manifest digests the tampered blob
-    world.publish("digits-t", key, mrenclave_for(pack))
+    world.publish("digits-t", key, world.mrenclave(pack))
     world.ks.grant(world.owner, "digits-t", world.user.principal_id)
     rk = world.enroll(world.user, "digits-t")
     srv = world.action(pack=pack)
@@ -158,7 +158,7 @@ def test_tampered_sealed_model_refused(world):
 def test_tampered_pack_refused(world):
     sealed, key = world.seal("digits-p")
     pack = world.make_pack("tampered-pack", [sealed])
-    world.publish("digits-p", key, mrenclave_for(pack))
+    world.publish("digits-p", key, world.mrenclave(pack))
     world.ks.grant(world.owner, "digits-p", world.user.principal_id)
     rk = world.enroll(world.user, "digits-p")
     raw = bytearray(pack.read_bytes())
@@ -190,7 +190,7 @@ def test_replayed_attestation_nonce_refused(world):
     client = EnclaveKeyClient(world.ks_server.url)
     pub = hpke_box.public_raw(hpke_box.new_private_key())
     nonce = client.nonce()
-    evidence = SimBackend(mrenclave_for(world.pack)).evidence(report_data_binding(nonce, pub))
+    evidence = SimBackend(world.mrenclave(world.pack)).evidence(report_data_binding(nonce, pub))
     token, _ = client.attest(nonce, evidence, pub)
     assert token
     with pytest.raises(ReplayError, match="already used"):
@@ -199,7 +199,7 @@ def test_replayed_attestation_nonce_refused(world):
     nonce2 = client.nonce()
     from sesemi.errors import AttestationError
 
-    ev2 = SimBackend(mrenclave_for(world.pack)).evidence(report_data_binding(nonce2, pub))
+    ev2 = SimBackend(world.mrenclave(world.pack)).evidence(report_data_binding(nonce2, pub))
     with pytest.raises(AttestationError, match="report_data"):
         client.attest(nonce2, ev2, hpke_box.public_raw(hpke_box.new_private_key()))
 
@@ -208,7 +208,7 @@ def test_debug_enclave_refused(world):
     sealed, key = world.seal("digits-d")
     pack = world.make_pack("debug", [sealed])
     # The owner allows this measurement, but the enclave claims debug: still refused.
-    world.publish("digits-d", key, mrenclave_for(pack, debug=True))
+    world.publish("digits-d", key, world.mrenclave(pack, debug=True))
     world.ks.grant(world.owner, "digits-d", world.user.principal_id)
     rk = world.enroll(world.user, "digits-d")
     srv = world.action(pack=pack, env={"SESEMI_INSECURE_SIM_DEBUG": "1"})
@@ -232,3 +232,40 @@ def test_keyservice_without_insecure_flag_refuses_sim(tmp_path):
     finally:
         for s in reversed(w.servers):
             s.stop()
+
+
+def test_pinned_action_refuses_an_impostor_key_service(world, tmp_path):
+    """An action pinned to the real key service (SESEMI_KS_KEY, measured) that the
+    platform points at another one gets no keys from it: answers must be signed
+    by the pinned key over the action's fresh nonce."""
+    from bundle_tool.procs import start_keyservice
+
+    impostor = start_keyservice(tmp_path / "impostor")
+    try:
+        srv = world.action(init=False)
+        env = {"SESEMI_PACK": str(world.pack), "SESEMI_KS_URL": impostor.url}
+        r = requests.post(srv.url + "/init", json={"value": {"env": env}}, timeout=30)
+        assert r.status_code == 400 and "signature does not verify" in r.json()["error"]
+    finally:
+        impostor.stop()
+
+
+def test_key_release_signature_binds_the_callers_nonce(world):
+    """A recorded release cannot be replayed: the signature covers the nonce the enclave chose."""
+    import secrets as _secrets
+
+    import urllib3
+
+    from sesemi import ks_response
+    from sesemi.errors import IntegrityError
+
+    nonce = _secrets.token_hex(16)
+    r = urllib3.PoolManager().request("POST", world.ks_server.url + "/v1/enclave/nonce",
+                                      headers={ks_response.H_NONCE: nonce})
+    key = bytes.fromhex(world.ks.pin.signing_public_key)
+    sig = r.headers.get(ks_response.H_SIGNATURE)
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", r.status, r.data)
+    with pytest.raises(IntegrityError):
+        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", r.status, r.data)
+    with pytest.raises(IntegrityError):
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", r.status, r.data + b" ")

@@ -10,7 +10,7 @@ import requests
 from bundle_tool.procs import start_keyservice
 from sesemi import signed_call
 from sesemi.client import KeyServiceClient, attest_key_service
-from sesemi.errors import AccessDenied, AuthError, FormatError, NotFound, PinMismatch
+from sesemi.errors import AccessDenied, AuthError, FormatError, IntegrityError, NotFound
 from sesemi.identity import Identity
 from sesemi.sealed_model import new_model_key
 from sesemi.policy import EnclavePolicy
@@ -85,7 +85,7 @@ def test_state_survives_restart_and_pin_holds(tmp_path):
     # A different key service (fresh secrets) at the same URL: the pin refuses it.
     srv = start_keyservice(tmp_path / "other", port=int(port))
     try:
-        with pytest.raises((PinMismatch, AuthError)):
+        with pytest.raises(IntegrityError, match="signature does not verify"):
             KeyServiceClient(pin).register(Identity.generate("z"))
     finally:
         srv.stop()

@@ -57,7 +57,7 @@ def image():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    w = make_world(tmp_path_factory.mktemp("imgworld"))
+    w = make_world(tmp_path_factory.mktemp("imgworld"), pin_ks=False)  # the container is configured by /init
     w.pack.chmod(0o644)  # read by the container's unprivileged user
     yield w
     w.stop()

@@ -52,6 +52,7 @@ def fake_ks():
 
         def do_GET(self) -> None:
             self._send({"evidence": evidence_for_quote(fx.quote()), "hpke_public_key": b64e(ks_key),
+                        "signing_public_key": b64e(b"s" * 32),
                         "tee": "occlum", "insecure_simulation": False}, ks_key.hex())
 
         def do_POST(self) -> None:

@@ -123,7 +123,8 @@ def test_key_service_attests_itself_through_the_occlum_backend(tmp_path):
     att = ks.self_attestation(nonce)
     assert att["tee"] == "occlum" and att["insecure_simulation"] is False
     quote = b64d(att["evidence"]["quote"])
-    assert quote[REPORT_DATA_AT:REPORT_DATA_AT + 64] == report_data_binding(nonce, ks.hpke_public)
+    # REPORT_DATA binds both of the service's keys: HPKE (secrets to it) and signing (its answers)
+    assert quote[REPORT_DATA_AT:REPORT_DATA_AT + 64] == report_data_binding(nonce, ks.hpke_public + ks.signing_public)
     assert ks.mrenclave == fx.MRENCLAVE
 
 

@@ -1,0 +1,47 @@
+"""Signed key-service responses.
+
+HPKE base mode authenticates nobody, and an `X-Sesemi-KS-Key` header is
+public: without more, a proxy between a client (or an enclave) and the key
+service could fake a `revoke`, or hand an enclave keys of its own making, or
+replay an old key release after a revocation. So the key service signs every
+response with an Ed25519 key that its attestation binds (REPORT_DATA covers
+its HPKE key and this key), over the caller's fresh nonce, the method, the
+path, the status and the body. Clients pin the key with `sesemi ks attest`;
+actions pin it in their measured configuration (SESEMI_KS_KEY).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .encoding import b64d, b64e, lp
+from .errors import FormatError, IntegrityError
+from .identity import verify_signature
+
+H_SIGNATURE = "X-Sesemi-Response-Signature"
+H_NONCE = "X-Sesemi-Nonce"  # the caller's fresh nonce (signed calls already send one)
+
+
+def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
+    """What the key service's REPORT_DATA binds: both of its public keys (32 + 32 bytes)."""
+    return hpke_public + signing_public
+
+
+def message(nonce: str, method: str, path: str, status: int, body: bytes) -> bytes:
+    return lp("sesemi/ks-response/v1", nonce, method.upper(), path, str(status), hashlib.sha256(body).digest())
+
+
+def sign(signer, nonce: str, method: str, path: str, status: int, body: bytes) -> str:
+    return b64e(signer.sign(message(nonce, method, path, status, body)))
+
+
+def verify(signing_public: bytes, signature: str | None, nonce: str, method: str, path: str, status: int,
+           body: bytes) -> None:
+    if not signature:
+        raise IntegrityError("key-service response is not signed (not the pinned key service)")
+    try:
+        verify_signature(signing_public, b64d(signature, "response signature"),
+                         message(nonce, method, path, status, body))
+    except (IntegrityError, FormatError):
+        raise IntegrityError("key-service response signature does not verify: not from the pinned key "
+                             "service, altered, or replayed") from None
