@@ -10,7 +10,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from sesemi import hpke_box, ks_response
+from sesemi import hpke_box, ks_response, signed_call
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
 from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
@@ -51,6 +51,11 @@ class KeyService:
             allow_sim=config.insecure_sim_attestation,
             dcap_verifier=DcapVerifier(source, clock=self.clock) if source is not None else None)
         self.store = Store(config.db_path)
+        if not config.secrets_path.exists() and self.store.one(
+                "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
+            # New secrets would leave every stored key undecryptable and break every pin.
+            raise SesemiError(f"{config.secrets_path} is missing but the database holds keys: restore the "
+                              "secrets file that belongs to this database (refusing to create new ones)")
         self.secrets = ServiceSecrets.load_or_create(config.secrets_path)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
@@ -58,6 +63,10 @@ class KeyService:
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self._last_purge = 0.0
+        row = self.store.one("SELECT value FROM meta WHERE key='call_hwm'")
+        # The newest signed-call timestamp ever accepted (persisted): older calls than
+        # its window are refused whatever our clock says.
+        self._call_hwm = float(row["value"]) if row else 0.0
         self.mrenclave = self.tee.mrenclave
 
     # --- the service's own attestation ------------------------------------
@@ -82,14 +91,22 @@ class KeyService:
         return None if row is None else bytes(row["public_key"])
 
     def remember_call_nonce(self, pid: str, nonce: str, expires: float) -> bool:
+        ts = expires - signed_call.WINDOW_S
         now = self.clock()
         if now - self._last_purge > 60:  # expired nonces and tokens would otherwise pile up
             self._last_purge = now
-            self.store.purge_expired(now)
+            # Call nonces by the newest call seen, not by our clock: a host that sets the
+            # clock forward would otherwise purge nonces early and replay after setting it back.
+            self.store.purge_expired(now, call_nonces_before=self._call_hwm)
         with self.store.tx() as c:
+            if ts < self._call_hwm - signed_call.WINDOW_S:
+                raise ReplayError("call older than calls already seen (a replay, or a clock set back)")
             if c.execute("SELECT 1 FROM call_nonces WHERE principal=? AND nonce=?", (pid, nonce)).fetchone():
                 return False
             c.execute("INSERT INTO call_nonces VALUES (?,?,?)", (pid, nonce, expires))
+            if ts > self._call_hwm:
+                self._call_hwm = ts
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('call_hwm', ?)", (ts,))
         return True
 
     def register_principal(self, public_key: bytes) -> str:

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS request_keys (
     PRIMARY KEY (model_id, user_id));
 CREATE TABLE IF NOT EXISTS call_nonces (
     principal TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (principal, nonce));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS att_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, claims TEXT NOT NULL, public_key BLOB NOT NULL, expires REAL NOT NULL);
@@ -86,8 +87,11 @@ class Store:
             (ts, event, outcome, principal, model_id, user_id, mrenclave, tee, reason),
         )
 
-    def purge_expired(self, now: float) -> None:
+    def purge_expired(self, now: float, call_nonces_before: float | None = None) -> None:
+        """`call_nonces_before` lets the caller purge call nonces by the calls it has
+        seen rather than by its own clock, which the host may set back."""
         with self.tx() as c:
-            c.execute("DELETE FROM call_nonces WHERE expires < ?", (now,))
+            c.execute("DELETE FROM call_nonces WHERE expires < ?",
+                      (now if call_nonces_before is None else min(now, call_nonces_before),))
             c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))
             c.execute("DELETE FROM tokens WHERE expires < ?", (now,))

@@ -77,3 +77,42 @@ def test_refused_owner_calls_are_audited(tmp_path):
     assert ("put_model", other.principal_id) in refused
     assert ("grant", other.principal_id) in refused
     assert ("put_request_key", other.principal_id) in refused
+
+
+def test_missing_secrets_file_is_refused_when_keys_are_stored(tmp_path):
+    ks = _ks(tmp_path / "ks.db", insecure=True)
+    owner = Identity.generate("o")
+    ks.register_principal(owner.public_raw)
+    box = hpke_box.seal(b"k" * 32, ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id))
+    ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}})
+    ks.config.secrets_path.rename(tmp_path / "elsewhere")
+    from sesemi.errors import SesemiError
+
+    with pytest.raises(SesemiError, match="secrets file"):
+        _ks(tmp_path / "ks.db", insecure=True)
+    assert not ks.config.secrets_path.exists()  # nothing was created in its place
+
+
+def test_signed_call_replay_after_clock_rollback_is_refused(tmp_path):
+    """The host controls the service's clock: a captured grant replayed after the
+    clock is set back (and its nonce purged) must still be refused."""
+    from sesemi import signed_call
+    from sesemi.errors import ReplayError
+
+    now = [1_000_000.0]
+    cfg = KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True)
+    ks = KeyService(cfg, clock=lambda: now[0])
+    owner = Identity.generate("o")
+    ks.register_principal(owner.public_raw)
+    old = signed_call.sign(owner, "PUT", "/p", ks.audience, b"", now[0])
+    keys = {owner.principal_id: owner.public_raw}
+    signed_call.verify(old, "PUT", "/p", ks.audience, b"", now[0], keys.get, ks.remember_call_nonce)
+    now[0] += 3600  # an hour of later calls; then the old nonce is purged
+    later = signed_call.sign(owner, "PUT", "/p", ks.audience, b"", now[0])
+    signed_call.verify(later, "PUT", "/p", ks.audience, b"", now[0], keys.get, ks.remember_call_nonce)
+    ks._last_purge = 0
+    ks.store.purge_expired(now[0], call_nonces_before=ks._call_hwm)
+    now[0] -= 3600  # the host sets the clock back
+    ks2 = KeyService(cfg, clock=lambda: now[0])  # even across a restart
+    with pytest.raises(ReplayError, match="clock set back"):
+        signed_call.verify(old, "PUT", "/p", ks2.audience, b"", now[0], keys.get, ks2.remember_call_nonce)
