@@ -18,6 +18,7 @@ import numpy as np
 from sesemi.client import ActionClient
 
 from .local import LocalWorld
+from .reference import plaintext_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "digits" / "digits.tflite"
@@ -31,20 +32,8 @@ def _step(msg: str) -> None:
 
 def plaintext_predictions(model_path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     """The owner's own plaintext run, on the owner's machine: the reference."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=model_path.read_bytes())
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    preds = []
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        interp.resize_tensor_input(inp["index"], list(xb.shape))
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], xb)
-        interp.invoke()
-        preds.append(interp.get_tensor(out["index"]).argmax(axis=1))
-    return np.concatenate(preds)
-
+    return np.concatenate([next(iter(plaintext_outputs(model_path, x[i:i + batch]).values())).argmax(axis=1)
+                           for i in range(0, len(x), batch)])
 
 def bare_invoke_latency(model_path: Path, sample: np.ndarray, n: int) -> list[float]:
     from ai_edge_litert.interpreter import Interpreter

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from bundle_tool.home import Home  # noqa: E402
 from bundle_tool.local import mrenclave_for  # noqa: E402
+from bundle_tool.reference import plaintext_outputs  # noqa: E402
 from keyservice.config import KeyServiceConfig  # noqa: E402
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service  # noqa: E402
 from sesemi.envelope import new_request_key  # noqa: E402
@@ -59,15 +60,7 @@ def wait(url: str, path: str, timeout: float = 180) -> None:
 
 
 def plaintext(x: np.ndarray) -> dict[str, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=(REPO / "models/digits/digits.tflite").read_bytes())
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], list(x.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    return {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    return plaintext_outputs(REPO / "models/digits/digits.tflite", x)
 
 
 def main() -> int:

@@ -60,8 +60,7 @@ class _Http:
     requests costs ~0.7 ms more per large call and ~20 ms more at import, and
     the action pays its import on every cold start."""
 
-    def __init__(self, url: str, session: object | None, timeout: float, maxsize: int = 16) -> None:
-        del session  # accepted for compatibility; the pool below is the session
+    def __init__(self, url: str, timeout: float, maxsize: int = 16) -> None:
         self.url = url.rstrip("/")
         self._pool = urllib3.PoolManager(maxsize=maxsize, retries=False)
         self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
@@ -109,12 +108,12 @@ def judge_key_service(claims: Claims, *, expect_mrenclave: str | None = None, ex
 
 def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave: str | None = None,
                        expect_mrsigner: str | None = None, dcap_verifier: DcapVerifier | None = None,
-                       accept_tcb_statuses: Sequence[str] = (), session: object | None = None,
+                       accept_tcb_statuses: Sequence[str] = (),
                        timeout: float = DEFAULT_TIMEOUT) -> KsPin:
     """Verify the key service's evidence (sim, or a DCAP quote with
     `dcap_verifier`), that its REPORT_DATA binds its HPKE key to our fresh
     nonce, and that it is the key service we expect (`judge_key_service`)."""
-    http = _Http(url, session, timeout)
+    http = _Http(url, timeout)
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
     if not isinstance(body, dict):
@@ -137,10 +136,10 @@ class KeyServiceClient:
     to the pinned key, and a response from a key service with another key is
     refused (it was reset or replaced: attest it again)."""
 
-    def __init__(self, pin: KsPin, session: object | None = None, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, pin: KsPin, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self.pin = pin
-        self.http = _Http(pin.url, session, timeout)
+        self.http = _Http(pin.url, timeout)
         self.clock = clock
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
@@ -193,12 +192,12 @@ class EnclaveKeyClient:
     """The enclave side of RCAR: nonce -> evidence -> token -> wrapped keys.
     Keeps one HTTP connection alive (the prototype opened one per fetch)."""
 
-    def __init__(self, url: str, session: object | None = None, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT,
                  ks_signing_key: bytes | None = None) -> None:
         """`ks_signing_key`: the pinned key service (from the enclave's measured
         configuration); with it, every answer must be signed over a fresh nonce
         of ours, so a proxy can neither invent key releases nor replay old ones."""
-        self.http = _Http(url, session, timeout)
+        self.http = _Http(url, timeout)
         self._signed_by = ks_signing_key
 
     def nonce(self) -> bytes:
@@ -234,9 +233,9 @@ class ActionClient:
     (or through anything that forwards it: the platform, a router), and
     decrypts and checks the answer."""
 
-    def __init__(self, url: str, session: object | None = None, timeout: float = 120, path: str = "/run",
+    def __init__(self, url: str, timeout: float = 120, path: str = "/run",
                  maxsize: int = 16) -> None:
-        self.http = _Http(url, session, timeout, maxsize)
+        self.http = _Http(url, timeout, maxsize)
         self.url = self.http.url
         self.path = path
 

@@ -115,10 +115,9 @@ class Pack:
 
     def read_sealed(self, model_id: str) -> bytes:
         """The sealed (ciphertext) blob, checked against the manifest digest."""
-        e = self.entry(model_id)
-        blob = os.pread(self._fd, e.length, self._base + e.offset)
-        if len(blob) != e.length or hashlib.sha256(blob).hexdigest() != e.sha256:
-            raise IntegrityError(f"pack: sealed model {model_id!r} does not match the pack manifest (tampered)")
+        reader = self.reader(model_id)
+        blob = reader.read(reader.length)
+        reader.verify()
         return blob
 
     def reader(self, model_id: str) -> "SealedReader":

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from bundle_tool.local import LocalWorld, mrenclave_for  # noqa: F401  (re-exported for tests)
+from bundle_tool import reference
 from bundle_tool.procs import Server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +64,4 @@ def heldout():
 
 
 def plaintext_outputs(x: np.ndarray) -> dict[str, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=DIGITS.read_bytes())
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], list(x.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    return {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    return reference.plaintext_outputs(DIGITS, x)

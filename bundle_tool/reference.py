@@ -1,0 +1,22 @@
+"""The owner's plaintext reference run: the model on the owner's own machine,
+no enclave, no encryption. What the encrypted path's answers are compared to
+(demo, tests, the Occlum SIM pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plaintext_outputs(model_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output tensor for input batch `x`, keyed by the interpreter's tensor names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=Path(model_path).read_bytes())
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    return {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
