@@ -1,6 +1,6 @@
-"""The real SGX DCAP quote and collateral shared beside the repository
-(../shared/fixtures/dcap, from the MIT-licensed dcap-qvl project). Not
-copied into the repo; a missing fixture is a failure, not a skip."""
+"""The real SGX DCAP quote and its collateral, a frozen copy from the
+MIT-licensed dcap-qvl project (tests/fixtures/dcap, licence beside it).
+A missing fixture is a failure, not a skip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "dcap"
+DIR = Path(__file__).resolve().parents[1] / "fixtures" / "dcap"
 QUOTE_PATH = DIR / "sgx_quote.bin"
 COLLATERAL_PATH = DIR / "sgx_quote_collateral.json"
 
@@ -30,8 +30,8 @@ INSIDE = ts("2025-07-01T12:00:00Z")
 
 def _read(path: Path) -> bytes:
     if not path.is_file():
-        pytest.fail(f"DCAP fixture missing: {path.resolve()} (CI keeps ../shared/fixtures/dcap "
-                    f"beside the clone; it is not copied into the repository)", pytrace=False)
+        pytest.fail(f"DCAP fixture missing: {path.resolve()} (the repository "
+                    f"keeps a frozen copy under tests/fixtures/dcap)", pytrace=False)
     return path.read_bytes()
 
 
