@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench bench-models image-test occlum-check
+.PHONY: demo test soak install clean bench bench-models image-test occlum-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Long suites (load, kill loops, full property runs): bounded, loopback only.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider
 
 # The plain action image in a real container (podman + runc, from Debian's
 # packages), started as OpenWhisk starts a blackbox action; the /init and /run
