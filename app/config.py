@@ -30,6 +30,7 @@ _ENV = {
     "memory_budget_mb": "SESEMI_MEMORY_BUDGET_MB",
     "insecure_sim_debug": "SESEMI_INSECURE_SIM_DEBUG",
     "ks_key": "SESEMI_KS_KEY",
+    "ks_budget_s": "SESEMI_KS_BUDGET",
 }
 
 # Settings that change what the enclave protects. They come only from the
@@ -53,6 +54,9 @@ class ActionConfig:
     # The pinned key service's response-signing key (hex), measured: with it the
     # enclave accepts key releases only from that service, fresh. Required for occlum.
     ks_key: str = ""
+    # Seconds one request may spend on the key service (sesemi/timeouts.py), then a
+    # retryable refusal. Not measured: it can only make the action refuse sooner.
+    ks_budget_s: float = 5.0
 
     def with_untrusted_env(self, env: Mapping[str, Any]) -> "ActionConfig":
         """Apply /init's value.env: the untrusted platform's settings."""
@@ -107,3 +111,6 @@ class ActionConfig:
                               "configuration (the signing key `sesemi ks attest` printed)")
         if not 0 < self.key_ttl_s <= 3600:
             raise FormatError("key TTL must be in (0, 3600] seconds")
+        if not 0 < self.ks_budget_s <= 60:
+            raise FormatError("SESEMI_KS_BUDGET: must be in (0, 60] seconds (OpenWhisk's default activation "
+                              "limit is 60 s)")

@@ -17,46 +17,64 @@ from sesemi.attestation.claims import report_data_binding
 from sesemi.client import EnclaveKeyClient
 from sesemi.encoding import b64d
 from sesemi.errors import AuthError, FormatError
+from sesemi.timeouts import ENCLAVE_KEY_BUDGET_S, Deadline
 
 from .keycache import TtlCache
 
 _REFRESH_MARGIN_S = 5.0
+_FETCH_STRIPES = 64
 
 
 class EnclaveSession:
     def __init__(self, tee, ks: EnclaveKeyClient, key_ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, budget_s: float = ENCLAVE_KEY_BUDGET_S) -> None:
+        """`budget_s`: everything one request may spend on the key service (waiting
+        for another thread's fetch, re-attesting, fetching), then a retryable refusal."""
         self.tee = tee
         self.ks = ks
         self.clock = clock
+        self.budget_s = budget_s
         self._private = hpke_box.new_private_key()
         self.public_key = hpke_box.public_raw(self._private)
         self._token: str | None = None
         self._token_expiry = 0.0
         self._attest_lock = threading.Lock()
         self.cache = TtlCache(key_ttl_s, clock)
-        self._fetch_locks: dict[tuple, threading.Lock] = {}
-        self._fetch_locks_guard = threading.Lock()
+        # Striped, not one lock per (model, user): the user id comes from an
+        # unauthenticated envelope, so a dict of locks would grow without bound.
+        self._fetch_locks = [threading.Lock() for _ in range(_FETCH_STRIPES)]
         self.key_fetches = 0
         self.fetch_seconds: deque[float] = deque(maxlen=100)
 
-    def attest(self) -> None:
-        """RCAR: nonce from the key service, evidence binding (nonce, our key), token."""
-        with self._attest_lock:
-            nonce = self.ks.nonce()
-            evidence = self.tee.evidence(report_data_binding(nonce, self.public_key))
-            self._token, ttl = self.ks.attest(nonce, evidence, self.public_key)
-            self._token_expiry = self.clock() + ttl - _REFRESH_MARGIN_S
+    def _deadline(self) -> Deadline:
+        return Deadline(self.budget_s, "key service", time.monotonic)
 
-    def _token_now(self) -> str:
+    @staticmethod
+    def _take(lock: threading.Lock, deadline: Deadline) -> None:
+        """Wait for a lock another request holds (it may be stuck on the key service) within our budget."""
+        if not lock.acquire(timeout=deadline.left()):
+            raise deadline.expired()
+
+    def attest(self, deadline: Deadline | None = None) -> None:
+        """RCAR: nonce from the key service, evidence binding (nonce, our key), token."""
+        deadline = deadline or self._deadline()
+        self._take(self._attest_lock, deadline)
+        try:
+            nonce = self.ks.nonce(deadline)
+            evidence = self.tee.evidence(report_data_binding(nonce, self.public_key))
+            self._token, ttl = self.ks.attest(nonce, evidence, self.public_key, deadline)
+            self._token_expiry = self.clock() + ttl - _REFRESH_MARGIN_S
+        finally:
+            self._attest_lock.release()
+
+    def _token_now(self, deadline: Deadline) -> str:
         if self._token is None or self.clock() >= self._token_expiry:
-            self.attest()
+            self.attest(deadline)
         assert self._token is not None
         return self._token
 
     def _lock_for(self, key: tuple) -> threading.Lock:
-        with self._fetch_locks_guard:
-            return self._fetch_locks.setdefault(key, threading.Lock())
+        return self._fetch_locks[hash(key) % _FETCH_STRIPES]
 
     def keys(self, model_id: str, user_id: str | None, need_model_key: bool) -> tuple[bytes | None, bytes | None]:
         """(model_key, request_key), from cache or one key-service round trip."""
@@ -65,7 +83,10 @@ class EnclaveSession:
         if (mk is not None or not need_model_key) and (rk is not None or user_id is None):
             return mk, rk
         # One fetch per missing key set, however many threads ask at once.
-        with self._lock_for((model_id, user_id, need_model_key)):
+        deadline = self._deadline()
+        lock = self._lock_for((model_id, user_id, need_model_key))
+        self._take(lock, deadline)
+        try:
             mk = self.cache.get(("m", model_id)) if need_model_key else None
             rk = self.cache.get(("r", model_id, user_id)) if user_id is not None else None
             want_m = need_model_key and mk is None
@@ -74,10 +95,12 @@ class EnclaveSession:
                 return mk, rk
             t0 = time.perf_counter()
             try:
-                body = self.ks.keys(self._token_now(), model_id, user_id if want_r else None, want_m)
+                body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
+                                    deadline)
             except AuthError:
-                self.attest()  # token expired or the service restarted: one fresh attestation
-                body = self.ks.keys(self._token_now(), model_id, user_id if want_r else None, want_m)
+                self.attest(deadline)  # token expired or the service restarted: one fresh attestation
+                body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
+                                    deadline)
             self.key_fetches += 1
             self.fetch_seconds.append(time.perf_counter() - t0)
             if want_m:
@@ -88,6 +111,8 @@ class EnclaveSession:
                 rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id)
                 self.cache.put(("r", model_id, user_id), rk)
             return mk, rk
+        finally:
+            lock.release()
 
     def _unwrap(self, box: object, *context: str) -> bytes:
         if box is None:

@@ -49,7 +49,7 @@ class Runtime:
                         "authenticated, so whoever sits between this action and the key service could "
                         "hand it keys of its own; allowed only with tee=sim")
         self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url, ks_signing_key=ks_key),
-                                      config.key_ttl_s)
+                                      config.key_ttl_s, budget_s=config.ks_budget_s)
         t1 = time.perf_counter()
         self.session.attest()
         self.init_phases = {"pack_and_measure_s": t1 - t0, "attest_s": time.perf_counter() - t1}

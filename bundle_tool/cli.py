@@ -18,6 +18,7 @@ from sesemi.errors import FormatError, SesemiError
 from sesemi.measure import action_mrenclave, action_trusted_config
 from sesemi.pack import Pack, build as build_pack
 from sesemi.policy import DEFAULT_TCB_STATUSES, EnclavePolicy
+from sesemi import timeouts as T
 
 from .home import Home
 
@@ -28,9 +29,14 @@ def _home(args: argparse.Namespace) -> Home:
     return Home(args.home)
 
 
+def _timeouts(args: argparse.Namespace, job: T.Timeouts) -> T.Timeouts:
+    """The job's defaults, then $SESEMI_CONNECT_TIMEOUT / $SESEMI_READ_TIMEOUT, then the flags."""
+    return job.with_env().overridden(args.connect_timeout, args.read_timeout)
+
+
 def _ks(args: argparse.Namespace) -> KeyServiceClient:
     pin = _home(args).pin()
-    return KeyServiceClient(pin)
+    return KeyServiceClient(pin, _timeouts(args, T.KEY_SERVICE))
 
 
 def cmd_identity_new(args: argparse.Namespace) -> None:
@@ -54,7 +60,8 @@ def _dcap_verifier(args: argparse.Namespace):
 def cmd_ks_attest(args: argparse.Namespace) -> None:
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
                              expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
-                             accept_tcb_statuses=args.accept_tcb_status)
+                             accept_tcb_statuses=args.accept_tcb_status,
+                             timeouts=_timeouts(args, T.KEY_SERVICE))
     _home(args).save_pin(pin)
     if pin.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
@@ -160,7 +167,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
     home = _home(args)
     user = home.identity(args.as_)
     key = home.request_key(user.principal_id, args.model_id)
-    result = ActionClient(args.action, path=args.path).infer(args.model_id, user.principal_id, key,
+    result = ActionClient(args.action, _timeouts(args, T.INFERENCE), path=args.path).infer(args.model_id, user.principal_id, key,
                                                              _load_inputs(args.input))
     np.savez(args.out, **result.outputs)
     if result.insecure_simulation:
@@ -178,6 +185,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sesemi", description="SeSeMI: secure serverless model inference.")
     p.add_argument("--home", help="state directory (default: $SESEMI_HOME or ~/.sesemi)")
+    p.add_argument("--connect-timeout", type=float, metavar="S",
+                   help=f"seconds to wait for a connection (default ${T.ENV_CONNECT} or "
+                        f"{T.KEY_SERVICE.connect_s:g})")
+    p.add_argument("--read-timeout", type=float, metavar="S",
+                   help=f"seconds to wait for an answer (default ${T.ENV_READ} or {T.KEY_SERVICE.read_s:g} "
+                        f"for the key service, {T.INFERENCE.read_s:g} for infer)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(parent, name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:

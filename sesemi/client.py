@@ -16,12 +16,12 @@ from .attestation import EvidenceVerifier
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
-from .errors import IntegrityError, AttestationError, FormatError, PinMismatch, UnavailableError
+from .errors import IntegrityError, AttestationError, FormatError, PinMismatch
 from .http_errors import raise_for
 from .identity import Identity
 from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
-
-DEFAULT_TIMEOUT = 30
+from . import timeouts as T
+from .timeouts import Deadline, Timeouts
 
 
 @dataclass(frozen=True)
@@ -60,23 +60,25 @@ class _Http:
     requests costs ~0.7 ms more per large call and ~20 ms more at import, and
     the action pays its import on every cold start."""
 
-    def __init__(self, url: str, timeout: float, maxsize: int = 16) -> None:
+    def __init__(self, url: str, timeouts: Timeouts, maxsize: int = 16) -> None:
         self.url = url.rstrip("/")
         self._pool = urllib3.PoolManager(maxsize=maxsize, retries=False)
-        self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        self.timeouts = timeouts
 
     def call(self, method: str, path: str, what: str, body: bytes | None = None,
-             headers: Mapping[str, str] | None = None,
-             signed_by: bytes | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
+             headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
+             deadline: Deadline | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
         """`signed_by`: the pinned key-service signing key; the response (error
-        or not) must carry its signature over our fresh nonce, or is refused."""
+        or not) must carry its signature over our fresh nonce, or is refused.
+        `deadline`: a total budget this call shares with others."""
         headers = dict(headers or {})
         if signed_by is not None:
             headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
+        timeout, clipped = T.request_timeout(self.timeouts, deadline)
         try:
-            resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=self._timeout)
+            resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=timeout)
         except urllib3.exceptions.HTTPError as exc:
-            raise UnavailableError(f"{what}: cannot reach {self.url} ({type(exc).__name__})") from exc
+            raise T.explain(exc, what, self.url, self.timeouts, deadline, clipped) from None
         if signed_by is not None:
             try:
                 ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
@@ -109,11 +111,11 @@ def judge_key_service(claims: Claims, *, expect_mrenclave: str | None = None, ex
 def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave: str | None = None,
                        expect_mrsigner: str | None = None, dcap_verifier: DcapVerifier | None = None,
                        accept_tcb_statuses: Sequence[str] = (),
-                       timeout: float = DEFAULT_TIMEOUT) -> KsPin:
+                       timeouts: Timeouts | None = None) -> KsPin:
     """Verify the key service's evidence (sim, or a DCAP quote with
     `dcap_verifier`), that its REPORT_DATA binds its HPKE key to our fresh
     nonce, and that it is the key service we expect (`judge_key_service`)."""
-    http = _Http(url, timeout)
+    http = _Http(url, timeouts or T.KEY_SERVICE.with_env())
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
     if not isinstance(body, dict):
@@ -136,10 +138,11 @@ class KeyServiceClient:
     to the pinned key, and a response from a key service with another key is
     refused (it was reset or replaced: attest it again)."""
 
-    def __init__(self, pin: KsPin, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, pin: KsPin, timeouts: Timeouts | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """`timeouts`: default `timeouts.KEY_SERVICE`, overridden by the environment."""
         self.pin = pin
-        self.http = _Http(pin.url, timeout)
+        self.http = _Http(pin.url, timeouts or T.KEY_SERVICE.with_env())
         self.clock = clock
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
@@ -192,31 +195,36 @@ class EnclaveKeyClient:
     """The enclave side of RCAR: nonce -> evidence -> token -> wrapped keys.
     Keeps one HTTP connection alive (the prototype opened one per fetch)."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, url: str, timeouts: Timeouts = T.ENCLAVE_KEYS,
                  ks_signing_key: bytes | None = None) -> None:
         """`ks_signing_key`: the pinned key service (from the enclave's measured
         configuration); with it, every answer must be signed over a fresh nonce
-        of ours, so a proxy can neither invent key releases nor replay old ones."""
-        self.http = _Http(url, timeout)
+        of ours, so a proxy can neither invent key releases nor replay old ones.
+        Every call takes an optional `deadline`: the budget of the request it serves."""
+        self.http = _Http(url, timeouts)
         self._signed_by = ks_signing_key
 
-    def nonce(self) -> bytes:
-        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce", signed_by=self._signed_by)
+    def nonce(self, deadline: Deadline | None = None) -> bytes:
+        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce", signed_by=self._signed_by,
+                                 deadline=deadline)
         return bytes.fromhex(body["nonce"])
 
-    def attest(self, nonce: bytes, evidence: dict, public_key: bytes) -> tuple[str, float]:
+    def attest(self, nonce: bytes, evidence: dict, public_key: bytes,
+               deadline: Deadline | None = None) -> tuple[str, float]:
         raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
         body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
-                                 {"Content-Type": "application/json"}, signed_by=self._signed_by)
+                                 {"Content-Type": "application/json"}, signed_by=self._signed_by,
+                                 deadline=deadline)
         return body["token"], float(body["expires_in"])
 
-    def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool) -> dict:
+    def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool,
+             deadline: Deadline | None = None) -> dict:
         req: dict[str, Any] = {"model_id": model_id, "model_key": model_key}
         if user_id is not None:
             req["user_id"] = user_id
         body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),
                                  {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                                 signed_by=self._signed_by)
+                                 signed_by=self._signed_by, deadline=deadline)
         return body
 
 
@@ -233,9 +241,10 @@ class ActionClient:
     (or through anything that forwards it: the platform, a router), and
     decrypts and checks the answer."""
 
-    def __init__(self, url: str, timeout: float = 120, path: str = "/run",
+    def __init__(self, url: str, timeouts: Timeouts | None = None, path: str = "/run",
                  maxsize: int = 16) -> None:
-        self.http = _Http(url, timeout, maxsize)
+        """`timeouts`: default `timeouts.INFERENCE`, overridden by the environment."""
+        self.http = _Http(url, timeouts or T.INFERENCE.with_env(), maxsize)
         self.url = self.http.url
         self.path = path
 

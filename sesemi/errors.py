@@ -82,6 +82,15 @@ class UnavailableError(SesemiError):
     http_status = 503
 
 
+class TimeoutExpired(UnavailableError):
+    """A bounded wait ran out (retryable). `bound` names which one: 'connect',
+    'read' or 'budget' (the total over several calls)."""
+
+    def __init__(self, message: str = "", bound: str = "read") -> None:
+        self.bound = bound
+        super().__init__(message)
+
+
 class ModelUnavailable(SesemiError):
     """A model in the action's pack cannot be loaded (tampered or corrupt pack,
     sealed under another key, not a TFLite file). Another action may serve it."""

@@ -22,6 +22,7 @@ import urllib3
 
 from .encoding import JSONDecodeError, b64e, json_dumps, json_loads
 from .errors import AuthError, Conflict, FormatError, NotFound, UnavailableError
+from .timeouts import Timeouts, explain
 
 DEFAULT_NAMESPACE = "_"
 
@@ -260,9 +261,13 @@ class OpenWhiskClient:
     one urllib3 pool of kept-alive connections, as the SDK's ActionClient,
     since `requests` costs about as much per call as the crypto does."""
 
-    def __init__(self, creds: Credentials, timeout: float = 75.0, pool_maxsize: int = 64) -> None:
+    def __init__(self, creds: Credentials, timeout: float = 75.0, pool_maxsize: int = 64,
+                 connect_timeout: float = 5.0) -> None:
+        """`timeout`: the read bound of a call (a blocking invoke waits for the
+        activation); `connect_timeout`: the bound on reaching the API host."""
         self.creds = creds
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._pool = urllib3.PoolManager(maxsize=pool_maxsize, retries=False)
         self._headers = {"Content-Type": "application/json"}
         if creds.auth:
@@ -281,13 +286,12 @@ class OpenWhiskClient:
     def _call(self, method: str, url: str, what: str, body: Any = None, timeout: float | None = None,
               ok: tuple[int, ...] = (200,)) -> urllib3.BaseHTTPResponse:
         data = json_dumps(body) if body is not None else None
-        t = timeout or self.timeout
+        t = Timeouts(min(self.connect_timeout, timeout or self.timeout), timeout or self.timeout)
         try:
             resp = self._pool.request(method, url, body=data, headers=self._headers,
-                                      timeout=urllib3.Timeout(connect=min(10.0, t), read=t))
+                                      timeout=urllib3.Timeout(connect=t.connect_s, read=t.read_s))
         except urllib3.exceptions.HTTPError as exc:
-            raise UnavailableError(f"{what}: cannot reach OpenWhisk at {self.creds.apihost} "
-                                   f"({type(exc).__name__})") from None
+            raise explain(exc, what, f"OpenWhisk at {self.creds.apihost}", t) from None
         if resp.status in ok:
             return resp
         msg = f"{what}: {_error_text(resp)}"
