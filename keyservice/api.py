@@ -35,6 +35,10 @@ def _body() -> Any:
 def create_app(ks: KeyService) -> Flask:
     app = Flask("sesemi.keyservice")
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
+    # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
+    # before any error handler runs: route those to the JSON 404 instead.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
 
     def authenticate() -> str:
         full_path = request.full_path.rstrip("?")

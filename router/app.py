@@ -27,6 +27,10 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 def create_app(router: Router) -> Flask:
     app = Flask("sesemi.router")
     app.config["MAX_CONTENT_LENGTH"] = router.cfg.max_body_bytes
+    # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
+    # before any error handler runs: route those to the JSON 404 instead.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
 
     @app.errorhandler(SesemiError)
     def _sesemi_error(exc: SesemiError) -> Response:

@@ -56,7 +56,9 @@ def verify(headers: Mapping[str, str], method: str, path: str, audience: str, bo
         raise AuthError("unsigned call: X-Sesemi-Principal/Timestamp/Nonce/Signature headers are required")
     if not is_principal_id(pid):
         raise AuthError("malformed principal id")
-    if not ts.isdigit() or len(nonce) != 32:
+    # ASCII digits only (str.isdigit also takes '²', which int() refuses), and a
+    # length that keeps int() and the window arithmetic small.
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12 or len(nonce) != 32:
         raise AuthError("malformed timestamp or nonce")
     if abs(now - int(ts)) > WINDOW_S:
         raise ReplayError(f"timestamp outside the {WINDOW_S}s window (check the clock)")
