@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -32,6 +34,9 @@ class InterpreterPool:
         self._built = 0
         self._lock = threading.Lock()
         self._shapes: dict[int, dict[int, tuple[int, ...]]] = {}
+        # Recent set_tensor + invoke + get_tensor times: the same span a bare
+        # in-process invoke measures, so a benchmark can set the two side by side.
+        self.invoke_s: deque[float] = deque(maxlen=1000)
         first = self._build()  # fail now, at load, if the model is not a valid TFLite file
         self.input_details = first.get_input_details()
         self.output_details = first.get_output_details()
@@ -77,10 +82,13 @@ class InterpreterPool:
                     resized = True
             if resized:
                 interp.allocate_tensors()
+            t0 = time.perf_counter()
             for det, arr in zip(self.input_details, arrays):
                 interp.set_tensor(det["index"], arr)
             interp.invoke()
-            return {det["name"]: interp.get_tensor(det["index"]) for det in self.output_details}
+            out = {det["name"]: interp.get_tensor(det["index"]) for det in self.output_details}
+            self.invoke_s.append(time.perf_counter() - t0)
+            return out
 
     def _match_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         dets = self.input_details

@@ -117,6 +117,14 @@ class ModelStore:
                 used -= victim.cost_bytes
                 self.stats.evictions += 1
 
+    def invoke_summary(self) -> dict[str, dict[str, float]]:
+        """p50 / p99 (ms) of each loaded model's recent invokes: a summary, not
+        per-request times (this is on the unauthenticated /stats)."""
+        with self._lock:
+            pools = {mid: sorted(m.pool.invoke_s) for mid, m in self._loaded.items()}
+        return {mid: {"n": len(xs), "p50_ms": 1e3 * xs[len(xs) // 2], "p99_ms": 1e3 * xs[(len(xs) * 99) // 100]}
+                for mid, xs in pools.items() if xs}
+
     def is_loaded(self, model_id: str) -> bool:
         return model_id in self._loaded
 

@@ -112,4 +112,5 @@ class Runtime:
                 "key_fetch_seconds": list(self.session.fetch_seconds)[-20:],
                 "recent_inference_p50_ms": 1e3 * statistics.median(self._invoke_s) if self._invoke_s else None,
                 "recent_run_p50_ms": 1e3 * statistics.median(self.handle_s) if self.handle_s else None,
+                "recent_invoke": self.models.invoke_summary(),
                 **self.labels}

@@ -21,7 +21,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_world, INTERP_THREADS, MODELS, available, model_input, progress, write_result  # noqa: E402
+from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,  # noqa: E402
+                          progress, write_result)
 from bundle_tool.local import LocalWorld  # noqa: E402
 from bundle_tool.procs import free_port  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
@@ -44,7 +45,9 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> float:
 def sesemi_cold(world: LocalWorld, pack: Path, name: str, log) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1",
+    # Pinned as the world publishes it (SESEMI_KS_KEY is measured): without it the
+    # action measures differently and the key service refuses its key release.
+    env = {**os.environ, "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1", "SESEMI_KS_KEY": world.ks_key(),
            "SESEMI_POOL_SIZE": "1", "SESEMI_INTERP_THREADS": str(INTERP_THREADS)}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -102,7 +105,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
     ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.models, args.reps = ["digits"], 1
     names = available(args.models)
     out = {}
     with bench_world() as (work, world), open(work / "cold.log", "ab") as log:

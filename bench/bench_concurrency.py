@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, available, model_input, pct, progress, write_result  # noqa: E402
+from bench.common import MODELS, available, model_input, pct, progress, parse_args, write_result  # noqa: E402
 from bundle_tool.local import LocalWorld  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
 
@@ -77,7 +77,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["mobilenetv2", "resnet50"])
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--levels", nargs="*", type=int, default=[1, 2, 4, 8])
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.models, args.seconds, args.levels = ["digits"], 0.3, [1, 2]
     names = available(args.models)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
@@ -85,7 +87,7 @@ def main() -> None:
         try:
             for name in names:
                 pack = world.deploy_pack(f"conc-{name}", {name: MODELS[name]})
-                configs = CONFIGS if name == names[0] else [(2, 1)]
+                configs = [(2, 1)] if args.smoke or name != names[0] else CONFIGS
                 out[name] = {}
                 for pool, threads in configs:
                     action = world.action(pack, extra=["--pool-size", str(pool)],

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, progress, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld, mrenclave_for  # noqa: E402
+from bench.common import MODELS, REPO, progress, parse_args, write_result  # noqa: E402
+from bundle_tool.local import LocalWorld  # noqa: E402
 from sesemi import hpke_box  # noqa: E402
 from sesemi.attestation.claims import report_data_binding  # noqa: E402
 from sesemi.attestation.sim import SimBackend  # noqa: E402
@@ -25,12 +25,16 @@ from sesemi.client import EnclaveKeyClient  # noqa: E402
 def rate(fn, clients: int, seconds: float) -> float:
     stop = time.perf_counter() + seconds
     counts = [0] * clients
+    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        ctx = fn()
-        while time.perf_counter() < stop:
-            ctx()
-            counts[i] += 1
+        try:
+            ctx = fn()
+            while time.perf_counter() < stop:
+                ctx()
+                counts[i] += 1
+        except Exception as exc:  # noqa: BLE001 - re-raised below: a failing call is no rate
+            errors.append(exc)
 
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
@@ -38,6 +42,8 @@ def rate(fn, clients: int, seconds: float) -> float:
         t.start()
     for t in ts:
         t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {type(errors[0]).__name__}: {errors[0]}")
     return sum(counts) / (time.perf_counter() - t0)
 
 
@@ -48,7 +54,7 @@ def dcap_rate(seconds: float, clients: int) -> float:
 
     from sesemi.attestation.dcap import DcapVerifier, FileCollateral
 
-    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dcap"
+    fixtures = REPO / "tests" / "fixtures" / "dcap"
     quote = (fixtures / "sgx_quote.bin").read_bytes()
     inside = datetime.fromisoformat("2025-07-01T12:00:00+00:00").timestamp()
     verifier = DcapVerifier(FileCollateral(fixtures / "sgx_quote_collateral.json"), clock=lambda: inside)
@@ -58,13 +64,15 @@ def dcap_rate(seconds: float, clients: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.seconds = 0.2
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
         world = LocalWorld.start(Path(tmp) / "world")
         try:
             pack = world.deploy_pack("ks", {"digits": MODELS["digits"]})
-            mr = mrenclave_for(pack)
+            mr = world.mrenclave(pack)  # as published: the pinned action's measurement
             url, uid = world.ks_server.url, world.user.principal_id
 
             def attester():

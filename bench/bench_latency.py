@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pybase64
+import requests
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, progress, summary_ms, timed,  # noqa: E402
-                          write_result)
+from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,  # noqa: E402
+                          progress, summary_ms, timed, write_result)
 from bundle_tool.procs import free_port, start_process  # noqa: E402
 from sesemi import envelope, tensors  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
@@ -79,7 +80,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
     ap.add_argument("-n", type=int, default=0, help="requests per variant (default: by model size)")
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.models, args.n = ["digits"], 10
     names = available(args.models)
     results = {}
     with bench_world() as (work, world):
@@ -111,6 +114,9 @@ def main() -> None:
                     times[k] += timed(fn, n // rounds, warmup=3 if r == 0 else 1)
                 progress(f"{name}: round {r + 1}/{rounds}")
             s = {k: summary_ms(v) for k, v in times.items()}
+            # The action's own set_tensor + invoke + get_tensor, over the same requests
+            # (its recent window), beside the bare invoke of the same span in this process.
+            s["action_invoke"] = requests.get(action.url + "/stats", timeout=10).json()["recent_invoke"][name]
             results[name] = {
                 "input_bytes": int(x.nbytes),
                 "model_bytes": model.stat().st_size,
@@ -118,10 +124,11 @@ def main() -> None:
                 "ratio_sesemi_plain_p50": s["sesemi"]["p50_ms"] / s["plain"]["p50_ms"],
                 "ratio_sesemi_bare_p50": s["sesemi"]["p50_ms"] / s["bare"]["p50_ms"],
                 "ratio_plain_bare_p50": s["plain"]["p50_ms"] / s["bare"]["p50_ms"],
-                "breakdown_ms": breakdown(x),
+                "ratio_action_invoke_bare_p50": s["action_invoke"]["p50_ms"] / s["bare"]["p50_ms"],
+                "breakdown_ms": breakdown(x, 3 if args.smoke else 50),
             }
-            progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, plain {s['plain']['p50_ms']:.2f} ms, "
-                     f"sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
+            progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, action's invoke {s['action_invoke']['p50_ms']:.2f} "
+                     f"ms, plain {s['plain']['p50_ms']:.2f} ms, sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
             plain.stop()
             action.stop()
     write_result("latency", {"models": results})

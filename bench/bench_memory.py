@@ -16,7 +16,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_world, MODELS, available, model_input, progress, rss_mb, write_result  # noqa: E402
+from bench.common import (bench_world, MODELS, available, model_input, parse_args, progress, rss_mb,  # noqa: E402
+                          write_result)
 from bundle_tool.procs import free_port, start_process  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
 
@@ -24,7 +25,9 @@ from sesemi.client import ActionClient  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.models = ["digits"]
     names = available(args.models)
     out = {}
     with bench_world() as (work, world):

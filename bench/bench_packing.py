@@ -17,7 +17,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, available, model_input, pct, progress, rss_mb, write_result  # noqa: E402
+from bench.common import MODELS, available, model_input, pct, progress, rss_mb, parse_args, write_result  # noqa: E402
 from bundle_tool.local import LocalWorld  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
 
@@ -53,7 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="mobilenetv2")
     ap.add_argument("-n", type=int, default=300)
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.model, args.n = "digits", 10
     available([args.model])
     src = MODELS[args.model]
     ids = [f"{args.model}-{i}" for i in range(3)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, model_input, progress, write_result  # noqa: E402
+from bench.common import MODELS, model_input, progress, parse_args, write_result  # noqa: E402
 from bundle_tool.local import LocalWorld  # noqa: E402
 from bundle_tool.platform.local import client_for, deploy_pool, start_emulator  # noqa: E402
 from sesemi import envelope, tensors  # noqa: E402
@@ -66,7 +66,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warm", type=int, default=20)
     ap.add_argument("--models", default="digits,mobilenetv2,densenet121,resnet50")
-    args = ap.parse_args()
+    args = parse_args(ap)
+    if args.smoke:
+        args.models, args.reps, args.warm = "digits", 1, 2
     names = [n for n in args.models.split(",") if MODELS[n].exists()]
     skipped = sorted(set(args.models.split(",")) - set(names))
     if skipped:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
     from bundle_tool.local import LocalWorld
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+# `--smoke` runs (make test) write elsewhere, so they never overwrite a real run's results.
+RESULTS = Path(os.environ.get("SESEMI_BENCH_RESULTS") or REPO / "bench" / "results")
 MODEL_CACHE = Path(os.environ.get("SESEMI_BENCH_MODELS") or Path.home() / ".cache" / "sesemi" / "bench-models")
 
 MODELS = {
@@ -32,6 +34,19 @@ MODELS = {
 # One interpreter thread per request: on 2 cores, two requests in parallel use
 # both (see the concurrency benchmark); every variant uses the same setting.
 INTERP_THREADS = int(os.environ.get("SESEMI_BENCH_INTERP_THREADS", "1"))
+
+
+def parse_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The benchmark's arguments plus `--smoke` (a few iterations on the digits
+    model: checks that it runs, measures nothing). A smoke run never writes
+    into bench/results unless SESEMI_BENCH_RESULTS says where."""
+    global RESULTS
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few iterations on the digits model: checks the benchmark runs, measures nothing")
+    args = ap.parse_args()
+    if args.smoke and not os.environ.get("SESEMI_BENCH_RESULTS"):
+        RESULTS = Path(tempfile.mkdtemp(prefix="sesemi-bench-smoke-"))
+    return args
 
 
 def model_input(name: str, batch: int = 1) -> np.ndarray:
@@ -78,14 +93,25 @@ def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # The load average at the end: on a shared machine it says how noisy the run was.
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "interp_threads": INTERP_THREADS}, **data}
+            "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
+                        "interp_threads": INTERP_THREADS, "loadavg_1_5_15": list(os.getloadavg())}, **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
-    progress(f"wrote {path.relative_to(REPO)}")
+    progress(f"wrote {path}")
     return path
 
 
