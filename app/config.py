@@ -39,6 +39,11 @@ _ENV = {
 # the CPU does not measure /init, so a platform could otherwise stretch the
 # key TTL (the revocation bound) without changing MRENCLAVE.
 TRUSTED_ENV = frozenset({"SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG", "SESEMI_KS_KEY"})
+# Trusted under a hardware TEE as well: there the quote covers the pack only as
+# part of the measured image, so only the measured path may name it. Under the
+# sim backend /init may name a mounted pack: the simulated measurement covers
+# the manifest digest of the pack actually loaded (docs/protocol.md, "/init").
+TRUSTED_ENV_HW = frozenset({"SESEMI_PACK"})
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class ActionConfig:
 
     def with_untrusted_env(self, env: Mapping[str, Any]) -> "ActionConfig":
         """Apply /init's value.env: the untrusted platform's settings."""
-        refused = sorted(TRUSTED_ENV & set(env))
+        refused = sorted((TRUSTED_ENV | (TRUSTED_ENV_HW if self.tee != "sim" else frozenset())) & set(env))
         if refused:
             raise AccessDenied(f"{', '.join(refused)}: trusted setting(s), taken only from the enclave's "
                                "measured configuration, not from /init")

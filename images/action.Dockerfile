@@ -114,17 +114,32 @@ ENTRYPOINT ["python3", "-m", "app"]
 # else. The invoker passes /dev/sgx_enclave and /dev/sgx_provision and mounts
 # /etc/sgx_default_qcnl.conf (the PCCS) - see docs/deploy.md.
 FROM ${RUNTIME_BASE} AS runtime
-# Intel's SGX package source exactly as the Occlum image has it configured.
+# As Occlum's runtime image does (tools/docker/Dockerfile.ubuntu20.04-rt): first
+# ca-certificates (the base image has no CA bundle, so apt could not verify an
+# https source) and jq (tools/occlum exports OCCLUM_RELEASE_ENCLAVE=1 only when
+# `jq .metadata.debuggable` says false; without jq the PAL creates a debug
+# enclave, which an enclave signed with DisableDebug refuses), then Intel's SGX
+# source exactly as the Occlum image has it configured, then the SGX packages.
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates jq && \
+    rm -rf /var/lib/apt/lists/*
 COPY --from=builder /etc/apt/sources.list.d/intel-sgx.list /etc/apt/sources.list.d/intel-sgx.list
 COPY --from=builder /etc/apt/trusted.gpg /etc/apt/trusted.gpg
+# The HW PAL links -lsgx_dcap_ql -lsgx_dcap_quoteverify (src/pal/Makefile), and
+# verification loads the QvE: libsgx-dcap-quote-verify and libsgx-ae-qve.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates libsgx-urts libsgx-enclave-common libsgx-uae-service libsgx-dcap-ql \
-        libsgx-dcap-default-qpl libsgx-quote-ex libsgx-ae-qe3 libsgx-ae-pce libsgx-ae-id-enclave \
-        libsgx-pce-logic libsgx-qe3-logic && \
+        libsgx-urts libsgx-enclave-common libsgx-uae-service libsgx-dcap-ql libsgx-dcap-quote-verify \
+        libsgx-ae-qve libsgx-dcap-default-qpl libsgx-quote-ex libsgx-ae-qe3 libsgx-ae-pce \
+        libsgx-ae-id-enclave libsgx-pce-logic libsgx-qe3-logic && \
     rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/occlum/build/bin /opt/occlum/build/bin
 COPY --from=builder /opt/sesemi/out/pkg/action_instance /srv/sesemi/action_instance
 COPY --from=builder /opt/sesemi/out/action.measurement /opt/sesemi/out/action.sizing.json /srv/sesemi/
+# Fail the image build, not the first start, if the PAL misses a library.
+RUN set -e; lib=/srv/sesemi/action_instance/build/lib; \
+    LD_LIBRARY_PATH="$lib" ldd "$lib/libocclum-pal.so" /srv/sesemi/action_instance/build/bin/occlum-run > /tmp/ldd.txt; \
+    if grep 'not found' /tmp/ldd.txt; then echo "libocclum-pal.so: missing libraries" >&2; exit 1; fi; \
+    rm /tmp/ldd.txt
 ENV PATH=/opt/occlum/build/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /srv/sesemi/action_instance
 EXPOSE 8080

@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1.4
 # The SeSeMI key service as an Occlum appliance: `python3 -m keyservice` (waitress,
 # one process, threads) inside an SGX enclave under `occlum run`, on port 8443.
-# Its database lives on a SEFS that the LibOS seals to MRSIGNER: the host only ever
-# holds ciphertext in the volume /var/lib/sesemi-ks, and only enclaves signed with
-# the same key (and ISV product id) can open it again after a restart.
+# Its database lives on a SEFS that the LibOS seals with the MRSIGNER auto key (the
+# image is integrity-only, so no image key replaces it): the host only ever holds
+# ciphertext in the volume /var/lib/sesemi-ks, and only enclaves signed with the
+# same key can open it again, after a restart or an upgrade.
 # Build context: the repository root.
 #
 #   production (SGX hardware; the default target):
@@ -64,29 +65,48 @@ RUN --mount=type=secret,id=sign_key,required=false \
 # Occlum SIM mode: debuggable dev config; accepts SIMULATED evidence. Never production.
 FROM builder AS keyservice-sim
 ENV SGX_MODE=SIM
-RUN mkdir -p /var/lib/sesemi-ks/sefs
+COPY --chmod=0755 images/occlum-entry.sh /usr/local/bin/sesemi-occlum-entry
 VOLUME /var/lib/sesemi-ks
 WORKDIR /opt/sesemi/out/keyservice_instance
 EXPOSE 8443
-ENTRYPOINT ["/opt/occlum/build/bin/occlum", "run", "/bin/python3", "-m", "keyservice"]
+# The entry creates /data's SEFS source on the volume first (images/occlum-entry.sh).
+ENTRYPOINT ["/usr/local/bin/sesemi-occlum-entry", "/var/lib/sesemi-ks/sefs", "--", \
+            "/opt/occlum/build/bin/occlum", "run", "/bin/python3", "-m", "keyservice"]
 
 # Production runtime: SGX PSW + DCAP libraries, the Occlum runtime, the packaged
 # instance. Mount a volume at /var/lib/sesemi-ks (the sealed database) and the
 # host's /etc/sgx_default_qcnl.conf; pass /dev/sgx_enclave and /dev/sgx_provision.
 FROM ${RUNTIME_BASE} AS runtime
+# As Occlum's runtime image does (tools/docker/Dockerfile.ubuntu20.04-rt): first
+# ca-certificates (the base image has no CA bundle, so apt could not verify an
+# https source) and jq (tools/occlum exports OCCLUM_RELEASE_ENCLAVE=1 only when
+# `jq .metadata.debuggable` says false; without jq the PAL creates a debug
+# enclave, which an enclave signed with DisableDebug refuses), then Intel's SGX
+# source exactly as the Occlum image has it configured, then the SGX packages.
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates jq && \
+    rm -rf /var/lib/apt/lists/*
 COPY --from=builder /etc/apt/sources.list.d/intel-sgx.list /etc/apt/sources.list.d/intel-sgx.list
 COPY --from=builder /etc/apt/trusted.gpg /etc/apt/trusted.gpg
+# The HW PAL links -lsgx_dcap_ql -lsgx_dcap_quoteverify (src/pal/Makefile), and
+# verification loads the QvE: libsgx-dcap-quote-verify and libsgx-ae-qve.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates libsgx-urts libsgx-enclave-common libsgx-uae-service libsgx-dcap-ql \
-        libsgx-dcap-default-qpl libsgx-quote-ex libsgx-ae-qe3 libsgx-ae-pce libsgx-ae-id-enclave \
-        libsgx-pce-logic libsgx-qe3-logic && \
+        libsgx-urts libsgx-enclave-common libsgx-uae-service libsgx-dcap-ql libsgx-dcap-quote-verify \
+        libsgx-ae-qve libsgx-dcap-default-qpl libsgx-quote-ex libsgx-ae-qe3 libsgx-ae-pce \
+        libsgx-ae-id-enclave libsgx-pce-logic libsgx-qe3-logic && \
     rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/occlum/build/bin /opt/occlum/build/bin
 COPY --from=builder /opt/sesemi/out/pkg/keyservice_instance /srv/sesemi/keyservice_instance
 COPY --from=builder /opt/sesemi/out/keyservice.measurement /opt/sesemi/out/keyservice.sizing.json /srv/sesemi/
-RUN mkdir -p /var/lib/sesemi-ks/sefs
+# Fail the image build, not the first start, if the PAL misses a library.
+RUN set -e; lib=/srv/sesemi/keyservice_instance/build/lib; \
+    LD_LIBRARY_PATH="$lib" ldd "$lib/libocclum-pal.so" /srv/sesemi/keyservice_instance/build/bin/occlum-run > /tmp/ldd.txt; \
+    if grep 'not found' /tmp/ldd.txt; then echo "libocclum-pal.so: missing libraries" >&2; exit 1; fi; \
+    rm /tmp/ldd.txt
+COPY --chmod=0755 images/occlum-entry.sh /usr/local/bin/sesemi-occlum-entry
 VOLUME /var/lib/sesemi-ks
 ENV PATH=/opt/occlum/build/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /srv/sesemi/keyservice_instance
 EXPOSE 8443
-ENTRYPOINT ["/opt/occlum/build/bin/occlum", "run", "/bin/python3", "-m", "keyservice"]
+ENTRYPOINT ["/usr/local/bin/sesemi-occlum-entry", "/var/lib/sesemi-ks/sefs", "--", \
+            "/opt/occlum/build/bin/occlum", "run", "/bin/python3", "-m", "keyservice"]

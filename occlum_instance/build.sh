@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build the SeSeMI Occlum appliances: occlum new, copy_bom, render Occlum.json,
-# occlum build (encrypted image), occlum package; then print the measurements
+# occlum build (integrity-only image), occlum package; then print the measurements
 # that owners pin (`sesemi model publish --allow-mrenclave`, `sesemi ks attest
 # --expect-mrenclave`).
 #
 #   build.sh --mode SIM|HW [--pack PATH] [--sign-key FILE] [--appliance action|keyservice|both]
-#            [--out DIR] [--image-key FILE] [--ks-url URL] [--ks-key HEX] [--pccs-url URL] [-- RENDER-OPTIONS...]
+#            [--out DIR] [--ks-url URL] [--ks-key HEX] [--pccs-url URL] [-- RENDER-OPTIONS...]
 #
 # Runs in the builder stage of images/*.Dockerfile (the occlum/occlum image plus
 # /opt/python-occlum and /opt/sesemi-deps from the python and deps stages), or by
@@ -21,7 +21,7 @@ SRC=/opt/sesemi/src          # the boms copy code from here ...
 STAGE=/opt/sesemi/stage      # ... and the pack from here
 OCCLUM_TEMPLATE_KEY=/opt/occlum/etc/template/Enclave.pem
 
-MODE="" PACK="" SIGN_KEY="" IMAGE_KEY="" APPLIANCES="both" OUT=/opt/sesemi/out KS_URL="" KS_KEY="" PCCS_URL=""
+MODE="" PACK="" SIGN_KEY="" APPLIANCES="both" OUT=/opt/sesemi/out KS_URL="" KS_KEY="" PCCS_URL=""
 RENDER_EXTRA=()
 
 die() { echo "build.sh: $*" >&2; exit 2; }
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --mode) MODE="${2:-}"; shift 2 ;;
         --pack) PACK="${2:-}"; shift 2 ;;
         --sign-key) SIGN_KEY="${2:-}"; shift 2 ;;
-        --image-key) IMAGE_KEY="${2:-}"; shift 2 ;;
+        --image-key) die "no --image-key: the images are integrity-only so that every writable SEFS (the key service's /data included) is sealed with the MRSIGNER auto key; an image key would replace it (docs/occlum.md, Sealing)" ;;
         --appliance) APPLIANCES="${2:-}"; shift 2 ;;
         --out) OUT="${2:-}"; shift 2 ;;
         --ks-url) KS_URL="${2:-}"; shift 2 ;;
@@ -87,6 +87,10 @@ for pkg in sesemi app keyservice; do
     fi
     find "$SRC/$pkg" -name __pycache__ -prune -exec rm -rf {} +
 done
+# Files the boms take from this directory (bom/glibc-nss.yaml: etc/nsswitch.conf).
+if [ "$(cd "$REPO" && pwd -P)" != "$(cd "$SRC" && pwd -P)" ]; then
+    rm -rf "$SRC/occlum_instance/etc" && mkdir -p "$SRC/occlum_instance" && cp -r "$HERE/etc" "$SRC/occlum_instance/etc"
+fi
 
 export PYTHONPATH="$REPO:$SRC:$DEPS"
 export PYTHONDONTWRITEBYTECODE=1
@@ -102,12 +106,6 @@ if [[ " $APPLIANCES " == *" action "* ]]; then
 fi
 
 mkdir -p "$OUT/pkg"
-KEY_DIR="$(mktemp -d)"
-trap 'rm -rf "$KEY_DIR"' EXIT
-if [ -z "$IMAGE_KEY" ]; then
-    IMAGE_KEY="$KEY_DIR/image_key"
-    occlum gen-image-key "$IMAGE_KEY"
-fi
 
 for app in $APPLIANCES; do
     inst="$OUT/${app}_instance"
@@ -123,8 +121,14 @@ for app in $APPLIANCES; do
     [ "$app" = action ] && [ -n "$KS_KEY" ] && render_args+=(--ks-key "$KS_KEY")
     [ "$app" = keyservice ] && [ -n "$PCCS_URL" ] && render_args+=(--pccs-url "$PCCS_URL")
     "$PYTHON" "$HERE/render.py" "${render_args[@]}" "${RENDER_EXTRA[@]}"
-    # --image-key: the root SEFS (code, Python, the pack) is encrypted as well as integrity-checked.
-    occlum build "${SIGN_ARGS[@]}" --image-key "$IMAGE_KEY"
+    # No --image-key: the image SEFS (code, Python, the sealed pack) is integrity-only,
+    # its MAC in the measured config. init then mounts with no key, and every
+    # writable SEFS (the root's upper layer, the key service's /data) gets the
+    # MRSIGNER auto key. An image key would be passed to all of them instead
+    # (Occlum: tools/init/src/main.rs, src/libos/src/fs/fs_ops/mount.rs,
+    # src/libos/src/fs/sefs/sgx_storage.rs), and without --buildin-image-key init
+    # could not even read it (tools/occlum_build.mk deletes initfs/etc/image_key).
+    occlum build "${SIGN_ARGS[@]}"
     occlum package "${PACKAGE_FLAGS[@]}" "${app}_instance.tar.gz"
     tar -xzf "${app}_instance.tar.gz" -C "$OUT/pkg"
     [ -d "$OUT/pkg/${app}_instance" ] || die "occlum package did not produce ${app}_instance"

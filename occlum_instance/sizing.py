@@ -46,6 +46,13 @@ KERNEL_HEAP_BASE_MIB = 160    # LibOS kernel heap: SEFS caches, sockets, file ta
 KERNEL_HEAP_PER_THREAD_MIB = 2
 UNTRUSTED_OVERHEAD_MIB = 128  # outside the enclave: PAL, host threads, Occlum's loader
 THREAD_SLACK = 8              # Python/LiteRT/Occlum helper threads not counted below
+# TCSs kept free for the PAL itself. Without EDMM (our configs), Occlum's
+# gen_internal_conf makes TCSNum = TCSMaxNum = max_num_of_threads, and every
+# LibOS thread holds one TCS while it runs (src/pal/src/ocalls/spawn.c). The
+# PAL's interrupt thread enters the enclave every 25 ms to broadcast signals
+# (occlum_ecall_broadcast_interrupts in src/pal/src/pal_interrupt_thread.c)
+# and exits the whole process when that ECall fails, e.g. with every TCS busy.
+PAL_TCS_RESERVE = 1
 
 APPLIANCES = ("action", "keyservice")
 
@@ -90,11 +97,13 @@ class Need:
     appliance: str
     user_space_mib: int
     kernel_heap_mib: int
-    max_threads: int
+    max_threads: int              # max_num_of_threads: app_threads + tcs_reserve, rounded up
     stack_mib: int
     heap_mib: int
     openwhisk_memory_mb: int
     terms: dict = field(default_factory=dict)
+    app_threads: int = 0          # LibOS threads the appliance may run at once
+    tcs_reserve: int = PAL_TCS_RESERVE
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,7 +150,7 @@ def need(appliance: str, settings: Settings | None = None, plaintext_lens: Itera
         threads = 1 + s.ks_threads + 2 + THREAD_SLACK  # waitress: main + I/O loop
         terms["requests"] = s.ks_threads * 4 * s.ks_max_body_mb
         terms["sqlite"] = s.ks_threads * SQLITE_PER_CONNECTION_MIB
-    max_threads = _ceil_to(threads, 8)
+    max_threads = _ceil_to(threads + PAL_TCS_RESERVE, 8)
     terms["stacks"] = max_threads * s.stack_mb
     terms["malloc_arenas"] = (s.malloc_arena_max - 1) * GLIBC_ARENA_MIB
     working_set = sum(terms.values())
@@ -151,7 +160,7 @@ def need(appliance: str, settings: Settings | None = None, plaintext_lens: Itera
     kernel_heap = _ceil_to(KERNEL_HEAP_BASE_MIB + KERNEL_HEAP_PER_THREAD_MIB * max_threads, 32)
     memory = _ceil_to(user_space + kernel_heap + UNTRUSTED_OVERHEAD_MIB, 64)
     return Need(appliance, user_space, kernel_heap, max_threads, s.stack_mb, s.heap_mb, memory,
-                {k: round(v, 2) for k, v in terms.items()})
+                {k: round(v, 2) for k, v in terms.items()}, app_threads=threads, tcs_reserve=PAL_TCS_RESERVE)
 
 
 def parse_size(text: str) -> int:

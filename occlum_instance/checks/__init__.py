@@ -24,19 +24,23 @@ import sys
 from pathlib import Path
 
 from ..closure import Closure, runtime_closure
-from .bom import Bom, BomEntry, check_bom, load_bom
-from .dockerfile import Stage, _arg_default, check_dockerfile, parse_dockerfile
+from .bom import Bom, BomEntry, check_bom, check_nss, load_bom
+from .dockerfile import (Stage, _arg_default, check_dockerfile, check_entry_wrapper, check_runtime_packages,
+                         parse_dockerfile)
 from .layout import APPLIANCES, CONFIG_KINDS, REPO, SECURITY_RELEVANT, Appliance, Layout
-from .memory import check_memory, check_rendered, check_templates, demo_need
+from .memory import check_memory, check_rendered, check_tcs_reserve, check_templates, demo_need
 from .occlum_json import check_config_schema, env_default
 from .plaintext import check_no_plaintext_models
 from .policy import check_code_trusted_settings, check_config_policy, check_env_names_read, check_identity
+from .sealing import check_data_sealing, check_image_key
 
 __all__ = ["APPLIANCES", "CONFIG_KINDS", "REPO", "SECURITY_RELEVANT", "Appliance", "Bom", "BomEntry", "Layout",
            "Stage", "check_all", "check_bom", "check_code_trusted_settings", "check_config_policy",
-           "check_config_schema", "check_dockerfile", "check_env_names_read", "check_identity", "check_memory",
-           "check_no_plaintext_models", "check_rendered", "check_templates", "closures", "demo_need",
-           "env_default", "load_bom", "main", "parse_dockerfile", "_arg_default"]
+           "check_config_schema", "check_data_sealing", "check_dockerfile", "check_entry_wrapper",
+           "check_env_names_read", "check_identity", "check_image_key", "check_memory",
+           "check_no_plaintext_models", "check_nss", "check_rendered", "check_runtime_packages",
+           "check_tcs_reserve", "check_templates", "closures", "demo_need", "env_default", "load_bom", "main",
+           "parse_dockerfile", "_arg_default"]
 
 
 def closures() -> dict[str, Closure]:
@@ -55,8 +59,15 @@ def check_all(layout: Layout | None = None, cl: dict[str, Closure] | None = None
                 continue
             out += check_bom(layout, appliance, cl[appliance], config, layout.rel(layout.template(appliance, kind)))
         out += check_dockerfile(layout, appliance)
+        out += check_runtime_packages(layout, appliance)
+        out += check_nss(layout, appliance)
+    out += check_entry_wrapper(layout)
+    out += check_tcs_reserve(layout)
+    out += check_image_key(layout)
+    out += check_data_sealing(layout)
     out += check_no_plaintext_models(layout)
-    out += check_code_trusted_settings()
+    code_root = layout.root if (layout.root / "app" / "config.py").is_file() else REPO
+    out += check_code_trusted_settings(code_root)
     return list(dict.fromkeys(out))
 
 

@@ -230,3 +230,39 @@ def check_bom(layout: Layout, appliance: str, closure: Closure, config: dict, wh
         if e is None or e.kind != "file":
             out.append(f"{where}: SESEMI_PACK={pack} ({where_config}) is not a file the bom puts in the image")
     return out
+
+
+# glibc dlopens these to resolve names; copy_bom's autodep follows only DT_NEEDED,
+# so Occlum's demos list them (demos/pytorch/distributed/pytorch.yaml copies all three).
+OCCLUM_GLIBC_LIB = "/opt/occlum/glibc/lib"
+NSS_LIBS = ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2")
+# Where the boms take the project's own files from inside the builder.
+BUILDER_OCC = "/opt/sesemi/src/occlum_instance"
+
+
+def check_nss(layout: Layout, appliance: str) -> list[str]:
+    """The image can resolve host names: the NSS modules and an nsswitch.conf that
+    reads the hosts file (the PAL copies the host's in: src/pal/src/pal_api.c)."""
+    top = layout.bom(appliance)
+    bom = load_bom(top, [layout.occ / "bom"])
+    where = layout.rel(top)
+    out = []
+    for lib in NSS_LIBS:
+        img = posixpath.join(OCCLUM_GLIBC_LIB, lib)
+        e = bom.provides(img)
+        if e is None or e.kind != "file":
+            out.append(f"{where}: {img} is not in the image: glibc dlopens it to resolve names and copy_bom's "
+                       f"autodep does not follow dlopen, so a PCCS or key service given by name cannot resolve")
+    e = bom.provides("/etc/nsswitch.conf")
+    if e is None or e.kind != "file":
+        return out + [f"{where}: /etc/nsswitch.conf is not in the image (glibc would not read /etc/hosts first)"]
+    if e.source.startswith(BUILDER_OCC + "/"):
+        src = layout.occ / e.source[len(BUILDER_OCC) + 1:]
+        try:
+            lines = [ln.split("#", 1)[0].split() for ln in src.read_text().splitlines()]
+        except FileNotFoundError:
+            return out + [f"{e.bom}: copies {e.source}, which {layout.rel(src)} does not provide"]
+        hosts = next((ln[1:] for ln in lines if ln and ln[0] == "hosts:"), [])
+        if "files" not in hosts or "dns" not in hosts:
+            out.append(f"{layout.rel(src)}: the hosts line must list files and dns (has {hosts})")
+    return out

@@ -182,6 +182,8 @@ def _check_occlum_stage(where: str, st: Stage, appliance: str, config: dict, bom
     argv = _exec_form(st.last("ENTRYPOINT"))
     if not argv:
         return out + [f"{where}: stage {st.name} needs an exec-form ENTRYPOINT"]
+    dirs, argv, wrapper = split_entry(argv)
+    out += _check_sefs_sources(where, st, config, dirs, wrapper)
     if len(argv) < 3 or posixpath.basename(argv[0]) != "occlum" or argv[1] != "run":
         return out + [f"{where}: stage {st.name}: ENTRYPOINT must be `occlum run PROGRAM ...` (one process in the "
                       f"enclave; got {argv})"]
@@ -228,4 +230,133 @@ def _check_plain_stage(where: str, st: Stage, appliance: str) -> list[str]:
     user = st.last("USER")
     if user is None or user["value"].split(":")[0] in ("root", "0"):
         out.append(f"{where}: stage plain must not run as root")
+    return out
+
+
+# ----------------------------------------------------------------- entry wrapper
+
+ENTRY_WRAPPER = "occlum-entry.sh"   # images/occlum-entry.sh: `DIR... -- COMMAND...`
+
+
+def split_entry(argv: list[str]) -> tuple[list[str], list[str], str | None]:
+    """ENTRYPOINT `[wrapper, DIR..., "--", occlum, run, ...]` -> (dirs, command, wrapper);
+    a bare `[occlum, run, ...]` -> ([], argv, None)."""
+    if argv and posixpath.basename(argv[0]) != "occlum" and "--" in argv:
+        i = argv.index("--")
+        return argv[1:i], argv[i + 1:], argv[0]
+    return [], argv, None
+
+
+def _check_sefs_sources(where: str, st: Stage, config: dict, dirs: list[str], wrapper: str | None) -> list[str]:
+    """Every SEFS whose source lies outside the instance has that directory created
+    before `occlum run`: the LibOS canonicalizes a mount's source and gets None for a
+    missing directory (src/libos/src/config.rs), then refuses with "Source is expected
+    for SEFS" (src/libos/src/fs/rootfs.rs). A volume or bind mount may lack it."""
+    out = []
+    sources = [m.get("source") for m in config.get("mount", []) if isinstance(m, dict)
+               and m.get("type") == "sefs" and str(m.get("source", "")).startswith("/")]
+    for src in sources:
+        if posixpath.normpath(src) not in {posixpath.normpath(d) for d in dirs}:
+            out.append(f"{where}: stage {st.name}: nothing creates the SEFS source {src} before `occlum run` "
+                       f"(Occlum refuses a missing source: \"Source is expected for SEFS\"); start through "
+                       f"images/{ENTRY_WRAPPER} with {src} before --")
+    if wrapper is not None:
+        copied = [(srcs, dst) for flags, srcs, dst in (_copy_parts(i) for i in st.all("COPY"))
+                  if "from" not in flags]
+        if not any(dst == wrapper and any(posixpath.basename(x) == ENTRY_WRAPPER for x in srcs) for srcs, dst in copied):
+            out.append(f"{where}: stage {st.name}: ENTRYPOINT runs {wrapper}, which no COPY of "
+                       f"images/{ENTRY_WRAPPER} puts there")
+    return out
+
+
+def check_entry_wrapper(layout: Layout) -> list[str]:
+    """images/occlum-entry.sh creates every directory before `--`, then execs the rest."""
+    path = layout.images / ENTRY_WRAPPER
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        used = any(split_entry(_exec_form(st.last("ENTRYPOINT")) or [])[2]
+                   for a in APPLIANCES for st in parse_dockerfile(layout.dockerfile(a))[0])
+        return [f"{layout.rel(path)}: missing, but an ENTRYPOINT uses it"] if used else []
+    code = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    body = "\n".join(code)
+    out = []
+    if not text.startswith("#!/bin/sh") and not text.startswith("#!/bin/bash"):
+        out.append(f"{layout.rel(path)}: needs a #!/bin/sh line (it is an ENTRYPOINT)")
+    if not re.search(r'mkdir\s+-p\s+(--\s+)?"\$1"', body) or '"--"' not in body:
+        out.append(f"{layout.rel(path)}: must `mkdir -p` each argument before \"--\"")
+    if not re.search(r'exec\s+"\$@"', body):
+        out.append(f"{layout.rel(path)}: must exec the command after \"--\" (occlum must be PID 1's process)")
+    return out
+
+
+# ----------------------------------------------------------------- runtime packages
+
+# What a stage outside the Occlum image needs before it can start a release enclave,
+# as Occlum's runtime image installs it (tools/docker/Dockerfile.ubuntu20.04-rt).
+RUNTIME_PACKAGES = {
+    "jq": "tools/occlum exports OCCLUM_RELEASE_ENCLAVE=1 only if `jq .metadata.debuggable` prints false; "
+          "without jq the PAL creates a debug enclave, which a DisableDebug-signed enclave refuses",
+    "libsgx-dcap-quote-verify": "the HW PAL links -lsgx_dcap_quoteverify (src/pal/Makefile)",
+    "libsgx-ae-qve": "the quote-verification enclave libsgx-dcap-quote-verify loads",
+    "libsgx-dcap-ql": "the HW PAL links -lsgx_dcap_ql (src/pal/Makefile)",
+}
+_APT_INSTALL = re.compile(r"\bapt(?:-get)?\s+(?:-\S+\s+)*install\b([^&;|]*)")
+_SOURCE_WRITE = re.compile(r"https://[^&;]*?(?:>>?|\|\s*tee(?:\s+-a)?)\s*/etc/apt/sources\.list")
+_LDD_PAL = re.compile(r"\bldd\s+[^;&|]*libocclum-pal\.so")
+
+
+def _root_base(stage: Stage, by: dict[str, Stage], path: Path) -> str:
+    seen = set()
+    while stage.base in by and stage.base not in seen:
+        seen.add(stage.base)
+        stage = by[stage.base]
+    return _arg_default(path, stage.base)
+
+
+def check_runtime_packages(layout: Layout, appliance: str) -> list[str]:
+    """Each stage that runs `occlum run` outside the occlum/occlum image installs
+    ca-certificates before any https package source, jq and the DCAP libraries,
+    and checks with ldd that the PAL finds its libraries."""
+    path = layout.dockerfile(appliance)
+    where = layout.rel(path)
+    stages, _ = parse_dockerfile(path)
+    by = {s.name: s for s in stages}
+    out: list[str] = []
+    for st in stages:
+        argv = split_entry(_exec_form(st.last("ENTRYPOINT")) or [])[1]
+        if not argv or posixpath.basename(argv[0]) != "occlum":
+            continue
+        if _root_base(st, by, path).startswith("occlum/occlum"):
+            continue  # Occlum's development image has all of it (tools/docker/Dockerfile.ubuntu20.04)
+        installed: set[str] = set()
+        ca_ready = False
+        for ins in st.instructions:
+            kind, value = ins["instruction"], ins["value"]
+            line = ins["startline"] + 1
+            if kind in ("COPY", "ADD"):
+                dst = _copy_parts(ins)[2]
+                if dst.startswith("/etc/apt/sources.list") and not ca_ready:
+                    out.append(f"{where}:{line}: stage {st.name} adds a package source (Intel's is https) before "
+                               f"ca-certificates is installed: the base image has no CA bundle, so apt-get update "
+                               f"cannot verify it (Occlum's runtime Dockerfile installs ca-certificates first)")
+            elif kind == "RUN":
+                installs = [(m.start(), m.group(1).split()) for m in _APT_INSTALL.finditer(value)]
+                ca_at = min((pos for pos, pkgs in installs if "ca-certificates" in pkgs), default=None)
+                for m in _SOURCE_WRITE.finditer(value):
+                    if not ca_ready and (ca_at is None or ca_at > m.start()):
+                        out.append(f"{where}:{line}: stage {st.name} writes an https package source before "
+                                   f"ca-certificates is installed")
+                for _, pkgs in installs:
+                    installed.update(p.split("=")[0] for p in pkgs if not p.startswith("-"))
+                if ca_at is not None:
+                    ca_ready = True
+        for pkg, why in RUNTIME_PACKAGES.items():
+            if pkg not in installed:
+                out.append(f"{where}: stage {st.name} does not install {pkg}: {why}")
+        if "ca-certificates" not in installed:
+            out.append(f"{where}: stage {st.name} does not install ca-certificates")
+        if not any(_LDD_PAL.search(r["value"]) and "not found" in r["value"] for r in st.all("RUN")):
+            out.append(f"{where}: stage {st.name} never checks with ldd that libocclum-pal.so finds every library "
+                       f"(a missing one fails only at the first start)")
     return out

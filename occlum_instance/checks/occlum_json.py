@@ -57,6 +57,9 @@ def check_config_schema(config: Any, where: str) -> list[str]:
                  "max_num_of_threads": int},
                 {"init_num_of_threads": int, "kernel_space_heap_max_size": str, "user_space_max_size": str}, out)
     proc = config.get("process", {})
+    # default_mmap_size is obsolete in the LibOS (src/libos/src/vm/mod.rs: the user
+    # space is one pool; misc/rlimit.rs only reports it in RLIMIT_AS), but 0.30.1's
+    # OcclumProcess in gen_internal_conf has no default for it, so it stays required.
     _check_keys(f"{where}.process", proc,
                 {"default_stack_size": str, "default_heap_size": str, "default_mmap_size": str}, {}, out)
     for section, obj in (("resource_limits", rl), ("process", proc)):
@@ -95,7 +98,7 @@ def check_config_schema(config: Any, where: str) -> list[str]:
     md = config.get("metadata", {})
     _check_keys(f"{where}.metadata", md,
                 {"product_id": int, "version_number": int, "debuggable": bool, "enable_kss": bool,
-                 "family_id": dict, "ext_prod_id": dict}, {"disable_log": bool, "pkru": int}, out)
+                 "family_id": dict, "ext_prod_id": dict}, {"disable_log": bool}, out)
     if isinstance(md, dict):
         for k in ("product_id", "version_number"):
             if isinstance(md.get(k), int) and not 0 <= md[k] <= 0xFFFF:
@@ -108,8 +111,10 @@ def check_config_schema(config: Any, where: str) -> list[str]:
                     if isinstance(v.get(part), str) and not re.match(r"^0x[0-9a-fA-F]{1,16}$", v[part]):
                         out.append(f"{where}.metadata.{k}.{part}: {v[part]!r} is not a 64-bit hex string")
     feat = config.get("feature", {})
+    # OcclumFeature in tools/gen_internal_conf/src/main.rs (0.30.1): it re-serializes
+    # only these four, so any other key (io_uring, say) is dropped without a word.
     _check_keys(f"{where}.feature", feat, {},
-                {"amx": int, "pkru": int, "io_uring": int, "enable_edmm": bool, "enable_posix_shm": bool}, out)
+                {"amx": int, "pkru": int, "enable_edmm": bool, "enable_posix_shm": bool}, out)
     mounts = config.get("mount", [])
     if isinstance(mounts, list):
         for i, m in enumerate(mounts):
@@ -126,6 +131,12 @@ def check_config_schema(config: Any, where: str) -> list[str]:
                            f"lower layer and one writable SEFS above it")
             elif layers[1].get("type") != "sefs" or "MAC" in layers[1].get("options", {}):
                 out.append(f"{where}.mount: the root's upper layer must be a writable (encrypted) SEFS")
+        for m in mounts:
+            # gen_internal_conf's app stage already mounts procfs on /proc and devfs on
+            # /dev and appends the user's mounts after them: a second one is a double mount.
+            if isinstance(m, dict) and m.get("target") in _BUILTIN_MOUNTS:
+                out.append(f"{where}.mount: {m.get('target')} is already mounted by Occlum "
+                           f"(tools/gen_internal_conf adds {_BUILTIN_MOUNTS[m.get('target')]}); remove it")
         targets = [m.get("target") for m in mounts if isinstance(m, dict)]
         dups = {t for t in targets if targets.count(t) > 1}
         if dups:
@@ -133,7 +144,10 @@ def check_config_schema(config: Any, where: str) -> list[str]:
     return out
 
 
-_MOUNT_TYPES = {"sefs", "hostfs", "ramfs", "unionfs", "devfs", "procfs", "async_sfs", "ext2"}
+# ALL_FS_TYPES in src/libos/src/config.rs (0.30.1).
+_MOUNT_TYPES = {"sefs", "hostfs", "ramfs", "unionfs", "devfs", "procfs"}
+# The mounts tools/gen_internal_conf/src/main.rs puts in the app stage itself.
+_BUILTIN_MOUNTS = {"/proc": "procfs", "/dev": "devfs"}
 
 
 def _check_mount(m: Any, where: str) -> list[str]:
@@ -149,10 +163,10 @@ def _check_mount(m: Any, where: str) -> list[str]:
         out.append(f"{where}: a {m['type']} mount needs a source")
     opts = m.get("options", {})
     if isinstance(opts, dict):
+        # OcclumMountOptions in tools/gen_internal_conf/src/main.rs (0.30.1) keeps only
+        # these; anything else never reaches the LibOS.
         _check_keys(f"{where}.options", opts, {},
-                    {"MAC": str, "layers": list, "temporary": bool, "cache_size": str, "disk_size": str,
-                     "autokey_policy": int, "index": int, "sefs_cache_size": str, "async_sfs_total_size": str,
-                     "page_cache_size": str}, out)
+                    {"MAC": str, "layers": list, "temporary": bool, "cache_size": str}, out)
         for lyr_i, lyr in enumerate(opts.get("layers") or []):
             out += _check_mount(lyr, f"{where}.options.layers[{lyr_i}]")
     return out

@@ -77,24 +77,38 @@ def check_env_names_read(config: dict, appliance: str, where: str, root: Path = 
             and f'"{n}"' not in text]
 
 
+def _frozenset_names(tree, name: str) -> set[str] | None:
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return {c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return None
+
+
 def check_code_trusted_settings(root: Path = REPO) -> list[str]:
-    """The action's own list of trusted settings (app/config.py TRUSTED_ENV, refused
-    from /init) must all be measured, i.e. required in env.default here."""
+    """The action's own lists of settings /init may not set (app/config.py:
+    TRUSTED_ENV always, TRUSTED_ENV_HW under a hardware TEE) are exactly the
+    settings these checks require in the measured env.default. A name measured
+    here but accepted from /init would let the platform override, on real
+    hardware, what the quote vouches for (docs/protocol.md, "/init")."""
     import ast
 
     src = root / "app" / "config.py"
     try:
         tree = ast.parse(src.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return []
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TRUSTED_ENV"
-                                                for t in node.targets):
-            names = {c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
-    return [f"app/config.py: trusted setting {n} is not required in the action's env.default "
-            f"(SECURITY_RELEVANT in occlum_instance/checks.py)"
-            for n in sorted(names - set(SECURITY_RELEVANT["action"]))]
+        return ["app/config.py: missing"]
+    always = _frozenset_names(tree, "TRUSTED_ENV")
+    if always is None:
+        return ["app/config.py: no TRUSTED_ENV (the settings /init may not set)"]
+    hw = _frozenset_names(tree, "TRUSTED_ENV_HW") or set()
+    measured = set(SECURITY_RELEVANT["action"])
+    out = [f"app/config.py: trusted setting {n} is not required in the action's env.default "
+           f"(SECURITY_RELEVANT in occlum_instance/checks/layout.py)" for n in sorted((always | hw) - measured)]
+    out += [f"app/config.py: {n} must come from the measured env.default, yet /init may set it on a hardware TEE "
+            f"(add it to TRUSTED_ENV_HW, or TRUSTED_ENV)" for n in sorted(measured - always - hw)]
+    return out
 
 
 def check_identity(config: dict, where: str) -> list[str]:

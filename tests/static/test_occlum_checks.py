@@ -17,6 +17,7 @@ import pytest
 
 from occlum_instance import checks, sizing
 from occlum_instance.checks import Layout
+from occlum_instance.checks.dockerfile import split_entry
 from occlum_instance.closure import runtime_closure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,7 +226,7 @@ def test_dockerfiles_parse_and_have_the_expected_stages():
         assert names[-1] == "runtime" and "builder" in names and f"{appliance}-sim" in names
         runtime = stages[-1]
         assert port in runtime.last("EXPOSE")["value"]
-        argv = json.loads(runtime.last("ENTRYPOINT")["value"])
+        _, argv, _ = split_entry(json.loads(runtime.last("ENTRYPOINT")["value"]))
         assert argv[1:] == ["run", "/bin/python3", "-m", "app" if appliance == "action" else "keyservice"]
         assert "occlum/occlum" in checks._arg_default(REPO / "images" / f"{appliance}.Dockerfile",
                                                        stages[names.index("builder")].base)
@@ -291,11 +292,6 @@ def test_plaintext_model_in_a_bom_is_reported(broken, closures):
     edit(broken.occ / "bom" / "pack.yaml", "            autodep: false\n",
          "            autodep: false\n          - digits.tflite\n")
     assert_reports(broken, closures, r"puts a plaintext model \(/opt/sesemi/stage/digits\.tflite\) into the image")
-
-
-def test_unencrypted_occlum_build_is_reported(broken, closures):
-    edit(broken.occ / "build.sh", ' --image-key "$IMAGE_KEY"', "")
-    assert_reports(broken, closures, r"without --image-key leaves the image unencrypted")
 
 
 def test_integrity_only_writable_mount_is_reported(broken, closures):
