@@ -12,7 +12,12 @@ SESEMI_INSECURE_SIM_ATTESTATION=1). Checks, in order:
 3. OpenWhisk's protocol against the action: /init with value.env, then /run;
    the decrypted outputs equal plaintext LiteRT on this machine;
 4. the key service restarts and still has its keys and records: the database
-   and the service's secrets live on the SEFS sealed to MRSIGNER (a volume).
+   and the service's secrets live on the SEFS sealed to MRSIGNER (a volume);
+5. with --upgrade-ks: the same after the container is replaced by a new build
+   from the same signer (ci/occlum-sim.sh checks the new MRENCLAVE and the same
+   MRSIGNER in the build's measurement files): the new enclave opens the old
+   database. In SIM mode the key service attests with its *simulated*
+   measurement, which a change of thread count leaves as it is.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ def main() -> int:
     p.add_argument("--action", required=True)
     p.add_argument("--pack", required=True)
     p.add_argument("--restart-ks", required=True, help="shell command that restarts the key-service container")
+    p.add_argument("--upgrade-ks", help="shell command that replaces the key service by a new build of the same "
+                   "signer on the same volume")
     args = p.parse_args()
     home = Home(args.home)
     wait(args.ks, "/healthz")
@@ -109,14 +116,17 @@ def main() -> int:
           all(np.array_equal(res.outputs[k], ref[k]) for k in ref))
     check("the response is labelled insecure_simulation", res.insecure_simulation is True)
 
-    subprocess.run(args.restart_ks, shell=True, check=True)
-    wait(args.ks, "/healthz")
-    pin2 = attest_key_service(args.ks, insecure_sim=True, expect_mrenclave=predicted)
-    check("after a restart the key service has the same HPKE key (sealed SEFS)",
-          pin2.hpke_public_key == pin.hpke_public_key)
-    events = KeyServiceClient(pin2).audit(owner, "digits")
-    check("and its records", any(e["event"] == "release" and e["outcome"] == "ok" for e in events),
-          str(events[-3:]))
+    for what, command in (("a restart", args.restart_ks), ("an upgrade (same signer, new build)", args.upgrade_ks)):
+        if not command:
+            continue
+        subprocess.run(command, shell=True, check=True)
+        wait(args.ks, "/healthz")
+        pin2 = attest_key_service(args.ks, insecure_sim=True, expect_mrenclave=predicted)
+        check(f"after {what} the key service has the same HPKE key (sealed SEFS)",
+              pin2.hpke_public_key == pin.hpke_public_key)
+        events = KeyServiceClient(pin2).audit(owner, "digits")
+        check("and its records", any(e["event"] == "release" and e["outcome"] == "ok" for e in events),
+              str(events[-3:]))
     print(f"occlum-sim e2e: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -44,10 +44,11 @@ def test_sim_pipeline_driver_against_processes(tmp_path):
         ks_url = f"http://127.0.0.1:{port}"
         out = subprocess.run([sys.executable, "ci/occlum_sim_e2e.py", "--home", str(tmp_path / "home"),
                               "--ks", ks_url, "--ks-from-action", ks_url, "--action", action.url,
-                              "--pack", str(pack), "--restart-ks", restart],
+                              "--pack", str(pack), "--restart-ks", restart, "--upgrade-ks", restart],
                              capture_output=True, text=True, cwd=REPO, timeout=240)
         assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "ks.log").read_text()[-2000:]
         assert "passed, 0 failed" in out.stdout
+        assert "ok   after an upgrade (same signer, new build) the key service has the same HPKE key" in out.stdout
         assert "FAIL" not in out.stdout
     finally:
         action.stop()
