@@ -51,10 +51,11 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
         --target /opt/sesemi-deps/site-packages -r /tmp/sesemi/requirements.txt
 
 # ---------------------------------------------------------------------------
-# The Occlum build: copy_bom, Occlum.json from the sizing rule, `occlum build
-# --image-key` (encrypted root SEFS), `occlum package`. The sealed pack is the
-# only model material that enters, and only this stage, and only into the
-# encrypted image. The signing key is a build secret: it never lands in a layer.
+# The Occlum build: copy_bom, Occlum.json from the sizing rule, `occlum build`
+# (integrity-only image SEFS, measured; docs/occlum.md, Sealing), `occlum package`.
+# The sealed pack is the only model material that enters, and only this stage,
+# and only into the measured image. The signing key is a build secret: it never
+# lands in a layer.
 FROM ${OCCLUM_IMAGE} AS builder
 ARG SGX_MODE=HW
 ARG PACK=build/main.pack

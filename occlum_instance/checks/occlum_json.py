@@ -130,7 +130,7 @@ def check_config_schema(config: Any, where: str) -> list[str]:
                 out.append(f"{where}.mount: the root unionfs needs the image SEFS (with a MAC option) as its "
                            f"lower layer and one writable SEFS above it")
             elif layers[1].get("type") != "sefs" or "MAC" in layers[1].get("options", {}):
-                out.append(f"{where}.mount: the root's upper layer must be a writable (encrypted) SEFS")
+                out.append(f"{where}.mount: the root's upper layer must be a writable (sealed, no MAC) SEFS")
         for m in mounts:
             # gen_internal_conf's app stage already mounts procfs on /proc and devfs on
             # /dev and appends the user's mounts after them: a second one is a double mount.
