@@ -9,16 +9,13 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
 from sesemi.errors import FormatError, NotFound, SesemiError
 from sesemi.identity import Identity, write_private_file
-from sesemi.names import check_model_id
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from sesemi.names import check_local_name, check_model_id
 
 
 class Home:
@@ -27,8 +24,7 @@ class Home:
 
     # identities
     def _identity_path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise FormatError("identity names are 1..64 chars of [A-Za-z0-9_.-]")
+        check_local_name(name, "identity name")
         return self.root / "identities" / f"{name}.pem"
 
     def new_identity(self, name: str) -> Identity:

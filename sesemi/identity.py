@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from .errors import FormatError, IntegrityError
 
 PRINCIPAL_PREFIX = "p"
+_PRINCIPAL_ID = re.compile(PRINCIPAL_PREFIX + "[0-9a-f]{40}")
 
 
 def principal_id(public_raw: bytes) -> str:
@@ -27,12 +29,7 @@ def principal_id(public_raw: bytes) -> str:
 
 
 def is_principal_id(text: str) -> bool:
-    return (
-        isinstance(text, str)
-        and len(text) == 41
-        and text.startswith(PRINCIPAL_PREFIX)
-        and all(c in "0123456789abcdef" for c in text[1:])
-    )
+    return isinstance(text, str) and _PRINCIPAL_ID.fullmatch(text) is not None
 
 
 def verify_signature(public_raw: bytes, signature: bytes, message: bytes) -> None:
