@@ -12,6 +12,7 @@ from sesemi import ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError
 from sesemi.http_errors import error_body
+from sesemi.identity import check_public_key
 
 from .service import KeyService
 
@@ -88,8 +89,7 @@ def create_app(ks: KeyService) -> Flask:
     def register() -> Response:
         body = _body()
         pub = b64d(body.get("public_key") if isinstance(body, dict) else None, "public_key")
-        if len(pub) != 32:
-            raise FormatError("public_key: expected a 32-byte Ed25519 key")
+        check_public_key(pub)
         # Proof of possession: the call is signed by the key being registered.
         signed_call.verify(request.headers, request.method, request.full_path.rstrip("?"), ks.audience,
                            request.get_data(cache=True), ks.clock(), lambda _pid: pub, ks.remember_call_nonce)

@@ -17,7 +17,7 @@ from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_s
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
                            PolicyError, ReplayError, SesemiError)
-from sesemi.identity import is_principal_id, principal_id
+from sesemi.identity import check_public_key, is_principal_id, principal_id
 from sesemi.measure import keyservice_mrenclave
 from sesemi.names import check_model_id
 from sesemi.policy import EnclavePolicy
@@ -110,7 +110,7 @@ class KeyService:
         return True
 
     def register_principal(self, public_key: bytes) -> str:
-        pid = principal_id(public_key)
+        pid = principal_id(check_public_key(public_key))
         with self.store.tx() as c:
             c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)", (pid, public_key, self.clock()))
             self.store.audit(c, self.clock(), "register", "ok", principal=pid)
