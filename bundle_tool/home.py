@@ -4,6 +4,7 @@
     model_keys/MODEL_ID.json        model keys made by `sesemi model seal`
     request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll`
     ks_pin.json                     the attested key service
+    call_seq/PID                    the last signed-call sequence number of each identity
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sesemi.call_seq import FileCallCounter
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
 from sesemi.errors import FormatError, NotFound, SesemiError
@@ -68,6 +70,9 @@ class Home:
         if not path.exists():
             raise NotFound(f"no request key for model {model_id!r} (run: sesemi user enroll {model_id} --as ...)")
         return b64d(path.read_text().strip())
+
+    def call_counter(self) -> FileCallCounter:
+        return FileCallCounter(self.root / "call_seq")
 
     # key-service pin
     @property
