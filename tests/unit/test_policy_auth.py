@@ -103,3 +103,14 @@ def test_signed_call_verification():
         signed_call.verify(h3, "PUT", "/p", "aud", b"", 1000.0, lambda _p: None, claim)
     with pytest.raises(AuthError, match="unsigned"):
         signed_call.verify({}, "PUT", "/p", "aud", b"", 1000.0, keys.get, claim)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("isv_prod_id", 1 << 64), ("isv_svn", 1 << 64), ("isv_svn", -1), ("isv_svn", 65536), ("isv_svn", True),
+    ("isv_svn", 1.0), ("debug", "false"), ("mrenclave", "AB" * 32), ("mrenclave", MR + "\n"),
+    ("report_data", "00" * 63), ("tee", "tdx"),
+])
+def test_every_claim_has_a_range(field, value):
+    """Issue 12 §1: sim claims >= 2**64 reached the store and gave a 500."""
+    with pytest.raises(FormatError, match=field):
+        _claims(**{field: value})
