@@ -35,8 +35,8 @@ def _timeouts(args: argparse.Namespace, job: T.Timeouts) -> T.Timeouts:
 
 
 def _ks(args: argparse.Namespace) -> KeyServiceClient:
-    pin = _home(args).pin()
-    return KeyServiceClient(pin, _timeouts(args, T.KEY_SERVICE))
+    home = _home(args)
+    return KeyServiceClient(home.pin(), _timeouts(args, T.KEY_SERVICE), counter=home.call_counter())
 
 
 def cmd_identity_new(args: argparse.Namespace) -> None:

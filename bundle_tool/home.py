@@ -4,21 +4,20 @@
     model_keys/MODEL_ID.json        model keys made by `sesemi model seal`
     request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll`
     ks_pin.json                     the attested key service
+    call_seq/PID                    the last signed-call sequence number of each identity
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+from sesemi.call_seq import FileCallCounter
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
 from sesemi.errors import FormatError, NotFound, SesemiError
 from sesemi.identity import Identity, write_private_file
-from sesemi.names import check_model_id
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from sesemi.names import check_local_name, check_model_id
 
 
 class Home:
@@ -27,8 +26,7 @@ class Home:
 
     # identities
     def _identity_path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise FormatError("identity names are 1..64 chars of [A-Za-z0-9_.-]")
+        check_local_name(name, "identity name")
         return self.root / "identities" / f"{name}.pem"
 
     def new_identity(self, name: str) -> Identity:
@@ -72,6 +70,9 @@ class Home:
         if not path.exists():
             raise NotFound(f"no request key for model {model_id!r} (run: sesemi user enroll {model_id} --as ...)")
         return b64d(path.read_text().strip())
+
+    def call_counter(self) -> FileCallCounter:
+        return FileCallCounter(self.root / "call_seq")
 
     # key-service pin
     @property

@@ -63,7 +63,7 @@ class LocalWorld:
             home = Home(work / "home")
             pin = attest_key_service(ks_srv.url, insecure_sim=True)
             home.save_pin(pin)
-            ks = KeyServiceClient(pin)
+            ks = KeyServiceClient(pin, counter=home.call_counter())
             owner, user = home.new_identity("owner"), home.new_identity("user")
             ks.register(owner)
             ks.register(user)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -12,6 +12,7 @@ from sesemi import ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError
 from sesemi.http_errors import error_body
+from sesemi.identity import check_public_key, principal_id
 
 from .service import KeyService
 
@@ -32,6 +33,21 @@ def _body() -> Any:
         raise FormatError("request body is not valid JSON") from None
 
 
+def _target() -> str:
+    """The request target as it came on the request line (waitress and werkzeug
+    both pass it as REQUEST_URI): what signatures cover."""
+    return request.environ.get("REQUEST_URI") or request.full_path.rstrip("?")
+
+
+def _request_body() -> bytes:
+    """What the response signature binds the answer to: the body as received
+    (empty when it was refused unread, e.g. for its size)."""
+    try:
+        return request.get_data(cache=True)
+    except HTTPException:
+        return b""
+
+
 def create_app(ks: KeyService) -> Flask:
     app = Flask("sesemi.keyservice")
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
@@ -40,11 +56,20 @@ def create_app(ks: KeyService) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
 
-    def authenticate() -> str:
-        full_path = request.full_path.rstrip("?")
+    def signed_target() -> str:
+        """The target exactly as sent, in the one canonical form, and the same one
+        the routes see (nothing was decoded on the way)."""
+        target = signed_call.check_target(_target())
+        parsed = request.path + ("?" + request.query_string.decode("latin-1") if request.query_string else "")
+        if parsed != target:
+            raise FormatError("request target is not in canonical form")
+        return target
+
+    def authenticate(public_key_of: Callable[[str], bytes | None] = ks.public_key_of) -> str:
+        target = signed_target()
         return signed_call.verify(
-            request.headers, request.method, full_path, ks.audience, request.get_data(cache=True),
-            ks.clock(), ks.public_key_of, ks.remember_call_nonce,
+            request.headers, request.method, target, ks.audience, request.get_data(cache=True),
+            ks.clock(), public_key_of, ks.claim_call_seq,
         ).principal_id
 
     @app.after_request
@@ -52,8 +77,8 @@ def create_app(ks: KeyService) -> Flask:
         resp.headers["X-Sesemi-KS-Key"] = ks.audience
         # Bound to the caller's nonce, so a response cannot be forged, altered or replayed.
         resp.headers[ks_response.H_SIGNATURE] = ks_response.sign(
-            ks.signer, request.headers.get(ks_response.H_NONCE, ""), request.method,
-            request.full_path.rstrip("?"), resp.status_code, resp.get_data())
+            ks.signer, request.headers.get(ks_response.H_NONCE, ""), request.method, _target(),
+            _request_body(), resp.status_code, resp.get_data())
         if ks.tee.simulated:
             resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
         return resp
@@ -88,11 +113,12 @@ def create_app(ks: KeyService) -> Flask:
     def register() -> Response:
         body = _body()
         pub = b64d(body.get("public_key") if isinstance(body, dict) else None, "public_key")
-        if len(pub) != 32:
-            raise FormatError("public_key: expected a 32-byte Ed25519 key")
-        # Proof of possession: the call is signed by the key being registered.
-        signed_call.verify(request.headers, request.method, request.full_path.rstrip("?"), ks.audience,
-                           request.get_data(cache=True), ks.clock(), lambda _pid: pub, ks.remember_call_nonce)
+        pid = principal_id(check_public_key(pub))
+        if request.headers.get(signed_call.H_PRINCIPAL, pid) != pid:
+            raise AuthError("X-Sesemi-Principal is not the id of the key being registered")
+        # Proof of possession: the call is signed by the key being registered, and
+        # the signed message names its id.
+        authenticate(lambda claimed: pub if claimed == pid else None)
         return _json({"principal_id": ks.register_principal(pub)})
 
     @app.put("/v1/models/<model_id>")

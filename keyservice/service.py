@@ -10,14 +10,14 @@ import secrets
 import time
 from typing import Any, Callable
 
-from sesemi import hpke_box, ks_response, signed_call
+from sesemi import hpke_box, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
 from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
-                           PolicyError, ReplayError, SesemiError)
-from sesemi.identity import is_principal_id, principal_id
+                           PolicyError, ReplayError, SesemiError, StaleSequence)
+from sesemi.identity import check_public_key, is_principal_id, principal_id
 from sesemi.measure import keyservice_mrenclave
 from sesemi.names import check_model_id
 from sesemi.policy import EnclavePolicy
@@ -62,11 +62,6 @@ class KeyService:
         self.audience = self.hpke_public.hex()
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
-        self._last_purge = 0.0
-        row = self.store.one("SELECT value FROM meta WHERE key='call_hwm'")
-        # The newest signed-call timestamp ever accepted (persisted): older calls than
-        # its window are refused whatever our clock says.
-        self._call_hwm = float(row["value"]) if row else 0.0
         self.mrenclave = self.tee.mrenclave
 
     # --- the service's own attestation ------------------------------------
@@ -90,27 +85,16 @@ class KeyService:
         row = self.store.one("SELECT public_key FROM principals WHERE id=?", pid)
         return None if row is None else bytes(row["public_key"])
 
-    def remember_call_nonce(self, pid: str, nonce: str, expires: float) -> bool:
-        ts = expires - signed_call.WINDOW_S
-        now = self.clock()
-        if now - self._last_purge > 60:  # expired nonces and tokens would otherwise pile up
-            self._last_purge = now
-            # Call nonces by the newest call seen, not by our clock: a host that sets the
-            # clock forward would otherwise purge nonces early and replay after setting it back.
-            self.store.purge_expired(now, call_nonces_before=self._call_hwm)
-        with self.store.tx() as c:
-            if ts < self._call_hwm - signed_call.WINDOW_S:
-                raise ReplayError("call older than calls already seen (a replay, or a clock set back)")
-            if c.execute("SELECT 1 FROM call_nonces WHERE principal=? AND nonce=?", (pid, nonce)).fetchone():
-                return False
-            c.execute("INSERT INTO call_nonces VALUES (?,?,?)", (pid, nonce, expires))
-            if ts > self._call_hwm:
-                self._call_hwm = ts
-                c.execute("INSERT OR REPLACE INTO meta VALUES ('call_hwm', ?)", (ts,))
-        return True
+    def claim_call_seq(self, pid: str, seq: int) -> None:
+        """Per principal and persisted: no clock, restart or other principal's call
+        changes which of this principal's calls are accepted."""
+        last = self.store.claim_call_seq(pid, seq)
+        if last is not None:
+            raise StaleSequence(f"call sequence number {seq} is not above {last}, the last accepted for this "
+                                "principal (a replayed call, or a client counter that fell behind)", last)
 
     def register_principal(self, public_key: bytes) -> str:
-        pid = principal_id(public_key)
+        pid = principal_id(check_public_key(public_key))
         with self.store.tx() as c:
             c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)", (pid, public_key, self.clock()))
             self.store.audit(c, self.clock(), "register", "ok", principal=pid)

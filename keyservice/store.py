@@ -26,8 +26,7 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS request_keys (
     model_id TEXT NOT NULL, user_id TEXT NOT NULL, key_ct BLOB NOT NULL, updated REAL NOT NULL,
     PRIMARY KEY (model_id, user_id));
-CREATE TABLE IF NOT EXISTS call_nonces (
-    principal TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (principal, nonce));
+CREATE TABLE IF NOT EXISTS call_seqs (principal TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS att_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -87,11 +86,17 @@ class Store:
             (ts, event, outcome, principal, model_id, user_id, mrenclave, tee, reason),
         )
 
-    def purge_expired(self, now: float, call_nonces_before: float | None = None) -> None:
-        """`call_nonces_before` lets the caller purge call nonces by the calls it has
-        seen rather than by its own clock, which the host may set back."""
+    def claim_call_seq(self, principal: str, seq: int) -> int | None:
+        """Make `seq` the principal's newest signed call if it exceeds the last one
+        (durably, before the call is carried out); else return the last one."""
         with self.tx() as c:
-            c.execute("DELETE FROM call_nonces WHERE expires < ?",
-                      (now if call_nonces_before is None else min(now, call_nonces_before),))
+            row = c.execute("SELECT last_seq FROM call_seqs WHERE principal=?", (principal,)).fetchone()
+            if row is not None and seq <= row["last_seq"]:
+                return int(row["last_seq"])
+            c.execute("INSERT OR REPLACE INTO call_seqs VALUES (?,?)", (principal, seq))
+        return None
+
+    def purge_expired(self, now: float) -> None:
+        with self.tx() as c:
             c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))
             c.execute("DELETE FROM tokens WHERE expires < ?", (now,))

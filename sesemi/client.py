@@ -13,10 +13,11 @@ import urllib3
 
 from . import envelope, hpke_box, ks_response, signed_call, tensors
 from .attestation import EvidenceVerifier
+from .call_seq import CallCounter
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
-from .errors import IntegrityError, AttestationError, FormatError, PinMismatch
+from .errors import IntegrityError, AttestationError, FormatError, PinMismatch, StaleSequence
 from .http_errors import raise_for
 from .identity import Identity
 from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
@@ -82,7 +83,8 @@ class _Http:
         if signed_by is not None:
             try:
                 ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
-                                   headers[ks_response.H_NONCE], method, path, resp.status, resp.data or b"")
+                                   headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
+                                   resp.data or b"")
             except IntegrityError as exc:
                 raise IntegrityError(f"{what}: {exc}") from None
         return _decode(resp, what), resp
@@ -139,20 +141,34 @@ class KeyServiceClient:
     refused (it was reset or replaced: attest it again)."""
 
     def __init__(self, pin: KsPin, timeouts: Timeouts | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """`timeouts`: default `timeouts.KEY_SERVICE`, overridden by the environment."""
+                 clock: Callable[[], float] = time.time, counter: CallCounter | None = None) -> None:
+        """`timeouts`: default `timeouts.KEY_SERVICE`, overridden by the environment.
+        `counter`: where the per-principal call sequence numbers live (the CLI
+        keeps them in $SESEMI_HOME); in memory by default."""
         self.pin = pin
         self.http = _Http(pin.url, timeouts or T.KEY_SERVICE.with_env())
         self.clock = clock
+        self.counter = counter or CallCounter()
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
         raw = json_dumps(obj) if obj is not None else b""
-        headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock())
-        headers["Content-Type"] = "application/json"
         if not self.pin.signing_public_key:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
-        body, resp = self.http.call(method, path, what, raw, headers,
-                                    signed_by=bytes.fromhex(self.pin.signing_public_key))
+        pid = identity.principal_id
+        seq = self.counter.next(pid)
+        for retry in (False, True):
+            headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock(), seq)
+            headers["Content-Type"] = "application/json"
+            try:
+                body, resp = self.http.call(method, path, what, raw, headers,
+                                            signed_by=bytes.fromhex(self.pin.signing_public_key))
+                break
+            except StaleSequence as exc:
+                # Signed by the pinned key service over our nonce: our counter is behind
+                # (a new machine, a restored home). The call was not carried out.
+                if retry:
+                    raise
+                seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
         if served_by and served_by != self.pin.hpke_public_key:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")

@@ -35,6 +35,17 @@ class ReplayError(SesemiError):
     http_status = 409
 
 
+class StaleSequence(ReplayError):
+    """The call's sequence number does not exceed the last one accepted for its
+    principal: a replay, or a client whose counter fell behind (lost or copied
+    $SESEMI_HOME). The answer names the last number, so an honest client skips
+    past it; the answer is signed, so a proxy cannot push the counter."""
+
+    def __init__(self, message: str = "", last_seq: int = 0) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
+
+
 class AttestationError(SesemiError):
     """Evidence could not be verified (bad signature, sim not allowed, stale).
     `check` names what failed (e.g. 'quote', 'collateral_validity', 'report_data')."""

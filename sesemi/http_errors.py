@@ -17,6 +17,9 @@ def error_body(exc: E.SesemiError) -> dict[str, Any]:
     body: dict[str, Any] = {"error": str(exc), "kind": type(exc).__name__}
     if isinstance(exc, (E.PolicyError, E.AttestationError)):
         body["check"] = exc.check
+    last_seq = getattr(exc, "last_seq", None)
+    if isinstance(last_seq, int):
+        body["last_seq"] = last_seq
     return body
 
 
@@ -33,6 +36,8 @@ def raise_for(status: int, body: Any, what: str) -> None:
         raise exc
     if kind == "AttestationError":
         raise E.AttestationError(text, check=str(body.get("check", "attestation")))
+    if kind == "StaleSequence" and type(body.get("last_seq")) is int and 0 <= body["last_seq"] < 2**63:
+        raise E.StaleSequence(text, body["last_seq"])
     cls = _KINDS.get(kind or "")
     if cls is None:
         cls = {400: E.FormatError, 401: E.AuthError, 403: E.AccessDenied, 404: E.NotFound,

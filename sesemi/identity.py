@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from .errors import FormatError, IntegrityError
 
 PRINCIPAL_PREFIX = "p"
+_PRINCIPAL_ID = re.compile(PRINCIPAL_PREFIX + "[0-9a-f]{40}")
 
 
 def principal_id(public_raw: bytes) -> str:
@@ -27,15 +29,42 @@ def principal_id(public_raw: bytes) -> str:
 
 
 def is_principal_id(text: str) -> bool:
-    return (
-        isinstance(text, str)
-        and len(text) == 41
-        and text.startswith(PRINCIPAL_PREFIX)
-        and all(c in "0123456789abcdef" for c in text[1:])
-    )
+    return isinstance(text, str) and _PRINCIPAL_ID.fullmatch(text) is not None
+
+
+# The y-coordinates of Ed25519's eight small-order points (the 8-torsion: orders
+# 1, 2, 4 and 8), as libsodium's blocklist has them; the sign bit does not
+# matter. With such a public key, `R = that point, S = 0` verifies for every
+# message under OpenSSL's cofactored check, so anyone could sign as it.
+_P = 2**255 - 19
+_SMALL_ORDER_Y = frozenset((
+    0, 1, _P - 1,
+    int.from_bytes(bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"),
+    int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"),
+))
+
+
+def is_weak_point(encoded: bytes) -> bool:
+    """True for a small-order point or a non-canonical encoding (y >= p)."""
+    if len(encoded) != 32:
+        return True
+    y = int.from_bytes(encoded, "little") & ((1 << 255) - 1)
+    return y >= _P or y in _SMALL_ORDER_Y
+
+
+def check_public_key(public_raw: bytes) -> bytes:
+    """Registration's check: a 32-byte Ed25519 key that is not weak."""
+    if len(public_raw) != 32:
+        raise FormatError("public key: expected 32 bytes (Ed25519)")
+    if is_weak_point(public_raw):
+        raise FormatError("public key: a small-order or non-canonical Ed25519 point (refused: anyone could "
+                          "sign as it)")
+    return public_raw
 
 
 def verify_signature(public_raw: bytes, signature: bytes, message: bytes) -> None:
+    if is_weak_point(public_raw) or len(signature) != 64 or is_weak_point(signature[:32]):
+        raise IntegrityError("signature does not verify")
     try:
         Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:

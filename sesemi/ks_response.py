@@ -6,7 +6,10 @@ service could fake a `revoke`, or hand an enclave keys of its own making, or
 replay an old key release after a revocation. So the key service signs every
 response with an Ed25519 key that its attestation binds (REPORT_DATA covers
 its HPKE key and this key), over the caller's fresh nonce, the method, the
-path, the status and the body. Clients pin the key with `sesemi ks attest`;
+request target as received, a hash of the request body, the status and the
+body. The request hash binds the answer to the request it answers: a proxy
+that rewrites a request (say the `user_id` of a key release) gets an answer
+the caller refuses. Clients pin the key with `sesemi ks attest`;
 actions pin it in their measured configuration (SESEMI_KS_KEY).
 """
 
@@ -27,21 +30,22 @@ def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
     return hpke_public + signing_public
 
 
-def message(nonce: str, method: str, path: str, status: int, body: bytes) -> bytes:
-    return lp("sesemi/ks-response/v1", nonce, method.upper(), path, str(status), hashlib.sha256(body).digest())
+def message(nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes) -> bytes:
+    return lp("sesemi/ks-response/v2", nonce, method.upper(), target, hashlib.sha256(request_body).digest(),
+              str(status), hashlib.sha256(body).digest())
 
 
-def sign(signer, nonce: str, method: str, path: str, status: int, body: bytes) -> str:
-    return b64e(signer.sign(message(nonce, method, path, status, body)))
+def sign(signer, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes) -> str:
+    return b64e(signer.sign(message(nonce, method, target, request_body, status, body)))
 
 
-def verify(signing_public: bytes, signature: str | None, nonce: str, method: str, path: str, status: int,
-           body: bytes) -> None:
+def verify(signing_public: bytes, signature: str | None, nonce: str, method: str, target: str,
+           request_body: bytes, status: int, body: bytes) -> None:
     if not signature:
         raise IntegrityError("key-service response is not signed (not the pinned key service)")
     try:
         verify_signature(signing_public, b64d(signature, "response signature"),
-                         message(nonce, method, path, status, body))
+                         message(nonce, method, target, request_body, status, body))
     except (IntegrityError, FormatError):
         raise IntegrityError("key-service response signature does not verify: not from the pinned key "
                              "service, altered, or replayed") from None

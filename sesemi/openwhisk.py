@@ -35,8 +35,8 @@ STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_E
 
 # OpenWhisk also allows inner spaces; we refuse them so a name is always one
 # URL path segment and one shell word.
-_ACTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}$")
-_NAMESPACE = re.compile(r"^(_|[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255})$")
+_ACTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
+_NAMESPACE = re.compile(r"_|[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 
 # Bounds of OpenWhisk's default deployment (docs/reference.md of OpenWhisk).
 MEMORY_MB = (128, 8192)      # the prototype used 128 MB .. 8 GB
@@ -51,13 +51,13 @@ class PayloadTooLarge(FormatError):
 
 
 def check_action_name(name: object) -> str:
-    if not isinstance(name, str) or not _ACTION_NAME.match(name):
+    if not isinstance(name, str) or not _ACTION_NAME.fullmatch(name):
         raise FormatError("action name must be 1..256 chars of [A-Za-z0-9_@.-], not starting with [@.-]")
     return name
 
 
 def check_namespace(ns: object) -> str:
-    if not isinstance(ns, str) or not _NAMESPACE.match(ns):
+    if not isinstance(ns, str) or not _NAMESPACE.fullmatch(ns):
         raise FormatError("namespace must be '_' or 1..256 chars of [A-Za-z0-9_@.-]")
     return ns
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..encoding import lp
+from ..errors import FormatError
+
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_HEX64 = re.compile(r"[0-9a-f]{128}")
+_U16 = 0xFFFF  # SGX's ISVPRODID and ISVSVN are 16-bit
 
 
 def report_data_binding(nonce: bytes, public_key: bytes) -> bytes:
@@ -27,6 +33,28 @@ class Claims:
     report_data: str              # hex, 64 bytes
     tcb_status: str | None = None  # DCAP only
     advisory_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        """Every claim has a range, checked here where claims are made: values
+        beyond it (an isv_svn of 2**64 from forged sim evidence) would otherwise
+        reach the store and the policies."""
+        if self.tee not in ("sim", "sgx"):
+            raise FormatError("claims: tee must be 'sim' or 'sgx'")
+        for name in ("mrenclave", "mrsigner"):
+            if not isinstance(getattr(self, name), str) or not _HEX32.fullmatch(getattr(self, name)):
+                raise FormatError(f"claims: {name} must be 32 bytes of lowercase hex")
+        for name in ("isv_prod_id", "isv_svn"):
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= _U16:
+                raise FormatError(f"claims: {name} must be an integer in 0..{_U16}")
+        if type(self.debug) is not bool:
+            raise FormatError("claims: debug must be true or false")
+        if not isinstance(self.report_data, str) or not _HEX64.fullmatch(self.report_data):
+            raise FormatError("claims: report_data must be 64 bytes of lowercase hex")
+        if self.tcb_status is not None and (not isinstance(self.tcb_status, str) or len(self.tcb_status) > 64):
+            raise FormatError("claims: tcb_status must be a short string")
+        if len(self.advisory_ids) > 256 or not all(isinstance(a, str) and len(a) <= 64 for a in self.advisory_ids):
+            raise FormatError("claims: advisory_ids must be at most 256 short strings")
 
     @property
     def simulated(self) -> bool:

@@ -264,8 +264,32 @@ def test_key_release_signature_binds_the_callers_nonce(world):
                                       headers={ks_response.H_NONCE: nonce})
     key = bytes.fromhex(world.ks.pin.signing_public_key)
     sig = r.headers.get(ks_response.H_SIGNATURE)
-    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", r.status, r.data)
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data)
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", r.status, r.data)
+        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", b"", r.status, r.data)
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", r.status, r.data + b" ")
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data + b" ")
+
+
+def test_key_service_answer_binds_the_request_body(world):
+    """Issue 13 item 25: a proxy that rewrites the enclave's request (its user_id)
+    gets a signed answer that the enclave refuses, since it covers the request's hash."""
+    import secrets as _secrets
+
+    import urllib3
+
+    from sesemi import ks_response
+    from sesemi.encoding import json_dumps
+    from sesemi.errors import IntegrityError
+
+    sent = json_dumps({"model_id": "digits", "user_id": world.user.principal_id})
+    rewritten = json_dumps({"model_id": "digits", "user_id": world.owner.principal_id})
+    nonce = _secrets.token_hex(16)
+    r = urllib3.PoolManager().request("POST", world.ks_server.url + "/v1/enclave/keys", body=rewritten,
+                                      headers={ks_response.H_NONCE: nonce, "Content-Type": "application/json",
+                                               "Authorization": "Bearer " + "00" * 32})
+    key = bytes.fromhex(world.ks.pin.signing_public_key)
+    sig = r.headers.get(ks_response.H_SIGNATURE)
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", rewritten, r.status, r.data)
+    with pytest.raises(IntegrityError):
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", sent, r.status, r.data)

@@ -9,6 +9,7 @@ import requests
 
 from bundle_tool.procs import start_keyservice
 from sesemi import signed_call
+from sesemi.encoding import json_loads
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.errors import AccessDenied, AuthError, FormatError, IntegrityError, NotFound
 from sesemi.identity import Identity
@@ -35,13 +36,60 @@ def test_signed_call_replay_refused(ks):
     owner = Identity.generate("o")
     c.register(owner)
     path = "/v1/audit"
-    headers = signed_call.sign(owner, "GET", path, c.pin.hpke_public_key, b"", time.time())
+    headers = signed_call.sign(owner, "GET", path, c.pin.hpke_public_key, b"", time.time(),
+                               c.counter.next(owner.principal_id))
     r1 = requests.get(srv.url + path, headers=headers, timeout=5)
     r2 = requests.get(srv.url + path, headers=headers, timeout=5)
     assert r1.status_code == 200
     assert r2.status_code == 409 and "replayed" in r2.json()["error"]
     r3 = requests.get(srv.url + path, timeout=5)
     assert r3.status_code == 401 and "unsigned" in r3.json()["error"]
+
+
+def _raw(url: str, method: str, target: str, headers: dict[str, str]) -> tuple[int, dict]:
+    """One request with the target exactly as given (no client-side normalising)."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, target, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json_loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sent", ["/v1/audit?model_id=m??", "/v1/audit?model_id=m?", "/v1/audi%74?model_id=m",
+                                  "/v1/audit?model_id=%6d", "/v1/audit?model_id=m&", "/v1/./audit?model_id=m"])
+def test_signed_target_is_verified_as_sent(ks, sent):
+    """Issue 13 item 24: a signature over one spelling verifies for no other."""
+    srv, _ = ks
+    c = _client(srv.url)
+    owner = Identity.generate("o")
+    c.register(owner)
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    signed = "/v1/audit?model_id=m"
+    h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
+                         c.counter.next(owner.principal_id))
+    status, body = _raw(srv.url, "GET", sent, h)
+    assert 400 <= status < 500 and body["error"], (status, body)
+    status, body = _raw(srv.url, "GET", signed, h)  # the same headers on the signed spelling still pass
+    assert status == 200, body
+
+
+def test_a_client_whose_counter_fell_behind_resyncs_once(ks):
+    """A copied identity on a new machine starts its counter at 1: the signed
+    StaleSequence answer tells it where to go on, and the call goes through."""
+    srv, _ = ks
+    c = _client(srv.url)
+    owner = Identity.generate("o")
+    c.register(owner)
+    for _ in range(3):
+        c.audit(owner)
+    fresh = KeyServiceClient(c.pin)  # an empty counter
+    assert fresh.audit(owner)
+    assert fresh.counter.next(owner.principal_id) == 6
 
 
 def test_only_the_owner_manages_a_model(ks):

@@ -15,6 +15,7 @@ import pytest
 import urllib3
 from hypothesis import example, strategies as st
 
+from sesemi.errors import FormatError
 from sesemi import envelope, hpke_box, signed_call, tensors
 from sesemi.attestation.claims import report_data_binding
 from sesemi.attestation.sim import SimBackend
@@ -72,7 +73,7 @@ _query = st.dictionaries(st.sampled_from(["nonce", "model_id", "x"]),
                          max_size=2)
 _hval = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=80)
 _headers = st.dictionaries(st.sampled_from(["Authorization", "Content-Type", signed_call.H_PRINCIPAL,
-                                            signed_call.H_TIMESTAMP, signed_call.H_NONCE, signed_call.H_SIGNATURE,
+                                            signed_call.H_TIMESTAMP, signed_call.H_SEQ, signed_call.H_VERSION, signed_call.H_NONCE, signed_call.H_SIGNATURE,
                                             "X-Sesemi-Nonce", "Accept"]), _hval, max_size=4)
 _body_fields = st.dictionaries(st.sampled_from(["public_key", "wrapped_key", "policy", "nonce", "evidence",
                                                 "model_id", "user_id", "model_key", "x"]), json_values, max_size=5)
@@ -85,7 +86,11 @@ def _ks_request(w, route, m, u, query, headers, body, signed):
     if query:
         path += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
     if signed:  # a valid signature over a bad body: the parsers behind authentication get the input
-        headers = {**headers, **signed_call.sign(w.owner, method, path, w.ks.pin.hpke_public_key, body, time.time())}
+        try:
+            headers = {**headers, **signed_call.sign(w.owner, method, path, w.ks.pin.hpke_public_key, body,
+                                                     time.time(), w.ks.counter.next(w.owner.principal_id))}
+        except FormatError:  # a target the SDK will not sign (not canonical): sent unsigned
+            pass
     count("property cases: key-service REST")
     resp = HTTP.request(method, w.ks_server.url + path, body=body, headers=headers)
     _answer(resp, f"{method} {path}")
@@ -133,7 +138,6 @@ def _ks_claims(w, claims):
     _answer(_attest_with_claims(w, claims), "attest")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 §1 (key service): sim claims >= 2**64 give a 500; fix pending")
 def test_keyservice_attest_claims(w):
     _ks_claims[0](w)
 

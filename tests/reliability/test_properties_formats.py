@@ -130,7 +130,7 @@ def _evidence(ev):
 test_evidence, test_evidence_soak = _evidence
 
 _ID = Identity.generate("p")
-_HEADERS = signed_call.sign(_ID, "GET", "/v1/audit", "aa", b"", time.time())
+_HEADERS = signed_call.sign(_ID, "GET", "/v1/audit", "aa", b"", time.time(), 1)
 _header_text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF), max_size=60)
 
 
@@ -139,7 +139,8 @@ _timestamps = st.one_of(st.text("0123456789\u00b2\u00b3\u00b9\u0663\uff11", min_
 
 
 @twin(st.one_of(st.dictionaries(st.sampled_from(sorted(_HEADERS)), _header_text, max_size=4),
-                _timestamps.map(lambda ts: {signed_call.H_TIMESTAMP: ts})), fast=150, soak=3000)
+                _timestamps.map(lambda ts: {signed_call.H_TIMESTAMP: ts}),
+                _timestamps.map(lambda seq: {signed_call.H_SEQ: seq})), fast=150, soak=3000)
 def _signed_headers(changes):
     _refuses(signed_call.verify, {**_HEADERS, **changes}, "GET", "/v1/audit", "aa", b"", time.time(),
              lambda pid: _ID.public_raw if pid == _ID.principal_id else None, lambda *a: True)

@@ -3,6 +3,7 @@
 import pytest
 
 from sesemi import hpke_box, signed_call
+from sesemi.errors import StaleSequence
 from sesemi.attestation import Claims, report_data_binding, verify_evidence
 from sesemi.attestation.sim import SIM_MRSIGNER, SimBackend
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
@@ -77,29 +78,39 @@ def test_sim_evidence_binding_and_flag():
 
 def test_signed_call_verification():
     ident = Identity.generate("o")
-    seen = set()
+    last: dict[str, int] = {}
 
-    def remember(pid, nonce, exp):
-        if (pid, nonce) in seen:
-            return False
-        seen.add((pid, nonce))
-        return True
+    def claim(pid, seq):
+        if seq <= last.get(pid, 0):
+            raise StaleSequence("stale", last.get(pid, 0))
+        last[pid] = seq
 
     keys = {ident.principal_id: ident.public_raw}
-    h = signed_call.sign(ident, "PUT", "/v1/models/m", "aud", b"{}", 1000.0)
-    v = signed_call.verify(h, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, keys.get, remember)
-    assert v.principal_id == ident.principal_id
+    h = signed_call.sign(ident, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, 1)
+    v = signed_call.verify(h, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, keys.get, claim)
+    assert v.principal_id == ident.principal_id and v.seq == 1
     with pytest.raises(ReplayError):
-        signed_call.verify(h, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, keys.get, remember)
+        signed_call.verify(h, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, keys.get, claim)
     for args in (("PUT", "/v1/models/x", "aud", b"{}"), ("PUT", "/v1/models/m", "aud2", b"{}"),
                  ("PUT", "/v1/models/m", "aud", b"{ }"), ("DELETE", "/v1/models/m", "aud", b"{}")):
-        h2 = signed_call.sign(ident, "PUT", "/v1/models/m", "aud", b"{}", 1000.0)
+        h2 = signed_call.sign(ident, "PUT", "/v1/models/m", "aud", b"{}", 1000.0, 7)
         with pytest.raises(AuthError):
-            signed_call.verify(h2, *args, 1000.0, keys.get, remember)
-    h3 = signed_call.sign(ident, "PUT", "/p", "aud", b"", 1000.0)
+            signed_call.verify(h2, *args, 1000.0, keys.get, claim)
+    h3 = signed_call.sign(ident, "PUT", "/p", "aud", b"", 1000.0, 8)
     with pytest.raises(ReplayError, match="window"):
-        signed_call.verify(h3, "PUT", "/p", "aud", b"", 1000.0 + 500, keys.get, remember)
+        signed_call.verify(h3, "PUT", "/p", "aud", b"", 1000.0 + 500, keys.get, claim)
     with pytest.raises(AuthError, match="unknown principal"):
-        signed_call.verify(h3, "PUT", "/p", "aud", b"", 1000.0, lambda _p: None, remember)
+        signed_call.verify(h3, "PUT", "/p", "aud", b"", 1000.0, lambda _p: None, claim)
     with pytest.raises(AuthError, match="unsigned"):
-        signed_call.verify({}, "PUT", "/p", "aud", b"", 1000.0, keys.get, remember)
+        signed_call.verify({}, "PUT", "/p", "aud", b"", 1000.0, keys.get, claim)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("isv_prod_id", 1 << 64), ("isv_svn", 1 << 64), ("isv_svn", -1), ("isv_svn", 65536), ("isv_svn", True),
+    ("isv_svn", 1.0), ("debug", "false"), ("mrenclave", "AB" * 32), ("mrenclave", MR + "\n"),
+    ("report_data", "00" * 63), ("tee", "tdx"),
+])
+def test_every_claim_has_a_range(field, value):
+    """Issue 12 §1: sim claims >= 2**64 reached the store and gave a 500."""
+    with pytest.raises(FormatError, match=field):
+        _claims(**{field: value})
