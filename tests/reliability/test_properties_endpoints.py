@@ -21,7 +21,6 @@ from sesemi.attestation.sim import SimBackend
 from sesemi.client import ActionClient, EnclaveKeyClient
 from sesemi.encoding import b64e, json_dumps
 
-from ..conftest import make_world
 from .figures import count, twin
 from .test_properties_formats import _signed_sim, json_values
 
@@ -32,16 +31,6 @@ def _dumps(obj) -> bytes:
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=30))
 X = {"image": np.zeros((1, 8, 8, 1), np.float32)}
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory):
-    world = make_world(tmp_path_factory.mktemp("props"))
-    try:
-        world.act = world.action()
-        yield world
-    finally:
-        world.stop()
 
 
 def _answer(resp: urllib3.BaseHTTPResponse, where: str):
