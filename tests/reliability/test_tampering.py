@@ -232,3 +232,14 @@ def test_encrypted_response_labels_every_byte(w, genuine_answer):
 @pytest.mark.soak
 def test_encrypted_response_every_byte_soak(w, genuine_answer):
     _response_flips(w, *genuine_answer, labels=False, masks=SOAK_MASKS)
+
+
+def test_base64_padding_bits_are_checked():
+    """Found by the request flips: a decoder ignores the bits before '=', so one
+    flipped byte of a ciphertext's base64 left the message unchanged and served."""
+    from sesemi.encoding import b64d
+
+    assert b64d("QQ==") == b64d("QUI=")[:1] == b"A"
+    for bad in ("QR==", "QUJ="):
+        with pytest.raises(SesemiError, match="non-canonical"):
+            b64d(bad)
