@@ -21,6 +21,7 @@ from sesemi.attestation.sim import SimBackend
 from sesemi.client import ActionClient, EnclaveKeyClient
 from sesemi.encoding import b64e, json_dumps
 
+from . import hygiene
 from .figures import count, twin
 from .test_properties_formats import _signed_sim, json_values
 
@@ -45,7 +46,10 @@ def _answer(resp: urllib3.BaseHTTPResponse, where: str):
 
 def _still_serves(w) -> None:
     w.ks.get_model(w.owner, "digits")
-    ActionClient(w.act.url).infer("digits", w.user.principal_id, w.request_key, X)
+    x = np.random.default_rng().random((2, 8, 8, 1), dtype=np.float32)
+    res = ActionClient(w.act.url).infer("digits", w.user.principal_id, w.request_key, {"image": x})
+    hygiene.remember("endpoint input", x.tobytes())
+    hygiene.remember("endpoint output", b"".join(v.tobytes() for v in res.outputs.values()))
 
 
 # --- key service --------------------------------------------------------------------------------

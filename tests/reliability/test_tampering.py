@@ -20,6 +20,7 @@ from sesemi.errors import SesemiError
 from sesemi.pack import Pack, build as build_pack
 from sesemi.timeouts import Timeouts
 
+from . import hygiene
 from .figures import count
 
 KEY = sealed_model.new_model_key()
@@ -177,6 +178,7 @@ def genuine_answer(w, monkeypatch):
     r = urllib3.request("POST", w.act.url + "/run", body=json_dumps({"value": env.to_json()}),
                         headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status == 200
+    hygiene.remember("tampering input", X["image"].tobytes())
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Replay)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
