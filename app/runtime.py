@@ -8,16 +8,14 @@ error raised here carries request or model bytes.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import statistics
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 from sesemi import envelope, tensors
 from sesemi.attestation.backends import make_backend
 from sesemi.client import EnclaveKeyClient
-from sesemi.errors import ReplayError
 from sesemi.measure import action_mrenclave
 from sesemi.pack import Pack
 from sesemi import ISV_PROD_ID, ISV_SVN
@@ -25,10 +23,9 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 from .config import ActionConfig
 from .enclave_session import EnclaveSession
 from .models import ModelStore
+from .replay import ReplayWindow
 
 log = logging.getLogger("sesemi.action")
-
-_REPLAY_WINDOW = 100_000
 
 
 class Runtime:
@@ -55,8 +52,7 @@ class Runtime:
         self.init_phases = {"pack_and_measure_s": t1 - t0, "attest_s": time.perf_counter() - t1}
         self.models = ModelStore(self.pack, config.effective_pool_size(), config.interp_threads,
                                  config.memory_budget_mb << 20, self._model_key)
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._seen_lock = threading.Lock()
+        self.replay = ReplayWindow()
         # Recent inference times (the interpreter part alone), so benchmarks can
         # split the action's time into serving overhead and compute.
         self._invoke_s: deque[float] = deque(maxlen=1000)
@@ -72,14 +68,6 @@ class Runtime:
         assert mk is not None
         return mk
 
-    def _check_replay(self, key: tuple[str, str, str]) -> None:
-        with self._seen_lock:
-            if key in self._seen:
-                raise ReplayError("request id already served (replayed request)")
-            self._seen[key] = None
-            if len(self._seen) > _REPLAY_WINDOW:
-                self._seen.popitem(last=False)
-
     def run(self, value: Any) -> dict[str, Any]:
         req = envelope.Envelope.from_json(value)
         self.pack.entry(req.model_id)  # 404 before any key-service traffic
@@ -89,7 +77,7 @@ class Runtime:
                                   need_model_key=not self.models.is_loaded(req.model_id))
         assert rk is not None
         plain = envelope.open_(rk, req, envelope.REQUEST)  # authenticate before any model work
-        self._check_replay((req.model_id, req.user_id, req.request_id))
+        self.replay.check(req.model_id, req.user_id, req.request_id)
         model = self.models.acquire(req.model_id)
         try:
             t0 = time.perf_counter()
@@ -105,7 +93,8 @@ class Runtime:
 
     def stats(self) -> dict[str, Any]:
         return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,
-                "model_evictions": self.models.stats.evictions, "key_fetches": self.session.key_fetches,
+                "model_evictions": self.models.stats.evictions, "replay_window": len(self.replay),
+                "key_fetches": self.session.key_fetches,
                 "mrenclave": self.mrenclave, "init_seconds": self.init_seconds, "init_phases": self.init_phases,
                 "model_load_phases": self.models.stats.load_phases[-20:],
                 "first_inference_s": self.first_inference_s,

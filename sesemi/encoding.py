@@ -53,13 +53,21 @@ except ImportError:  # pragma: no cover
 
 
 def b64d(text: Any, what: str = "field") -> bytes:
-    """Decode base64 or raise FormatError naming the field (never its value)."""
+    """Decode canonical base64 or raise FormatError naming the field (never its value).
+
+    Canonical: the unused low bits before '=' padding must be zero. Decoders
+    ignore them, so without this check 'QR==' and 'QQ==' are one value, and a
+    byte of a message can be altered without anything noticing."""
     if not isinstance(text, (str, bytes)):
         raise FormatError(f"{what}: expected a base64 string")
     try:
-        return _b64d(text)
+        raw = _b64d(text)
     except (binascii.Error, ValueError) as exc:
         raise FormatError(f"{what}: invalid base64") from exc
+    tail = text[-4:] if isinstance(text, str) else text[-4:].decode("ascii")
+    if tail.endswith("=") and b64e(raw[-(3 - tail.count("=")):]) != tail:
+        raise FormatError(f"{what}: invalid base64 (non-canonical padding bits)")
+    return raw
 
 
 def hexd(text: Any, what: str = "field", length: int | None = None) -> bytes:

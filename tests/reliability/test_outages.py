@@ -17,8 +17,9 @@ from sesemi.client import ActionClient
 from sesemi.errors import TimeoutExpired, UnavailableError
 
 from ..conftest import make_world
+from . import hygiene
 
-TTL = 3.0
+TTL = 2.0
 BUDGET = 1.5
 X = {"image": np.zeros((1, 8, 8, 1), np.float32)}
 # The bound a caller sees: the budget, plus the action's and the client's own work
@@ -29,6 +30,8 @@ SLACK = 2.0
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("outage"))
+    hygiene.watch(w.work)
+    hygiene.remember("outage model key", w.model_key)
     try:
         w.publish("digits", w.model_key, w.mrenclave(w.pack), w.mrenclave(w.pack, key_ttl_s=TTL))
         users = {}
@@ -36,6 +39,7 @@ def deployment(tmp_path_factory):
             u = w.new_user(name)
             w.ks.grant(w.owner, "digits", u.principal_id)
             users[name] = (u.principal_id, w.enroll(u, "digits"))
+            hygiene.remember(f"outage request key {name}", users[name][1])
         act = w.action(extra=["--key-ttl", str(TTL)], env={"SESEMI_KS_BUDGET": str(BUDGET)})
         yield w, act, users
     finally:

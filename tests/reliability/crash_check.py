@@ -1,0 +1,81 @@
+"""The crash-consistency checker: what the key service's database must hold
+after any number of kills. It reads through the store's public interface
+(`Store.all`, plain SELECTs without parameters), so it runs on any backend
+that keeps the same tables; only `integrity` is engine-specific."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Expected:
+    """The state every acknowledged operation implies (ops run one at a time,
+    each retried until acknowledged, so this is exact)."""
+
+    principals: set[str] = field(default_factory=set)
+    models: dict[str, tuple[str, bytes, str]] = field(default_factory=dict)  # mid -> (owner, key, mrenclave)
+    grants: set[tuple[str, str]] = field(default_factory=set)
+    request_keys: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    acked: int = 0
+
+
+def check_tables(store: Any, exp: Expected) -> list[str]:
+    """Every acknowledged op present, and every row backed by its audit entry
+    in the same transaction (nothing half-applied)."""
+    problems: list[str] = []
+    principals = {r["id"] for r in store.all("SELECT id FROM principals")}
+    models = {r["model_id"]: r for r in store.all("SELECT model_id, owner, policy FROM models")}
+    grants = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM grants")}
+    rkeys = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM request_keys")}
+    audit = store.all("SELECT seq, event, outcome, principal, model_id, user_id FROM audit ORDER BY seq")
+    ok = [a for a in audit if a["outcome"] == "ok"]
+
+    if principals != exp.principals:
+        problems.append(f"principals: missing {sorted(exp.principals - principals)}, "
+                        f"unexpected {sorted(principals - exp.principals)}")
+    if set(models) != set(exp.models):
+        problems.append(f"models: missing {sorted(set(exp.models) - set(models))}, "
+                        f"unexpected {sorted(set(models) - set(exp.models))}")
+    for mid, (owner, _key, mr) in exp.models.items():
+        row = models.get(mid)
+        if row is not None and (row["owner"] != owner or mr not in row["policy"]):
+            problems.append(f"model {mid}: owner or policy is not the last acknowledged one")
+    if grants != exp.grants:
+        problems.append(f"grants: missing {sorted(exp.grants - grants)}, unexpected {sorted(grants - exp.grants)}")
+    if rkeys != set(exp.request_keys):
+        problems.append(f"request keys: missing {sorted(set(exp.request_keys) - rkeys)}, "
+                        f"unexpected {sorted(rkeys - set(exp.request_keys))}")
+
+    # Rows and their audit entries are written in one transaction: neither without the other.
+    audited = {
+        "register": {a["principal"] for a in ok if a["event"] == "register"},
+        "put_model": {a["model_id"] for a in ok if a["event"] == "put_model"},
+        "put_request_key": {(a["model_id"], a["user_id"]) for a in ok if a["event"] == "put_request_key"},
+    }
+    if principals - audited["register"] or audited["register"] - principals:
+        problems.append("principals and their 'register' audit entries disagree")
+    if set(models) ^ audited["put_model"]:
+        problems.append("models and their 'put_model' audit entries disagree")
+    if rkeys ^ audited["put_request_key"]:
+        problems.append("request keys and their 'put_request_key' audit entries disagree")
+    last: dict[tuple[str, str], str] = {}
+    for a in ok:
+        if a["event"] in ("grant", "revoke"):
+            last[(a["model_id"], a["user_id"])] = a["event"]
+    if {k for k, v in last.items() if v == "grant"} != grants:
+        problems.append("grants disagree with the last grant/revoke audit entry of each pair")
+    seqs = [a["seq"] for a in audit]
+    if seqs != sorted(set(seqs)):
+        problems.append("audit sequence numbers repeat or go backwards")
+    return problems
+
+
+def integrity(store: Any) -> list[str]:
+    """The engine's own check of its files (SQLite: PRAGMA integrity_check)."""
+    if type(store).__name__ == "Store" and str(getattr(store, "path", "")).endswith(".db"):
+        rows = store.all("PRAGMA integrity_check")
+        result = [tuple(r)[0] for r in rows]
+        return [] if result == ["ok"] else [f"integrity_check: {result[:5]}"]
+    return []

@@ -1,0 +1,218 @@
+"""Issue 12 §3 crash consistency: SIGKILL the key service at random moments,
+some during start-up, during a stream of registrations, publishes, grants,
+revokes and enrolments; restart it each time on the same database. Then every
+acknowledged operation is present, nothing is half-applied, the release path
+agrees with the tables, and the database passes its integrity check."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from app.enclave_session import EnclaveSession
+from bundle_tool.procs import free_port
+from keyservice.store import Store
+from sesemi.attestation.sim import SimBackend
+from sesemi.client import EnclaveKeyClient, KeyServiceClient, attest_key_service
+from sesemi.envelope import new_request_key
+from sesemi.errors import AccessDenied, NotFound, UnavailableError
+from sesemi.identity import Identity
+from sesemi.policy import EnclavePolicy
+from sesemi.sealed_model import new_model_key
+from sesemi.timeouts import Timeouts
+
+from .crash_check import Expected, check_tables, integrity
+from . import hygiene
+from .figures import count, note
+
+MR = SimBackend("ab" * 32).mrenclave
+QUICK = Timeouts(1.0, 5.0)
+
+
+class KillableKeyService:
+    """The key service as a process we SIGKILL and restart on the same database and port."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.db = work / "ks" / "ks.db"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(work / "keyservice.log", "ab")
+        self.proc: subprocess.Popen | None = None
+        self.kills = self.startup_kills = 0
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bundle_tool", "keyservice", "serve", "--db", str(self.db), "--port",
+             str(self.port), "--insecure-sim-attestation"], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert self.proc is not None and self.proc.poll() is None, "key service exited on its own"
+            try:
+                if urllib3.request("GET", self.url + "/healthz", timeout=1, retries=False).status == 200:
+                    return
+            except urllib3.exceptions.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("key service did not come back")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def _until_acked(fn, stop_at: float):
+    """Retry one operation (a fresh signature each time) until the service acknowledges it."""
+    while True:
+        try:
+            return fn()
+        except UnavailableError:
+            count("crash: attempts cut by a kill")
+            if time.monotonic() > stop_at:
+                raise
+            time.sleep(0.05)
+
+
+def _workload(ks: KillableKeyService, n_ops: int, kills: int, seed: int) -> tuple[Expected, dict]:
+    rng = random.Random(seed)
+    ks.spawn()
+    ks.wait_ready()
+    pin = attest_key_service(ks.url, insecure_sim=True, timeouts=QUICK)
+    client = KeyServiceClient(pin, QUICK)
+    exp = Expected()
+    owner = Identity.generate("owner")
+    stop_at = time.monotonic() + 600
+    exp.principals.add(_until_acked(lambda: client.register(owner), stop_at))
+    users: list[Identity] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        k = 0
+        while not done.is_set() and k < kills:
+            time.sleep(rng.uniform(0.1, 0.6))
+            if done.is_set():
+                break
+            ks.kill()
+            k += 1
+            ks.spawn()
+            if k % 3 == 1 and k < kills:  # some during start-up: imports, schema, secrets, before it answers
+                time.sleep(rng.uniform(0.2, 1.5))
+                ks.kill()
+                ks.startup_kills += 1
+                k += 1
+                ks.spawn()
+            ks.wait_ready()
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    ops = 0
+    mix = {"register": 0, "publish": 0, "grant": 0, "revoke": 0, "enroll": 0}
+    while ops < n_ops or (t.is_alive() and ops < 20 * n_ops):
+        kind = rng.choices(list(mix), weights=[2, 2, 3, 2, 3])[0]
+        if kind == "register" or not users:
+            u = Identity.generate(f"u{len(users)}")
+            exp.principals.add(_until_acked(lambda: client.register(u), stop_at))
+            users.append(u)
+            kind = "register"
+        elif kind == "publish" or not exp.models:
+            mid = rng.choice([f"m{i}" for i in range(len(exp.models) + 1)])
+            key = new_model_key()
+            _until_acked(lambda: client.publish_model(owner, mid, key, EnclavePolicy(mrenclave=(MR,))), stop_at)
+            exp.models[mid] = (owner.principal_id, key, MR)
+            kind = "publish"
+        elif kind == "grant":
+            mid, u = rng.choice(sorted(exp.models)), rng.choice(users)
+            _until_acked(lambda: client.grant(owner, mid, u.principal_id), stop_at)
+            exp.grants.add((mid, u.principal_id))
+        elif kind == "revoke":
+            if not exp.grants:
+                continue
+            mid, uid = rng.choice(sorted(exp.grants))
+            _until_acked(lambda: client.revoke(owner, mid, uid), stop_at)
+            exp.grants.discard((mid, uid))
+        else:
+            if not exp.grants:
+                continue
+            mid, uid = rng.choice(sorted(exp.grants))
+            u = next(x for x in users if x.principal_id == uid)
+            rk = new_request_key()
+            _until_acked(lambda: client.enroll(u, mid, rk), stop_at)
+            exp.request_keys[(mid, uid)] = rk
+        mix[kind] += 1
+        ops += 1
+    done.set()
+    t.join(120)
+    exp.acked = ops + 1
+    return exp, {"ops": ops + 1, "mix": mix, "pin": pin}
+
+
+def _check_release_path(ks: KillableKeyService, exp: Expected, pin) -> int:
+    """What an attested enclave is given agrees with the tables, pair by pair."""
+    session = EnclaveSession(SimBackend(MR), EnclaveKeyClient(ks.url, QUICK, bytes.fromhex(pin.signing_public_key)),
+                             key_ttl_s=60, budget_s=30)
+    checked = 0
+    users = sorted(exp.principals)
+    for mid, (_, key, _) in sorted(exp.models.items()):
+        mk, _ = session.keys(mid, None, need_model_key=True)
+        assert mk == key, f"model {mid}: released model key is not the last published one"
+        for uid in users:
+            granted = (mid, uid) in exp.grants
+            enrolled = (mid, uid) in exp.request_keys
+            try:
+                _, rk = session.keys(mid, uid, need_model_key=False)
+                assert granted and enrolled and rk == exp.request_keys[(mid, uid)], (mid, uid)
+            except (AccessDenied, NotFound):
+                assert not (granted and enrolled), f"{mid}/{uid}: granted and enrolled, but refused"
+            checked += 1
+    return checked
+
+
+def _run(tmp_path: Path, n_ops: int, kills: int, seed: int) -> None:
+    ks = KillableKeyService(tmp_path)
+    hygiene.watch(tmp_path)
+    try:
+        exp, info = _workload(ks, n_ops, kills, seed)
+        for mid, (_, key, _) in exp.models.items():
+            hygiene.remember(f"crash model key {mid}", key)
+        for (mid, uid), key in exp.request_keys.items():
+            hygiene.remember(f"crash request key {mid}/{uid[:8]}", key)
+        problems = check_tables(Store(ks.db), exp) + integrity(Store(ks.db))
+        assert not problems, problems
+        pairs = _check_release_path(ks, exp, info["pin"])
+    finally:
+        ks.stop()
+    count("crash: kills survived", ks.kills)
+    count("crash: kills during start-up", ks.startup_kills)
+    count("crash: acknowledged operations", exp.acked)
+    count("crash: acknowledged operations lost", 0)
+    count("crash: release pairs checked", pairs)
+    note("crash: op mix", str(info["mix"]))
+    assert ks.kills >= kills
+
+
+def test_crash_consistency_small(tmp_path):
+    _run(tmp_path, n_ops=40, kills=2, seed=1)
+
+
+@pytest.mark.soak
+def test_crash_consistency(tmp_path):
+    _run(tmp_path, n_ops=300, kills=16, seed=int(os.environ.get("SESEMI_CRASH_SEED", "12")))
