@@ -23,7 +23,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,  # noqa: E402
-                          progress, summary_ms, timed, write_result)
+                          interleaved, progress, summary_ms, timed, write_result)
 from bundle_tool.procs import free_port, start_process  # noqa: E402
 from sesemi import envelope, tensors  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
@@ -56,6 +56,21 @@ def plain_client(url: str, x: np.ndarray):
         r = pool.request("POST", url + "/run", body=body, headers={"Content-Type": "application/json"}, timeout=60)
         v = orjson.loads(r.data)
         return np.frombuffer(pybase64.b64decode(v["data"]), dtype=v["dtype"]).reshape(v["shape"])
+    return call
+
+
+def request_body(name: str, uid: str, rk: bytes, x: np.ndarray) -> bytes:
+    env = envelope.seal(rk, name, uid, envelope.new_request_id(), envelope.REQUEST, tensors.encode({"image": x}))
+    return json_dumps({"value": env.to_json()})
+
+
+def echo_client(url: str, body: bytes):
+    """(iv) the transport floor: a real request's bytes to the action's HTTP layer doing nothing."""
+    pool = urllib3.PoolManager(maxsize=4, retries=False)
+
+    def call():
+        return pool.request("POST", url + "/run", body=body, headers={"Content-Type": "application/json"},
+                            timeout=60).data
     return call
 
 
@@ -101,18 +116,19 @@ def main() -> None:
             world.servers.append(plain)
             client = ActionClient(action.url)
             rk, uid = world.request_keys[name], world.user.principal_id
+            body = request_body(name, uid, rk, x)
+            response_bytes = len(urllib3.request("POST", action.url + "/run", body=body).data)
+            port = free_port()
+            echo = start_process(f"echo-{name}", [sys.executable, str(Path(__file__).parent / "echo_server.py"),
+                                                  str(port), str(response_bytes)], port, work / "logs", "/stats")
+            world.servers.append(echo)
             variants = {
                 "bare": bare(model, x),
                 "plain": plain_client(plain.url, x),
                 "sesemi": lambda: client.infer(name, uid, rk, {"image": x}),
+                "echo": echo_client(echo.url, body),
             }
-            # Interleave rounds so drift (other load, thermal) hits all three alike.
-            times: dict[str, list[float]] = {k: [] for k in variants}
-            rounds = 5
-            for r in range(rounds):
-                for k, fn in variants.items():
-                    times[k] += timed(fn, n // rounds, warmup=3 if r == 0 else 1)
-                progress(f"{name}: round {r + 1}/{rounds}")
+            times = interleaved(variants, n, on_progress=lambda i: progress(f"{name}: {i}/{n}"))
             s = {k: summary_ms(v) for k, v in times.items()}
             # The action's own set_tensor + invoke + get_tensor, over the same requests
             # (its recent window), beside the bare invoke of the same span in this process.
@@ -125,11 +141,16 @@ def main() -> None:
                 "ratio_sesemi_bare_p50": s["sesemi"]["p50_ms"] / s["bare"]["p50_ms"],
                 "ratio_plain_bare_p50": s["plain"]["p50_ms"] / s["bare"]["p50_ms"],
                 "ratio_action_invoke_bare_p50": s["action_invoke"]["p50_ms"] / s["bare"]["p50_ms"],
+                # The best any server on this transport could do: bare invoke plus the HTTP floor.
+                "ratio_floor_bare_p50": (s["bare"]["p50_ms"] + s["echo"]["p50_ms"]) / s["bare"]["p50_ms"],
+                "request_bytes": len(body), "response_bytes": response_bytes,
                 "breakdown_ms": breakdown(x, 3 if args.smoke else 50),
             }
             progress(f"{name}: bare {s['bare']['p50_ms']:.2f} ms, action's invoke {s['action_invoke']['p50_ms']:.2f} "
-                     f"ms, plain {s['plain']['p50_ms']:.2f} ms, sesemi {s['sesemi']['p50_ms']:.2f} ms (p50)")
+                     f"ms, plain {s['plain']['p50_ms']:.2f} ms, sesemi {s['sesemi']['p50_ms']:.2f} ms, "
+                     f"HTTP echo {s['echo']['p50_ms']:.2f} ms (p50)")
             plain.stop()
+            echo.stop()
             action.stop()
     write_result("latency", {"models": results})
 

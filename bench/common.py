@@ -75,6 +75,30 @@ def timed(fn: Callable[[], Any], n: int, warmup: int = 3) -> list[float]:
     return out
 
 
+def interleaved(variants: dict[str, Callable[[], Any]], n: int, warmup: int = 3,
+                on_progress: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+    """n timed calls of each variant, one call at a time in a fresh shuffled order
+    per iteration: on a shared VM the speed drifts by ~10 % within seconds, and
+    alternating blocks of calls measured the drift, not the variants."""
+    import random
+
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    rng = random.Random(0)
+    keys = list(variants)
+    out: dict[str, list[float]] = {k: [] for k in keys}
+    for i in range(n):
+        rng.shuffle(keys)
+        for k in keys:
+            t0 = time.perf_counter()
+            variants[k]()
+            out[k].append(time.perf_counter() - t0)
+        if on_progress and (i + 1) % max(1, n // 5) == 0:
+            on_progress(i + 1)
+    return out
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if not xs:

@@ -15,12 +15,15 @@ nonces means no (key, nonce) pair repeats.
 Memory: sealing reads one chunk at a time. Opening preallocates the plaintext
 once (length from the authenticated header, first checked against the blob's
 real size so a forged header cannot make us allocate) and decrypts chunk by
-chunk into it: peak is one plaintext plus one chunk, and the final `bytes`
-conversion (what LiteRT's `model_content` needs) makes it two copies at most.
+chunk into it. The buffer is the `bytes` object LiteRT's `model_content`
+needs, so there is no final copy: peak is one plaintext plus one chunk (the
+copy of a 100 MB model cost ~50 ms of page faults on every cold start, and a
+second model's worth of the enclave's heap; docs/performance.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import struct
@@ -135,6 +138,23 @@ def seal_file(model_path: str | os.PathLike, out_path: str | os.PathLike, key: b
     return header
 
 
+def _writable_bytes(n: int) -> tuple[bytes | bytearray, memoryview]:
+    """A new `bytes` of n uninitialised bytes and a writable view of it, through
+    CPython's documented API: PyBytes_FromStringAndSize(NULL, n) and
+    PyBytes_AsString. Filled before anything else sees it, as C extensions
+    do. Elsewhere (no ctypes.pythonapi): a bytearray, copied once at the end."""
+    try:
+        api = ctypes.pythonapi
+        new, addr = api.PyBytes_FromStringAndSize, api.PyBytes_AsString
+    except (AttributeError, OSError):  # pragma: no cover - not CPython
+        buf = bytearray(n)
+        return buf, memoryview(buf)
+    new.restype, new.argtypes = ctypes.py_object, (ctypes.c_void_p, ctypes.c_ssize_t)
+    addr.restype, addr.argtypes = ctypes.c_void_p, (ctypes.py_object,)
+    out = new(None, n)
+    return out, memoryview((ctypes.c_char * n).from_address(addr(out))).cast("B")
+
+
 def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expected_model_id: str) -> bytes:
     """Decrypt a sealed model of `available` bytes into memory; never touches disk."""
     header = read_header(read)
@@ -143,8 +163,7 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
     if header.sealed_len != available:
         raise IntegrityError("sealed model: length does not match its header (truncated or extended)")
     aead = AESGCM(key)
-    out = bytearray(header.plaintext_len)
-    view = memoryview(out)
+    out, view = _writable_bytes(header.plaintext_len)
     pos = 0
     n = header.n_chunks
     try:
@@ -153,16 +172,17 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
             blob = read(NONCE_LEN + want + TAG_LEN)
             if len(blob) != NONCE_LEN + want + TAG_LEN:
                 raise IntegrityError("sealed model: truncated")
+            mv = memoryview(blob)
             try:
                 # Straight into the output buffer: no per-chunk plaintext object.
-                aead.decrypt_into(blob[:NONCE_LEN], blob[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
+                aead.decrypt_into(mv[:NONCE_LEN], mv[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
                                   view[pos:pos + want])
             except InvalidTag as exc:
                 raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
             pos += want
     except BaseException:
-        out[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
+        view[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
         raise
     finally:
         view.release()
-    return bytes(out)
+    return out if isinstance(out, bytes) else bytes(out)

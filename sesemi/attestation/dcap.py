@@ -16,7 +16,6 @@ nobody else) can pin "now" inside a fixed collateral's validity window.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -183,6 +182,10 @@ def pccs_url_from_qcnl(path: str | os.PathLike | None = None) -> str | None:
 
 
 def _fetch_from_pccs(url: str, quote: bytes) -> Any:
+    # Imported here: asyncio is ~15 ms of every action's start-up, and only a
+    # PCCS fetch (verifiers, not actions) needs it.
+    import asyncio
+
     qvl = _qvl()
     return asyncio.run(qvl.get_collateral(url, quote))
 
