@@ -140,7 +140,8 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
 
     keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
                      token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
-                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file)
+                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
+                     min_tcb_eval=args.min_tcb_eval)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pccs-url", help="DCAP collateral for enclaves' quotes from this PCCS "
                    "(default: /etc/sgx_default_qcnl.conf)")
     a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
+    a.add_argument("--min-tcb-eval", type=int, default=0, metavar="N",
+                   help="refuse DCAP collateral whose tcbEvaluationDataNumber is below N")
 
     a = add(sub, "infer", cmd_infer, "encrypt an input, run it on an action, decrypt the outputs")
     a.add_argument("model_id")

@@ -87,6 +87,20 @@ class Store:
             (ts, event, outcome, principal, model_id, user_id, mrenclave, tee, reason),
         )
 
+    # Monotonic marks (the DCAP time floor, TCB evaluation numbers): they only rise,
+    # so a restart or a replayed write cannot lower them.
+    def mark(self, name: str) -> float | None:
+        row = self.one("SELECT value FROM meta WHERE key=?", "mark:" + name)
+        return None if row is None else float(row["value"])
+
+    def raise_mark(self, name: str, value: float) -> float:
+        with self.tx() as c:
+            row = c.execute("SELECT value FROM meta WHERE key=?", ("mark:" + name,)).fetchone()
+            if row is None or float(row["value"]) < value:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", ("mark:" + name, value))
+                return value
+            return float(row["value"])
+
     def purge_expired(self, now: float, call_nonces_before: float | None = None) -> None:
         """`call_nonces_before` lets the caller purge call nonces by the calls it has
         seen rather than by its own clock, which the host may set back."""
