@@ -53,10 +53,27 @@ def test_fixture_verifies_with_its_status_and_advisories(claims):
 
 
 def test_accepted_under_a_policy_allowing_its_status_and_mrenclave(claims):
-    EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=("UpToDate", fx.STATUS)).check(claims)
+    EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=("UpToDate", fx.STATUS),
+                  advisory_allowlist=fx.ADVISORIES).check(claims)
     EnclavePolicy.from_json({"mrsigner": [fx.MRSIGNER], "isv_prod_id": 0, "min_isv_svn": 0,
                              "tcb_statuses": ["UpToDate", "SWHardeningNeeded", fx.STATUS],
+                             "advisory_allowlist": [*fx.ADVISORIES, "INTEL-SA-00334"],
                              "advisory_denylist": ["INTEL-SA-00334"]}).check(claims)
+
+
+def test_advisories_are_an_allowlist_and_the_denylist_only_narrows_it(claims):
+    status = {"mrenclave": (fx.MRENCLAVE,), "tcb_statuses": (fx.STATUS,)}
+    for allow in ((), ("INTEL-SA-00289",), ("INTEL-SA-00615",)):  # an advisory nobody accepted refuses
+        with pytest.raises(PolicyError) as ei:
+            EnclavePolicy(**status, advisory_allowlist=allow).check(claims)
+        assert ei.value.check == "advisory_allowlist"
+    with pytest.raises(PolicyError) as ei:
+        EnclavePolicy(**status, advisory_allowlist=fx.ADVISORIES, advisory_denylist=("INTEL-SA-00615",)).check(claims)
+    assert ei.value.check == "advisory_denylist"
+    # A denylist alone never accepts: an advisory published later still refuses.
+    with pytest.raises(PolicyError) as ei:
+        EnclavePolicy(**status, advisory_denylist=("INTEL-SA-00334",)).check(claims)
+    assert ei.value.check == "advisory_allowlist"
 
 
 @pytest.mark.parametrize("policy,check", [
@@ -65,8 +82,8 @@ def test_accepted_under_a_policy_allowing_its_status_and_mrenclave(claims):
     (EnclavePolicy(mrsigner=("00" * 32,), tcb_statuses=(fx.STATUS,)), "mrsigner"),
     (EnclavePolicy(mrenclave=(fx.MRENCLAVE,), isv_prod_id=1, tcb_statuses=(fx.STATUS,)), "isv_prod_id"),
     (EnclavePolicy(mrenclave=(fx.MRENCLAVE,), min_isv_svn=1, tcb_statuses=(fx.STATUS,)), "min_isv_svn"),
-    (EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=(fx.STATUS,), advisory_denylist=("INTEL-SA-00615",)),
-     "advisory_denylist"),
+    (EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=(fx.STATUS,), advisory_allowlist=fx.ADVISORIES,
+                   advisory_denylist=("INTEL-SA-00615",)), "advisory_denylist"),
 ])
 def test_refused_by_policy_naming_the_check(claims, policy, check):
     with pytest.raises(PolicyError) as ei:
@@ -76,7 +93,7 @@ def test_refused_by_policy_naming_the_check(claims, policy, check):
 
 def test_debug_enclave_refused_unless_allowed(claims):
     dbg = dataclasses.replace(claims, debug=True)
-    policy = EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=(fx.STATUS,))
+    policy = EnclavePolicy(mrenclave=(fx.MRENCLAVE,), tcb_statuses=(fx.STATUS,), advisory_allowlist=fx.ADVISORIES)
     with pytest.raises(PolicyError) as ei:
         policy.check(dbg)
     assert ei.value.check == "debug"

@@ -26,7 +26,8 @@ from sesemi.identity import Identity
 
 from . import dcap_fixture as fx
 
-ALLOWING = {"mrenclave": [fx.MRENCLAVE], "tcb_statuses": ["UpToDate", fx.STATUS]}
+ALLOWING = {"mrenclave": [fx.MRENCLAVE], "tcb_statuses": ["UpToDate", fx.STATUS],
+            "advisory_allowlist": list(fx.ADVISORIES)}
 
 
 def make_ks(tmp_path, at: float = fx.INSIDE, **cfg) -> KeyService:
@@ -141,6 +142,7 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
     allowed_key = _publish(ks, "allowing", ALLOWING)
     _publish(ks, "default-tcb", {"mrenclave": [fx.MRENCLAVE]})
     _publish(ks, "denylisted", {**ALLOWING, "advisory_denylist": ["INTEL-SA-00289"]})
+    _publish(ks, "unlisted", {**ALLOWING, "advisory_allowlist": ["INTEL-SA-00289"]})
 
     claims = ks.evidence_claims(evidence_for_quote(fx.quote()))
     assert (claims.tee, claims.tcb_status, claims.advisory_ids) == ("sgx", fx.STATUS, fx.ADVISORIES)
@@ -155,12 +157,13 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
     got = hpke_box.open_(b64d(ok.get_json()["model_key"]), private, hpke_box.info("release-model-key", "allowing"))
     assert got == allowed_key
 
-    for model_id, check in (("default-tcb", "tcb_status"), ("denylisted", "advisory_denylist")):
+    for model_id, check in (("default-tcb", "tcb_status"), ("denylisted", "advisory_denylist"),
+                            ("unlisted", "advisory_allowlist")):
         resp = client.post("/v1/enclave/keys", json={"model_id": model_id}, headers=auth)
         assert resp.status_code == 403 and resp.get_json()["check"] == check
         assert "model_key" not in resp.get_json()
     reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
-    assert reasons == ["model_key", "policy:tcb_status", "policy:advisory_denylist"]
+    assert reasons == ["model_key", "policy:tcb_status", "policy:advisory_denylist", "policy:advisory_allowlist"]
 
 
 def test_hardware_key_service_refuses_the_insecure_sim_flag(tmp_path):
