@@ -99,9 +99,29 @@ class Pack:
             self.manifest_digest = hashlib.sha256(head + raw_manifest).hexdigest()
             self._base = _HEAD.size + mlen
             self.entries = _parse_manifest(raw_manifest, size - self._base)
+            for e in self.entries.values():
+                self._check_header(e)
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _check_header(self, e: PackEntry) -> None:
+        """The manifest's plaintext_len sizes the memory budget before anything is
+        decrypted, so it must be what the blob can hold: its sealed header agrees
+        with the manifest, and that header's length is exactly the blob's."""
+        start, end = self._base + e.offset, self._base + e.offset + e.length
+        pos = start
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            data = os.pread(self._fd, max(0, min(n, end - pos)), pos)
+            pos += len(data)
+            return data
+
+        header = read_header(read)
+        if (header.model_id, header.sealed_len, header.plaintext_len) != (e.model_id, e.length, e.plaintext_len):
+            raise IntegrityError(f"pack: manifest entry {e.model_id!r} disagrees with its sealed header "
+                                 "(id, length or plaintext_len)")
 
     @property
     def model_ids(self) -> list[str]:

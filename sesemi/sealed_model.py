@@ -12,11 +12,12 @@ to each chunk; the index stops reordering; the last-chunk flag stops
 truncation at a chunk boundary. A fresh random key per sealed model plus random
 nonces means no (key, nonce) pair repeats.
 
-Memory: sealing reads one chunk at a time. Opening preallocates the plaintext
-once (length from the authenticated header, first checked against the blob's
-real size so a forged header cannot make us allocate) and decrypts chunk by
-chunk into it: peak is one plaintext plus one chunk, and the final `bytes`
-conversion (what LiteRT's `model_content` needs) makes it two copies at most.
+Memory: sealing reads one chunk at a time. Opening checks the header's
+length against the blob's real size, then grows the plaintext only as chunks
+authenticate: the header is authenticated only by the first chunk's tag, so
+a forged header claiming 512 MiB costs one chunk before its refusal, not 512
+MiB. Peak is one plaintext plus one chunk, and the final `bytes` conversion
+(what LiteRT's `model_content` needs) makes it two copies at most.
 """
 
 from __future__ import annotations
@@ -143,26 +144,26 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
     if header.sealed_len != available:
         raise IntegrityError("sealed model: length does not match its header (truncated or extended)")
     aead = AESGCM(key)
-    out = bytearray(header.plaintext_len)
-    view = memoryview(out)
-    pos = 0
+    out = bytearray()
+    chunk = bytearray(min(header.chunk_size, header.plaintext_len))  # one chunk, not the claimed total
     n = header.n_chunks
     try:
         for i in range(n):
-            want = min(header.chunk_size, header.plaintext_len - pos)
+            want = min(header.chunk_size, header.plaintext_len - len(out))
             blob = read(NONCE_LEN + want + TAG_LEN)
             if len(blob) != NONCE_LEN + want + TAG_LEN:
                 raise IntegrityError("sealed model: truncated")
-            try:
-                # Straight into the output buffer: no per-chunk plaintext object.
-                aead.decrypt_into(blob[:NONCE_LEN], blob[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
-                                  view[pos:pos + want])
-            except InvalidTag as exc:
-                raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
-            pos += want
+            with memoryview(chunk) as view, memoryview(blob) as sealed:
+                try:
+                    aead.decrypt_into(sealed[:NONCE_LEN], sealed[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
+                                      view[:want])
+                except InvalidTag as exc:
+                    raise IntegrityError(f"sealed model: chunk {i} does not authenticate "
+                                         "(tampered or wrong key)") from exc
+                out += view[:want]  # grows only by authenticated plaintext
     except BaseException:
-        out[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
+        out[:] = bytes(len(out))  # do not leave authenticated plaintext behind on failure
         raise
     finally:
-        view.release()
+        chunk[:] = bytes(len(chunk))
     return bytes(out)
