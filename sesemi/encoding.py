@@ -53,22 +53,30 @@ except ImportError:  # pragma: no cover
 
 
 def b64d(text: Any, what: str = "field") -> bytes:
-    """Decode base64 or raise FormatError naming the field (never its value)."""
+    """Decode canonical base64 (standard alphabet, padded, zero pad bits) or
+    raise FormatError naming the field (never its value). Only the canonical
+    form: otherwise two strings decode to the same bytes (`QQ==` and `QR==`),
+    so signed or hashed text would not pin the bytes it stands for."""
     if not isinstance(text, (str, bytes)):
         raise FormatError(f"{what}: expected a base64 string")
     try:
-        return _b64d(text)
+        raw = _b64d(text)
     except (binascii.Error, ValueError) as exc:
         raise FormatError(f"{what}: invalid base64") from exc
+    canonical = b64e(raw)
+    if (canonical if isinstance(text, str) else canonical.encode("ascii")) != text:
+        raise FormatError(f"{what}: not canonical base64")
+    return raw
 
 
 def hexd(text: Any, what: str = "field", length: int | None = None) -> bytes:
+    # Lower-case digits only: bytes.fromhex also takes spaces and upper case,
+    # so several strings would stand for the same bytes.
     if not isinstance(text, str):
         raise FormatError(f"{what}: expected a hex string")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError as exc:
-        raise FormatError(f"{what}: invalid hex") from exc
+    if len(text) % 2 or text.strip("0123456789abcdef"):
+        raise FormatError(f"{what}: invalid hex (lower-case digits, two per byte)")
+    raw = bytes.fromhex(text)
     if length is not None and len(raw) != length:
         raise FormatError(f"{what}: expected {length} bytes, got {len(raw)}")
     return raw

@@ -156,16 +156,18 @@ def _parse_manifest(raw: bytes, blob_area: int) -> dict[str, PackEntry]:
         doc: Any = json_loads(raw)
     except JSONDecodeError as exc:
         raise FormatError("pack: manifest is not JSON") from exc
-    if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("models"), list):
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if type(version) is not int or version != VERSION or not isinstance(doc.get("models"), list):
         raise FormatError("pack: manifest has the wrong shape")
     entries: dict[str, PackEntry] = {}
     end = 0
     for m in doc["models"]:
-        try:
-            e = PackEntry(str(m["model_id"]), int(m["offset"]), int(m["length"]), str(m["sha256"]),
-                          int(m["plaintext_len"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError("pack: manifest entry has the wrong shape") from exc
+        # Exact JSON types: int("5"), int(5.9) and int(True) would all pass a lenient parse.
+        if (not isinstance(m, dict) or set(m) != set(PackEntry.__dataclass_fields__)
+                or not all(type(m[k]) is str for k in ("model_id", "sha256"))
+                or not all(type(m[k]) is int and m[k] >= 0 for k in ("offset", "length", "plaintext_len"))):
+            raise FormatError("pack: manifest entry has the wrong shape")
+        e = PackEntry(m["model_id"], m["offset"], m["length"], m["sha256"], m["plaintext_len"])
         if e.model_id in entries:
             raise FormatError(f"pack: model id {e.model_id!r} appears twice")
         if e.offset != end or e.length <= 0:
