@@ -61,6 +61,8 @@ def cmd_ks_attest(args: argparse.Namespace) -> None:
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
                              expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
                              accept_tcb_statuses=args.accept_tcb_status,
+                             expect_isv_prod_id=args.expect_isv_prod_id, min_isv_svn=args.min_isv_svn,
+                             accept_advisories=args.allow_advisory,
                              timeouts=_timeouts(args, T.KEY_SERVICE))
     _home(args).save_pin(pin)
     if pin.insecure_simulation:
@@ -91,6 +93,7 @@ def cmd_model_publish(args: argparse.Namespace) -> None:
                            isv_prod_id=args.isv_prod_id, min_isv_svn=args.min_isv_svn,
                            allow_debug=args.insecure_allow_debug,
                            tcb_statuses=tuple(dict.fromkeys((*DEFAULT_TCB_STATUSES, *args.accept_tcb_status))),
+                           advisory_allowlist=tuple(args.allow_advisory),
                            advisory_denylist=tuple(args.deny_advisory))
     EnclavePolicy.from_json(policy.to_json())  # same validation the key service applies
     _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy)
@@ -140,7 +143,8 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
 
     keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
                      token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
-                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file)
+                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
+                     min_tcb_eval=args.min_tcb_eval)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:
@@ -211,11 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("url")
     a.add_argument("--insecure-sim", action="store_true", help="accept SIMULATED evidence (development only)")
     a.add_argument("--expect-mrenclave", help="refuse unless the key service has this mrenclave")
-    a.add_argument("--expect-mrsigner", help="refuse unless the key service has this mrsigner")
+    a.add_argument("--expect-mrsigner", help="refuse unless the key service has this mrsigner "
+                   "(needs --expect-isv-prod-id and --min-isv-svn)")
+    a.add_argument("--expect-isv-prod-id", type=int, metavar="N", help="refuse unless the key service has this ISV product id")
+    a.add_argument("--min-isv-svn", type=int, metavar="N", help="refuse a key service with a lower ISV SVN")
     a.add_argument("--pccs-url", help="DCAP collateral from this PCCS (default: /etc/sgx_default_qcnl.conf)")
     a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
     a.add_argument("--accept-tcb-status", action="append", default=[], metavar="STATUS",
                    help="also accept this TCB status besides UpToDate (repeatable), e.g. SWHardeningNeeded")
+    a.add_argument("--allow-advisory", action="append", default=[], metavar="INTEL-SA-NNNNN",
+                   help="accept a platform affected by this Intel advisory (repeatable); others refuse")
     add(ks, "register", cmd_ks_register, "register an identity with the pinned key service").add_argument(
         "--as", dest="as_", required=True, metavar="NAME")
     a = add(ks, "audit", cmd_audit, "show the audit log entries you may see")
@@ -238,8 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also release the key to DEBUG enclaves, whose memory the host can read")
     a.add_argument("--accept-tcb-status", action="append", default=[], metavar="STATUS",
                    help="DCAP: also accept this TCB status besides UpToDate (repeatable)")
+    a.add_argument("--allow-advisory", action="append", default=[], metavar="INTEL-SA-NNNNN",
+                   help="DCAP: accept platforms affected by this advisory (repeatable); any other refuses")
     a.add_argument("--deny-advisory", action="append", default=[], metavar="INTEL-SA-NNNNN",
-                   help="DCAP: refuse platforms affected by this advisory (repeatable)")
+                   help="DCAP: refuse platforms affected by this advisory (repeatable; narrows --allow-advisory)")
 
     for name, fn, verb in (("grant", cmd_grant, "grant"), ("revoke", cmd_revoke, "revoke")):
         a = add(sub, name, fn, f"{verb} a user's access to a model (owner)")
@@ -293,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pccs-url", help="DCAP collateral for enclaves' quotes from this PCCS "
                    "(default: /etc/sgx_default_qcnl.conf)")
     a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
+    a.add_argument("--min-tcb-eval", type=int, default=0, metavar="N",
+                   help="refuse DCAP collateral whose tcbEvaluationDataNumber is below N")
 
     a = add(sub, "infer", cmd_infer, "encrypt an input, run it on an action, decrypt the outputs")
     a.add_argument("model_id")

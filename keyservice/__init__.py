@@ -15,7 +15,7 @@ __all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
 
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
           host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
-          pccs_url: str | None = None, collateral_file: str | Path | None = None) -> None:
+          pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
@@ -31,7 +31,8 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
             log.info("DCAP collateral from the PCCS named in %s", QCNL_CONF)
     config = KeyServiceConfig(db_path=Path(db_path), insecure_sim_attestation=insecure_sim_attestation,
                               token_ttl_s=token_ttl_s, tee=tee, pccs_url=pccs_url,
-                              collateral_file=Path(collateral_file) if collateral_file else None)
+                              collateral_file=Path(collateral_file) if collateral_file else None,
+                              min_tcb_eval=min_tcb_eval)
     ks = KeyService(config)
     if not ks.verifier.accepts_dcap:
         log.warning("no DCAP collateral source (--pccs-url / --collateral-file): sgx-dcap evidence is refused")

@@ -46,11 +46,13 @@ class KeyService:
             raise FormatError("--insecure-sim-attestation is refused for a hardware-attested key service")
         self.tee = backend or make_backend(config.tee, sim_mrenclave=lambda: keyservice_mrenclave(config.trusted()),
                                            isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
+        self.store = Store(config.db_path)
         source = collateral or collateral_source(pccs_url=config.pccs_url, collateral_file=config.collateral_file)
+        # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
-            dcap_verifier=DcapVerifier(source, clock=self.clock) if source is not None else None)
-        self.store = Store(config.db_path)
+            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
+                                       min_tcb_eval=config.min_tcb_eval) if source is not None else None)
         if not config.secrets_path.exists() and self.store.one(
                 "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
             # New secrets would leave every stored key undecryptable and break every pin.

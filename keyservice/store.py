@@ -96,6 +96,20 @@ class Store:
             c.execute("INSERT OR REPLACE INTO call_seqs VALUES (?,?)", (principal, seq))
         return None
 
+    # Monotonic marks (the DCAP time floor, TCB evaluation numbers): they only rise,
+    # so a restart or a replayed write cannot lower them.
+    def mark(self, name: str) -> float | None:
+        row = self.one("SELECT value FROM meta WHERE key=?", "mark:" + name)
+        return None if row is None else float(row["value"])
+
+    def raise_mark(self, name: str, value: float) -> float:
+        with self.tx() as c:
+            row = c.execute("SELECT value FROM meta WHERE key=?", ("mark:" + name,)).fetchone()
+            if row is None or float(row["value"]) < value:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", ("mark:" + name, value))
+                return value
+            return float(row["value"])
+
     def purge_expired(self, now: float) -> None:
         with self.tx() as c:
             c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))

@@ -90,16 +90,28 @@ class _Http:
         return _decode(resp, what), resp
 
 
+def _check_signer_pin(expect_mrsigner: str | None, isv_prod_id: int | None, min_isv_svn: int | None) -> None:
+    if expect_mrsigner and (isv_prod_id is None or min_isv_svn is None):
+        raise FormatError("--expect-mrsigner needs --expect-isv-prod-id and --min-isv-svn (a signer's "
+                          "older or other enclaves would pass otherwise)")
+
+
 def judge_key_service(claims: Claims, *, expect_mrenclave: str | None = None, expect_mrsigner: str | None = None,
-                      accept_tcb_statuses: Sequence[str] = ()) -> None:
+                      expect_isv_prod_id: int | None = None, min_isv_svn: int | None = None,
+                      accept_tcb_statuses: Sequence[str] = (), accept_advisories: Sequence[str] = ()) -> None:
     """The client's policy for a key service, through the same EnclavePolicy
     that key services apply to enclaves: expected identity, no debug enclave,
     and (hardware evidence) a TCB status that is UpToDate unless the user
-    accepts more."""
+    accepts more, with no advisory the user has not accepted.
+
+    A signer signs every release: pinned by mrsigner alone, an older, vulnerable
+    key-service release (or another product) of the same signer would pass, so
+    `expect_mrsigner` requires a product id and a minimum ISV SVN."""
     if claims.debug:
         raise AttestationError("key service runs as a debug enclave: refusing to trust it", check="debug")
     mrenclave = tuple(m.lower() for m in (expect_mrenclave,) if m)
     mrsigner = tuple(m.lower() for m in (expect_mrsigner,) if m)
+    _check_signer_pin(expect_mrsigner, expect_isv_prod_id, min_isv_svn)
     if not mrenclave and not mrsigner:
         if not claims.simulated:
             # A valid quote only proves that *some* enclave holds the key; which one is the point.
@@ -107,16 +119,20 @@ def judge_key_service(claims: Claims, *, expect_mrenclave: str | None = None, ex
                                    "or --expect-mrsigner", check="expected_identity")
         return
     statuses = tuple(dict.fromkeys((*DEFAULT_TCB_STATUSES, *accept_tcb_statuses)))
-    EnclavePolicy(mrenclave=mrenclave, mrsigner=mrsigner, tcb_statuses=statuses).check(claims)
+    EnclavePolicy(mrenclave=mrenclave, mrsigner=mrsigner, isv_prod_id=expect_isv_prod_id,
+                  min_isv_svn=min_isv_svn or 0, tcb_statuses=statuses,
+                  advisory_allowlist=tuple(accept_advisories)).check(claims)
 
 
 def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave: str | None = None,
                        expect_mrsigner: str | None = None, dcap_verifier: DcapVerifier | None = None,
-                       accept_tcb_statuses: Sequence[str] = (),
+                       accept_tcb_statuses: Sequence[str] = (), expect_isv_prod_id: int | None = None,
+                       min_isv_svn: int | None = None, accept_advisories: Sequence[str] = (),
                        timeouts: Timeouts | None = None) -> KsPin:
     """Verify the key service's evidence (sim, or a DCAP quote with
     `dcap_verifier`), that its REPORT_DATA binds its HPKE key to our fresh
     nonce, and that it is the key service we expect (`judge_key_service`)."""
+    _check_signer_pin(expect_mrsigner, expect_isv_prod_id, min_isv_svn)  # before any network call
     http = _Http(url, timeouts or T.KEY_SERVICE.with_env())
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
@@ -129,7 +145,8 @@ def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave
     verifier = EvidenceVerifier(allow_sim=insecure_sim, dcap_verifier=dcap_verifier)
     claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=ks_response.identity(pub, sig_pub))
     judge_key_service(claims, expect_mrenclave=expect_mrenclave, expect_mrsigner=expect_mrsigner,
-                      accept_tcb_statuses=accept_tcb_statuses)
+                      expect_isv_prod_id=expect_isv_prod_id, min_isv_svn=min_isv_svn,
+                      accept_tcb_statuses=accept_tcb_statuses, accept_advisories=accept_advisories)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
                  mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
                  tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex())

@@ -53,30 +53,30 @@ except ImportError:  # pragma: no cover
 
 
 def b64d(text: Any, what: str = "field") -> bytes:
-    """Decode canonical base64 or raise FormatError naming the field (never its value).
-
-    Canonical: the unused low bits before '=' padding must be zero. Decoders
-    ignore them, so without this check 'QR==' and 'QQ==' are one value, and a
-    byte of a message can be altered without anything noticing."""
+    """Decode canonical base64 (standard alphabet, padded, zero pad bits) or
+    raise FormatError naming the field (never its value). Only the canonical
+    form: otherwise two strings decode to the same bytes (`QQ==` and `QR==`),
+    so signed or hashed text would not pin the bytes it stands for."""
     if not isinstance(text, (str, bytes)):
         raise FormatError(f"{what}: expected a base64 string")
     try:
         raw = _b64d(text)
     except (binascii.Error, ValueError) as exc:
         raise FormatError(f"{what}: invalid base64") from exc
-    tail = text[-4:] if isinstance(text, str) else text[-4:].decode("ascii")
-    if tail.endswith("=") and b64e(raw[-(3 - tail.count("=")):]) != tail:
-        raise FormatError(f"{what}: invalid base64 (non-canonical padding bits)")
+    canonical = b64e(raw)
+    if (canonical if isinstance(text, str) else canonical.encode("ascii")) != text:
+        raise FormatError(f"{what}: not canonical base64")
     return raw
 
 
 def hexd(text: Any, what: str = "field", length: int | None = None) -> bytes:
+    # Lower-case digits only: bytes.fromhex also takes spaces and upper case,
+    # so several strings would stand for the same bytes.
     if not isinstance(text, str):
         raise FormatError(f"{what}: expected a hex string")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError as exc:
-        raise FormatError(f"{what}: invalid hex") from exc
+    if len(text) % 2 or text.strip("0123456789abcdef"):
+        raise FormatError(f"{what}: invalid hex (lower-case digits, two per byte)")
+    raw = bytes.fromhex(text)
     if length is not None and len(raw) != length:
         raise FormatError(f"{what}: expected {length} bytes, got {len(raw)}")
     return raw

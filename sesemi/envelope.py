@@ -61,8 +61,10 @@ class Envelope:
     def from_json(cls, obj: Any) -> "Envelope":
         if not isinstance(obj, dict):
             raise FormatError("envelope: expected a JSON object")
-        if obj.get("v") != VERSION:
-            raise FormatError(f"envelope: unsupported version {obj.get('v')!r}")
+        v = obj.get("v")
+        # Exact types: `True == 1` in Python, so a plain comparison accepts "v": true.
+        if type(v) is not int or v != VERSION:
+            raise FormatError(f"envelope: unsupported version {v!r}")
         check_model_id(obj.get("model_id"))
         fields = {}
         for name in ("model_id", "user_id", "request_id"):

@@ -99,9 +99,29 @@ class Pack:
             self.manifest_digest = hashlib.sha256(head + raw_manifest).hexdigest()
             self._base = _HEAD.size + mlen
             self.entries = _parse_manifest(raw_manifest, size - self._base)
+            for e in self.entries.values():
+                self._check_header(e)
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _check_header(self, e: PackEntry) -> None:
+        """The manifest's plaintext_len sizes the memory budget before anything is
+        decrypted, so it must be what the blob can hold: its sealed header agrees
+        with the manifest, and that header's length is exactly the blob's."""
+        start, end = self._base + e.offset, self._base + e.offset + e.length
+        pos = start
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            data = os.pread(self._fd, max(0, min(n, end - pos)), pos)
+            pos += len(data)
+            return data
+
+        header = read_header(read)
+        if (header.model_id, header.sealed_len, header.plaintext_len) != (e.model_id, e.length, e.plaintext_len):
+            raise IntegrityError(f"pack: manifest entry {e.model_id!r} disagrees with its sealed header "
+                                 "(id, length or plaintext_len)")
 
     @property
     def model_ids(self) -> list[str]:
@@ -136,16 +156,18 @@ def _parse_manifest(raw: bytes, blob_area: int) -> dict[str, PackEntry]:
         doc: Any = json_loads(raw)
     except JSONDecodeError as exc:
         raise FormatError("pack: manifest is not JSON") from exc
-    if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("models"), list):
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if type(version) is not int or version != VERSION or not isinstance(doc.get("models"), list):
         raise FormatError("pack: manifest has the wrong shape")
     entries: dict[str, PackEntry] = {}
     end = 0
     for m in doc["models"]:
-        try:
-            e = PackEntry(str(m["model_id"]), int(m["offset"]), int(m["length"]), str(m["sha256"]),
-                          int(m["plaintext_len"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError("pack: manifest entry has the wrong shape") from exc
+        # Exact JSON types: int("5"), int(5.9) and int(True) would all pass a lenient parse.
+        if (not isinstance(m, dict) or set(m) != set(PackEntry.__dataclass_fields__)
+                or not all(type(m[k]) is str for k in ("model_id", "sha256"))
+                or not all(type(m[k]) is int and m[k] >= 0 for k in ("offset", "length", "plaintext_len"))):
+            raise FormatError("pack: manifest entry has the wrong shape")
+        e = PackEntry(m["model_id"], m["offset"], m["length"], m["sha256"], m["plaintext_len"])
         if e.model_id in entries:
             raise FormatError(f"pack: model id {e.model_id!r} appears twice")
         if e.offset != end or e.length <= 0:

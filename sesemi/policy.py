@@ -61,6 +61,10 @@ class EnclavePolicy:
     min_isv_svn: int = 0
     allow_debug: bool = False
     tcb_statuses: tuple[str, ...] = DEFAULT_TCB_STATUSES
+    # Intel advisories a platform may carry: an allowlist, so an advisory Intel
+    # publishes later refuses until the owner has judged it. The denylist only
+    # narrows it (and the default status, UpToDate, may carry advisories too).
+    advisory_allowlist: tuple[str, ...] = field(default_factory=tuple)
     advisory_denylist: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -85,12 +89,13 @@ class EnclavePolicy:
             min_isv_svn=_int(d.get("min_isv_svn", 0), "min_isv_svn"),
             allow_debug=_bool(d.get("allow_debug", False), "allow_debug"),
             tcb_statuses=_str_list(d.get("tcb_statuses", list(DEFAULT_TCB_STATUSES)), "tcb_statuses"),
+            advisory_allowlist=_str_list(d.get("advisory_allowlist", []), "advisory_allowlist"),
             advisory_denylist=_str_list(d.get("advisory_denylist", []), "advisory_denylist"),
         )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("mrenclave", "mrsigner", "tcb_statuses", "advisory_denylist"):
+        for k in ("mrenclave", "mrsigner", "tcb_statuses", "advisory_allowlist", "advisory_denylist"):
             d[k] = list(d[k])
         return d
 
@@ -116,3 +121,6 @@ class EnclavePolicy:
             denied = sorted(set(claims.advisory_ids) & set(self.advisory_denylist))
             if denied:
                 raise PolicyError("advisory_denylist", f"advisories {denied} are denied")
+            unlisted = sorted(set(claims.advisory_ids) - set(self.advisory_allowlist))
+            if unlisted:
+                raise PolicyError("advisory_allowlist", f"advisories {unlisted} are not in the allowlist")

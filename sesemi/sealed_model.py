@@ -12,13 +12,15 @@ to each chunk; the index stops reordering; the last-chunk flag stops
 truncation at a chunk boundary. A fresh random key per sealed model plus random
 nonces means no (key, nonce) pair repeats.
 
-Memory: sealing reads one chunk at a time. Opening preallocates the plaintext
-once (length from the authenticated header, first checked against the blob's
-real size so a forged header cannot make us allocate) and decrypts chunk by
-chunk into it. The buffer is the `bytes` object LiteRT's `model_content`
-needs, so there is no final copy: peak is one plaintext plus one chunk (the
-copy of a 100 MB model cost ~50 ms of page faults on every cold start, and a
-second model's worth of the enclave's heap; docs/performance.md).
+Memory: sealing reads one chunk at a time. Opening checks the header's
+length against the blob's real size, then decrypts the first chunk into a
+one-chunk buffer: the header is authenticated only by that chunk's tag (its
+digest is in every chunk's AAD), so a forged header claiming 512 MiB costs one
+chunk before its refusal. Only then is the plaintext allocated, once, as the
+`bytes` object LiteRT's `model_content` needs, and the remaining chunks are
+decrypted straight into it: no final copy (which cost ~50 ms of page faults
+per 100 MB model on every cold start; docs/performance.md). Peak: one
+plaintext plus one chunk.
 """
 
 from __future__ import annotations
@@ -163,26 +165,39 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
     if header.sealed_len != available:
         raise IntegrityError("sealed model: length does not match its header (truncated or extended)")
     aead = AESGCM(key)
-    out, view = _writable_bytes(header.plaintext_len)
-    pos = 0
     n = header.n_chunks
+    first = bytearray(min(header.chunk_size, header.plaintext_len))
+    out: bytes | bytearray | None = None
+    view: memoryview | None = None
+    pos = 0
     try:
         for i in range(n):
             want = min(header.chunk_size, header.plaintext_len - pos)
             blob = read(NONCE_LEN + want + TAG_LEN)
             if len(blob) != NONCE_LEN + want + TAG_LEN:
                 raise IntegrityError("sealed model: truncated")
-            mv = memoryview(blob)
-            try:
-                # Straight into the output buffer: no per-chunk plaintext object.
-                aead.decrypt_into(mv[:NONCE_LEN], mv[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
-                                  view[pos:pos + want])
-            except InvalidTag as exc:
-                raise IntegrityError(f"sealed model: chunk {i} does not authenticate (tampered or wrong key)") from exc
+            # Chunk 0 authenticates the header (and so plaintext_len): only after it
+            # is the whole plaintext allocated; later chunks go straight into it.
+            with memoryview(blob) as sealed, memoryview(first) as tmp:
+                target = tmp[:want] if view is None else view[pos:pos + want]
+                try:
+                    aead.decrypt_into(sealed[:NONCE_LEN], sealed[NONCE_LEN:], _chunk_aad(header, i, i == n - 1),
+                                      target)
+                except InvalidTag as exc:
+                    raise IntegrityError(f"sealed model: chunk {i} does not authenticate "
+                                         "(tampered or wrong key)") from exc
+                if view is None:
+                    out, view = _writable_bytes(header.plaintext_len)
+                    view[:want] = tmp[:want]
             pos += want
     except BaseException:
-        view[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
+        if view is not None:
+            view[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
         raise
     finally:
-        view.release()
+        first[:] = bytes(len(first))
+        if view is not None:
+            view.release()
+    if out is None:  # an empty model: no chunk carried plaintext
+        return b""
     return out if isinstance(out, bytes) else bytes(out)

@@ -68,5 +68,6 @@ class Claims:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Claims":
         d = dict(d)
-        d["advisory_ids"] = tuple(d.get("advisory_ids") or ())
+        # Required: a missing list must not read as "no advisories".
+        d["advisory_ids"] = tuple(d["advisory_ids"])
         return cls(**d)

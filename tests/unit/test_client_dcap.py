@@ -22,7 +22,7 @@ from sesemi.attestation import dcap
 from sesemi.attestation.dcap import DcapVerifier, FileCollateral, evidence_for_quote
 from sesemi.client import KeyServiceClient, KsPin, attest_key_service, judge_key_service
 from sesemi.encoding import b64e
-from sesemi.errors import AttestationError, PinMismatch, PolicyError
+from sesemi.errors import AttestationError, FormatError, PinMismatch, PolicyError
 from sesemi.identity import Identity
 
 from . import dcap_fixture as fx
@@ -66,29 +66,56 @@ def fake_ks():
     srv.server_close()
 
 
+ACCEPT = {"accept_tcb_statuses": [fx.STATUS], "accept_advisories": list(fx.ADVISORIES)}
+SIGNER_PIN = {"expect_mrsigner": fx.MRSIGNER, "expect_isv_prod_id": 0, "min_isv_svn": 0}
+
+
 def test_judge_accepts_only_the_expected_enclave_with_an_accepted_status(claims):
-    judge_key_service(claims, expect_mrenclave=fx.MRENCLAVE.upper(), accept_tcb_statuses=[fx.STATUS])
-    judge_key_service(claims, expect_mrsigner=fx.MRSIGNER, accept_tcb_statuses=["SWHardeningNeeded", fx.STATUS])
+    judge_key_service(claims, expect_mrenclave=fx.MRENCLAVE.upper(), **ACCEPT)
+    judge_key_service(claims, **SIGNER_PIN, accept_tcb_statuses=["SWHardeningNeeded", fx.STATUS],
+                      accept_advisories=list(fx.ADVISORIES))
     with pytest.raises(PolicyError) as ei:  # the default TCB rule: UpToDate only
         judge_key_service(claims, expect_mrenclave=fx.MRENCLAVE)
     assert ei.value.check == "tcb_status"
+    with pytest.raises(PolicyError) as ei:  # advisories: only those the user accepted
+        judge_key_service(claims, expect_mrenclave=fx.MRENCLAVE, accept_tcb_statuses=[fx.STATUS],
+                          accept_advisories=["INTEL-SA-00289"])
+    assert ei.value.check == "advisory_allowlist"
     with pytest.raises(PolicyError) as ei:
-        judge_key_service(claims, expect_mrenclave="00" * 32, accept_tcb_statuses=[fx.STATUS])
+        judge_key_service(claims, expect_mrenclave="00" * 32, **ACCEPT)
     assert ei.value.check == "mrenclave"
     with pytest.raises(AttestationError) as ei:  # a quote alone says nothing about *which* enclave
-        judge_key_service(claims, accept_tcb_statuses=[fx.STATUS])
+        judge_key_service(claims, **ACCEPT)
     assert ei.value.check == "expected_identity"
     with pytest.raises(AttestationError) as ei:
-        judge_key_service(dataclasses.replace(claims, debug=True), expect_mrenclave=fx.MRENCLAVE,
-                          accept_tcb_statuses=[fx.STATUS])
+        judge_key_service(dataclasses.replace(claims, debug=True), expect_mrenclave=fx.MRENCLAVE, **ACCEPT)
     assert ei.value.check == "debug"
+
+
+def test_a_signer_pin_needs_a_product_id_and_a_minimum_svn(claims):
+    for missing in ("expect_isv_prod_id", "min_isv_svn"):
+        pin = {k: v for k, v in SIGNER_PIN.items() if k != missing}
+        with pytest.raises(FormatError, match="--expect-isv-prod-id and --min-isv-svn"):
+            judge_key_service(claims, **pin, **ACCEPT)
+    # The same signer's other product, or an older release, is refused.
+    with pytest.raises(PolicyError) as ei:
+        judge_key_service(claims, **{**SIGNER_PIN, "expect_isv_prod_id": 1}, **ACCEPT)
+    assert ei.value.check == "isv_prod_id"
+    with pytest.raises(PolicyError) as ei:
+        judge_key_service(claims, **{**SIGNER_PIN, "min_isv_svn": 1}, **ACCEPT)
+    assert ei.value.check == "min_isv_svn"
+
+
+def test_cli_ks_attest_refuses_a_bare_signer_pin(tmp_path, capsys):
+    rc, _, err = _run_cli(capsys, "--home", str(tmp_path / "home"), "ks", "attest", "http://127.0.0.1:9",
+                          "--expect-mrsigner", fx.MRSIGNER, "--collateral-file", str(fx.COLLATERAL_PATH))
+    assert rc == 2 and err.count("\n") == 1 and "--expect-isv-prod-id and --min-isv-svn" in err
 
 
 def test_attest_verifies_the_quote_then_checks_the_key_binding(fake_ks):
     verifier = DcapVerifier(FileCollateral(fx.COLLATERAL_PATH), clock=fx.clock(fx.INSIDE))
     with pytest.raises(AttestationError) as ei:
-        attest_key_service(fake_ks, expect_mrenclave=fx.MRENCLAVE, dcap_verifier=verifier,
-                           accept_tcb_statuses=[fx.STATUS])
+        attest_key_service(fake_ks, expect_mrenclave=fx.MRENCLAVE, dcap_verifier=verifier, **ACCEPT)
     assert ei.value.check == "report_data"
     with pytest.raises(AttestationError) as ei:
         attest_key_service(fake_ks, expect_mrenclave=fx.MRENCLAVE)
@@ -163,8 +190,9 @@ def test_cli_publish_carries_tcb_statuses_and_advisory_denylist(tmp_path, capsys
     monkeypatch.setattr(cli, "_ks", lambda args: FakeKs())
     rc, _, err = _run_cli(capsys, "--home", str(home.root), "model", "publish", "m", "--as", "owner",
                           "--allow-mrenclave", fx.MRENCLAVE, "--accept-tcb-status", fx.STATUS,
-                          "--deny-advisory", "INTEL-SA-00615")
+                          "--allow-advisory", "INTEL-SA-00289", "--deny-advisory", "INTEL-SA-00615")
     assert rc == 0, err
     policy = published["m"]
     assert policy.tcb_statuses == ("UpToDate", fx.STATUS)
     assert policy.advisory_denylist == ("INTEL-SA-00615",)
+    assert policy.advisory_allowlist == ("INTEL-SA-00289",)

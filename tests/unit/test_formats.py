@@ -155,3 +155,56 @@ def test_hpke_box_binds_info():
         hpke_box.open_(box, sk, hpke_box.info("model-key", "m2", "o"))
     with pytest.raises(IntegrityError):
         hpke_box.open_(box, hpke_box.new_private_key(), hpke_box.info("model-key", "m", "o"))
+
+
+# --- item 28: one encoding per value -------------------------------------------
+
+@pytest.mark.parametrize("text", ["QR==", "QQ", "QQ=", "Q Q==", "QQ==\n", "QUI", "QUJ=", "-_8=", "QQ==QQ=="])
+def test_only_canonical_base64_decodes(text):
+    from sesemi.encoding import b64d
+
+    with pytest.raises(FormatError):
+        b64d(text, "f")
+    with pytest.raises(FormatError):
+        b64d(text.encode(), "f")
+
+
+def test_canonical_base64_round_trips():
+    from sesemi.encoding import b64d, b64e
+
+    for n in range(0, 40):
+        data = os.urandom(n)
+        assert b64d(b64e(data)) == data and b64d(b64e(data).encode()) == data
+
+
+@pytest.mark.parametrize("text", ["AB", "ab cd", " abcd", "abc", "0x12", "éé"])
+def test_only_canonical_hex_decodes(text):
+    from sesemi.encoding import hexd
+
+    with pytest.raises(FormatError):
+        hexd(text, "f")
+    assert hexd("00ff", "f") == b"\x00\xff"
+
+
+@pytest.mark.parametrize("v", [True, 1.0, "1", None, [1]])
+def test_envelope_version_has_an_exact_type(v):
+    from sesemi import envelope
+
+    env = envelope.seal(envelope.new_request_key(), "m", "u", "r", envelope.REQUEST, b"x").to_json()
+    envelope.Envelope.from_json(env)
+    with pytest.raises(FormatError, match="version"):
+        envelope.Envelope.from_json({**env, "v": v})
+
+
+@pytest.mark.parametrize("field,value", [("offset", "0"), ("length", True), ("plaintext_len", 1.0),
+                                         ("model_id", 5), ("sha256", None), ("extra", 1)])
+def test_pack_manifest_fields_have_exact_types(field, value):
+    from sesemi.pack import _parse_manifest
+    from sesemi.encoding import canonical_json
+
+    entry = {"model_id": "m", "offset": 0, "length": 10, "sha256": "00" * 32, "plaintext_len": 1}
+    _parse_manifest(canonical_json({"version": 1, "models": [entry]}), 10)
+    with pytest.raises(FormatError):
+        _parse_manifest(canonical_json({"version": 1, "models": [{**entry, field: value}]}), 10)
+    with pytest.raises(FormatError):
+        _parse_manifest(canonical_json({"version": True, "models": [entry]}), 10)

@@ -21,14 +21,17 @@ from keyservice import KeyService, KeyServiceConfig, create_app
 from sesemi import hpke_box
 from sesemi.attestation.dcap import evidence_for_quote
 from sesemi.encoding import b64d, b64e
+from sesemi.errors import AttestationError
 from sesemi.identity import Identity
 
 from . import dcap_fixture as fx
 
-ALLOWING = {"mrenclave": [fx.MRENCLAVE], "tcb_statuses": ["UpToDate", fx.STATUS]}
+ALLOWING = {"mrenclave": [fx.MRENCLAVE], "tcb_statuses": ["UpToDate", fx.STATUS],
+            "advisory_allowlist": list(fx.ADVISORIES)}
 
 
 def make_ks(tmp_path, at: float = fx.INSIDE, **cfg) -> KeyService:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     collateral = tmp_path / "collateral.json"
     collateral.write_bytes(fx.collateral_json())
     config = KeyServiceConfig(db_path=tmp_path / "ks.db", collateral_file=collateral, **cfg)
@@ -57,12 +60,57 @@ def test_api_verifies_the_quote_then_refuses_the_unbound_report_data(tmp_path):
     assert attest_refusals(ks) == ["report_data: report_data does not bind this nonce and public key"]
 
 
-@pytest.mark.parametrize("at", [fx.WINDOW_START - 1, fx.WINDOW_END + 1])
-def test_api_refuses_outside_the_collateral_window(tmp_path, at):
+@pytest.mark.parametrize("at,check", [(fx.WINDOW_START - 1, "clock_behind_floor"),
+                                      (fx.WINDOW_END + 1, "collateral_validity")])
+def test_api_refuses_outside_the_collateral_window(tmp_path, at, check):
+    # Before the window the built-in floor (the fixture's issueDate) refuses the clock itself.
     ks = make_ks(tmp_path, at=at)
     resp = attest_via_api(ks, fx.quote())
-    assert resp.status_code == 403 and resp.get_json()["check"] == "collateral_validity"
-    assert attest_refusals(ks)[0].startswith("collateral_validity: ")
+    assert resp.status_code == 403 and resp.get_json()["check"] == check
+    assert attest_refusals(ks)[0].startswith(check + ": ")
+
+
+def test_clock_set_back_into_the_window_after_later_collateral_refuses_the_expired_quote(tmp_path):
+    """The host sets the key service's clock back into the fixture's validity
+    window after the service has verified later collateral: the expired quote
+    is refused (it verified on the old code, and a model key was released).
+
+    The fixture is the only Intel-signed collateral here, so "later collateral"
+    is the persisted floor that verifying it leaves: `raise_mark`, the call a
+    verified quote makes (as the first half shows with the fixture itself)."""
+    from sesemi.attestation.dcap import FLOOR_MARK
+
+    ks = make_ks(tmp_path, at=fx.INSIDE)
+    ks.evidence_claims(evidence_for_quote(fx.quote()))
+    assert ks.store.mark(FLOOR_MARK) == fx.WINDOW_START  # raised by the fixture's own signed dates
+    later = fx.WINDOW_END + 30 * 86400
+    ks.store.raise_mark(FLOOR_MARK, later)               # a month later: newer collateral verified
+    _publish(ks, "m", ALLOWING)
+
+    ks = make_ks(tmp_path, at=fx.INSIDE)                 # restarted, clock set back into the window
+    assert ks.store.mark(FLOOR_MARK) == later            # the floor survived the restart
+    resp = attest_via_api(ks, fx.quote())
+    assert resp.status_code == 403 and resp.get_json()["check"] == "clock_behind_floor"
+    assert attest_refusals(ks)[-1].startswith("clock_behind_floor: the clock (2025-07-01T12:00:00Z) is behind")
+    with pytest.raises(AttestationError) as ei:         # no claims, so no session and no key
+        ks.evidence_claims(evidence_for_quote(fx.quote()))
+    assert ei.value.check == "clock_behind_floor"
+    assert ks.store.mark(FLOOR_MARK) == later
+
+
+def test_tcb_evaluation_numbers_persist_and_a_configured_minimum_refuses(tmp_path):
+    ks = make_ks(tmp_path)
+    ks.evidence_claims(evidence_for_quote(fx.quote()))
+    assert ks.store.mark("dcap/tcb_eval/00A067110000") == 17
+    ks.store.raise_mark("dcap/tcb_eval/00A067110000", 18)  # newer TCB info verified earlier
+    ks = make_ks(tmp_path)
+    with pytest.raises(AttestationError) as ei:
+        ks.evidence_claims(evidence_for_quote(fx.quote()))
+    assert ei.value.check == "tcb_eval_rollback"
+    ks = make_ks(tmp_path / "fresh", min_tcb_eval=18)
+    with pytest.raises(AttestationError) as ei:
+        ks.evidence_claims(evidence_for_quote(fx.quote()))
+    assert ei.value.check == "tcb_eval_min"
 
 
 def test_api_refuses_a_tampered_quote(tmp_path):
@@ -94,6 +142,7 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
     allowed_key = _publish(ks, "allowing", ALLOWING)
     _publish(ks, "default-tcb", {"mrenclave": [fx.MRENCLAVE]})
     _publish(ks, "denylisted", {**ALLOWING, "advisory_denylist": ["INTEL-SA-00289"]})
+    _publish(ks, "unlisted", {**ALLOWING, "advisory_allowlist": ["INTEL-SA-00289"]})
 
     claims = ks.evidence_claims(evidence_for_quote(fx.quote()))
     assert (claims.tee, claims.tcb_status, claims.advisory_ids) == ("sgx", fx.STATUS, fx.ADVISORIES)
@@ -108,12 +157,13 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
     got = hpke_box.open_(b64d(ok.get_json()["model_key"]), private, hpke_box.info("release-model-key", "allowing"))
     assert got == allowed_key
 
-    for model_id, check in (("default-tcb", "tcb_status"), ("denylisted", "advisory_denylist")):
+    for model_id, check in (("default-tcb", "tcb_status"), ("denylisted", "advisory_denylist"),
+                            ("unlisted", "advisory_allowlist")):
         resp = client.post("/v1/enclave/keys", json={"model_id": model_id}, headers=auth)
         assert resp.status_code == 403 and resp.get_json()["check"] == check
         assert "model_key" not in resp.get_json()
     reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
-    assert reasons == ["model_key", "policy:tcb_status", "policy:advisory_denylist"]
+    assert reasons == ["model_key", "policy:tcb_status", "policy:advisory_denylist", "policy:advisory_allowlist"]
 
 
 def test_hardware_key_service_refuses_the_insecure_sim_flag(tmp_path):

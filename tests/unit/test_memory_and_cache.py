@@ -41,3 +41,77 @@ def test_ttl_cache_expires_by_injected_clock():
     assert c.get("k") == b"v"
     now[0] += 0.2
     assert c.get("k") is None
+
+
+def test_a_forged_header_costs_one_chunk_before_its_refusal(tmp_path):
+    """A header claiming 512 MiB, in a (sparse) file that really is that long:
+    the old code allocated the whole claim before the first tag failed."""
+    import pytest
+
+    from sesemi.errors import IntegrityError
+
+    claim = 512 << 20
+    header = sealed_model._encode_header("m", sealed_model.DEFAULT_CHUNK, claim)
+    forged = tmp_path / "forged.sealed"
+    with open(forged, "wb") as f:
+        f.write(header.raw)
+        f.truncate(header.sealed_len)  # junk (zeros) where the chunks belong
+    with open(forged, "rb") as f:
+        tracemalloc.start()
+        with pytest.raises(IntegrityError, match="chunk 0 does not authenticate"):
+            sealed_model.open_stream(f.read, header.sealed_len, sealed_model.new_model_key(), "m")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 6 * sealed_model.DEFAULT_CHUNK  # a few chunk buffers, not the 512 MiB claimed
+
+
+def test_pack_manifest_plaintext_len_must_match_what_the_blob_holds(tmp_path, monkeypatch):
+    """The memory budget is sized from the manifest before decryption: a
+    manifest that overstates (evicting every model) or understates (loading
+    past the budget) a model's size is refused when the pack is opened."""
+    import pytest
+
+    from sesemi import pack as pack_mod
+    from sesemi.errors import IntegrityError
+
+    src = tmp_path / "m.bin"
+    src.write_bytes(os.urandom(10_000))
+    sealed_model.seal_file(src, tmp_path / "m.sealed", sealed_model.new_model_key(), "m")
+    pack_mod.build(tmp_path / "ok.pack", [tmp_path / "m.sealed"])
+    pack_mod.Pack(tmp_path / "ok.pack").close()
+    real = pack_mod.PackEntry
+    for lie in (1 << 40, 1):
+        monkeypatch.setattr(pack_mod, "PackEntry",
+                            lambda mid, off, length, sha, plen, lie=lie: real(mid, off, length, sha, lie))
+        pack_mod.build(tmp_path / "lying.pack", [tmp_path / "m.sealed"])
+        monkeypatch.setattr(pack_mod, "PackEntry", real)
+        with pytest.raises(IntegrityError, match="disagrees with its sealed header"):
+            pack_mod.Pack(tmp_path / "lying.pack")
+
+
+def test_enclave_session_state_does_not_grow_with_unauthenticated_user_ids():
+    """Item 10: user ids come from unauthenticated envelopes; refused fetches
+    for 2,000 of them leave the session's locks and caches as they were."""
+    import pytest
+
+    from app.enclave_session import EnclaveSession
+    from sesemi.attestation.sim import SimBackend
+    from sesemi.errors import AccessDenied
+
+    class Ks:
+        def nonce(self, deadline):
+            return os.urandom(32)
+
+        def attest(self, nonce, evidence, public_key, deadline):
+            return "token", 600
+
+        def keys(self, token, model_id, user_id, want_model, deadline):
+            raise AccessDenied("not authorised for this model, or no request key")
+
+    session = EnclaveSession(SimBackend("ab" * 32), Ks(), key_ttl_s=60)
+    locks = list(session._fetch_locks)
+    for i in range(2000):
+        with pytest.raises(AccessDenied):
+            session.keys("m", f"user-{i:05d}", need_model_key=False)
+    assert session._fetch_locks == locks
+    assert session.cache._items == {}
