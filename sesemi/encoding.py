@@ -65,7 +65,7 @@ def b64d(text: Any, what: str = "field") -> bytes:
         raise FormatError(f"{what}: invalid base64") from exc
     canonical = b64e(raw)
     if (canonical if isinstance(text, str) else canonical.encode("ascii")) != text:
-        raise FormatError(f"{what}: not canonical base64")
+        raise FormatError(f"{what}: non-canonical base64")
     return raw
 
 
