@@ -157,6 +157,12 @@ def _writable_bytes(n: int) -> tuple[bytes | bytearray, memoryview]:
     return out, memoryview((ctypes.c_char * n).from_address(addr(out))).cast("B")
 
 
+def _wipe(buf: bytearray) -> None:
+    """Zero a buffer in place without allocating its size again."""
+    if buf:
+        ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
+
+
 def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expected_model_id: str) -> bytes:
     """Decrypt a sealed model of `available` bytes into memory; never touches disk."""
     header = read_header(read)
@@ -189,13 +195,14 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
                 if view is None:
                     out, view = _writable_bytes(header.plaintext_len)
                     view[:want] = tmp[:want]
+                    _wipe(first)
             pos += want
     except BaseException:
         if view is not None:
             view[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
         raise
     finally:
-        first[:] = bytes(len(first))
+        _wipe(first)
         if view is not None:
             view.release()
     if out is None:  # an empty model: no chunk carried plaintext

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,23 @@ def make_world(work: Path, insecure_sim: bool = True, pin_ks: bool = True) -> Wo
     w.home.save_model_key("digits", w.model_key)
     w.home.save_request_key(w.user.principal_id, "digits", w.request_key)
     return w
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory):
+    """Every server the suite starts writes its temporary files here (TMPDIR is
+    inherited), so the hygiene scan reads this session's files and not what
+    other programs on the machine left in /tmp."""
+    d = tmp_path_factory.mktemp("tmpdir")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(d)
+    tempfile.tempdir = None
+    yield d
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="module")

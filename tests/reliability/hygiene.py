@@ -55,8 +55,9 @@ def files() -> list[Path]:
     seen: set[Path] = set()
     out = []
     roots = list(WATCHED)
+    # Temporary files the servers may have written outside the watched
+    # directories: the session's own TMPDIR (tests/conftest.py private_tmpdir).
     tmp = Path(tempfile.gettempdir())
-    # Temporary files the servers may have written outside the watched directories.
     for p in tmp.iterdir():
         if p.name.startswith(("pytest-of-", "sesemi-cli-prop-")):
             continue
