@@ -16,7 +16,9 @@ HARMLESS_UNTRUSTED = {
     "action": {"SESEMI_PORT", "SESEMI_HOST", "SESEMI_KS_URL"},
     "keyservice": {"SESEMI_PORT", "SESEMI_HOST"},
 }
-# Must be in env.default (measured) and never untrusted.
+# Must be in env.default (measured) and never untrusted. For the action these are
+# also exactly the names app/config.py refuses from /init on a hardware TEE
+# (policy.check_code_trusted_settings), since /init is the platform's other channel.
 SECURITY_RELEVANT = {
     "action": ("SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG", "SESEMI_PACK", "SESEMI_KS_KEY"),
     "keyservice": ("SESEMI_TEE", "SESEMI_INSECURE_SIM_ATTESTATION", "SESEMI_KS_TOKEN_TTL", "SESEMI_KS_DB"),

@@ -305,3 +305,23 @@ def test_init_may_name_the_pack_under_sim():
     """The simulated measurement covers the manifest digest of the pack loaded."""
     cfg = ActionConfig(tee="sim").with_untrusted_env({"SESEMI_PACK": "/mnt/main.pack", "SESEMI_KS_URL": "http://ks"})
     assert cfg.pack_path == "/mnt/main.pack"
+
+
+# ------------------------------------------------------------------ the SIM upgrade procedure (item 7)
+
+
+def test_sim_pipeline_contains_the_upgrade_procedure():
+    """ci/occlum-sim.sh needs Docker and Occlum, so it cannot run here; what can be
+    checked is that the procedure is all there: a second key-service build with
+    another configuration, the same signer and a new mrenclave required, the
+    container replaced by it on the same data directory, the driver's checks."""
+    sh = (REPO / "ci" / "occlum-sim.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "ci" / "occlum-sim.sh")], timeout=30).returncode == 0
+    builds = re.findall(r'\$DOCKER build -f images/keyservice\.Dockerfile([^\n]*\n[^\n]*\n[^\n]*)', sh)
+    assert len(builds) == 2 and sum("RENDER_OPTIONS=" in b for b in builds) == 1
+    assert '-t "$NAME-keyservice-next"' in builds[1] or '-t "$NAME-keyservice-next"' in builds[0]
+    assert re.search(r'field mrsigner .*!=.*field mrsigner', sh) and re.search(r'field mrenclave .*= .*field mrenclave', sh)
+    assert re.search(r'--upgrade-ks "\$DOCKER rm -f \$NAME-ks >/dev/null && \$KS_RUN \$NAME-keyservice-next', sh)
+    assert '-v $KS_DATA:/var/lib/sesemi-ks' in sh and "mktemp -d" in sh  # empty bind mount: the entry creates sefs/
+    driver = (REPO / "ci" / "occlum_sim_e2e.py").read_text()
+    assert '"--upgrade-ks"' in driver and "an upgrade (same signer, new build)" in driver
