@@ -138,13 +138,36 @@ def cmd_action_measure(args: argparse.Namespace) -> None:
     pack.close()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError("expected an integer in 1..100000")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("expected a number of seconds in (0, 3600]")
+    return value
+
+
 def cmd_keyservice_serve(args: argparse.Namespace) -> None:
     import keyservice
+    from keyservice.serving import ServingLimits
 
+    limits = ServingLimits(max_connections=args.max_connections, per_address=args.connections_per_address,
+                           read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s)
     keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
                      token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
                      tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
-                     min_tcb_eval=args.min_tcb_eval)
+                     min_tcb_eval=args.min_tcb_eval, limits=limits)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:
@@ -306,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
     a.add_argument("--min-tcb-eval", type=int, default=0, metavar="N",
                    help="refuse DCAP collateral whose tcbEvaluationDataNumber is below N")
+    a.add_argument("--max-connections", type=_positive_int, default=400,
+                   help="open connections in total; beyond, the longest-idle one is closed (default 400)")
+    a.add_argument("--connections-per-address", type=_positive_int, default=32,
+                   help="open connections per client address, same rule (default 32)")
+    a.add_argument("--read-timeout-s", type=_positive_float, default=10.0,
+                   help="a request's header and body must arrive within this (default 10)")
+    a.add_argument("--idle-timeout-s", type=_positive_float, default=15.0,
+                   help="a kept-alive connection may idle this long (default 15)")
 
     a = add(sub, "infer", cmd_infer, "encrypt an input, run it on an action, decrypt the outputs")
     a.add_argument("model_id")

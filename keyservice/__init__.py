@@ -8,19 +8,21 @@ from pathlib import Path
 
 from .api import create_app
 from .config import KeyServiceConfig
+from . import serving
 from .service import KeyService
+from .serving import ServingLimits
 
 __all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
 
 
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
           host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
-          pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0) -> None:
+          pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
+          limits: ServingLimits | None = None) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
     /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
-    import waitress
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keyservice %(levelname)s %(message)s")
@@ -46,5 +48,5 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
     ks.store.purge_expired(time.time())
     log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
              ks.audience)
-    waitress.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
-                   _quiet=True)
+    serving.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
+                  limits=limits or ServingLimits(max_body_bytes=config.max_body_bytes))

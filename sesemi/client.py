@@ -56,6 +56,15 @@ def _decode(resp: urllib3.BaseHTTPResponse, what: str) -> Any:
     return body
 
 
+def _unsigned_reason(resp: urllib3.BaseHTTPResponse) -> str:
+    try:
+        body = json_loads(resp.data)
+    except JSONDecodeError:
+        return "no reason given"
+    err = body.get("error") if isinstance(body, dict) else None
+    return err[:120] if isinstance(err, str) else "no reason given"
+
+
 class _Http:
     """One kept-alive connection pool per client. urllib3 rather than requests:
     requests costs ~0.7 ms more per large call and ~20 ms more at import, and
@@ -86,7 +95,11 @@ class _Http:
                                    headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
                                    resp.data or b"")
             except IntegrityError as exc:
-                raise IntegrityError(f"{what}: {exc}") from None
+                detail = ""
+                if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):
+                    # The HTTP server's own refusals (size, malformed request) are unsigned.
+                    detail = f" (HTTP {resp.status}, unsigned: {_unsigned_reason(resp)})"
+                raise IntegrityError(f"{what}: {exc}{detail}") from None
         return _decode(resp, what), resp
 
 

@@ -1,0 +1,154 @@
+"""The key service's HTTP server under an anonymous caller's weight (issue 13
+items 6-7, issue 12 §1): bodies refused before they are read, idle
+connections that cannot lock others out, slow requests cut off, and every
+answer of the HTTP server itself in JSON."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from bundle_tool.procs import start_keyservice
+from sesemi.client import KeyServiceClient, attest_key_service
+from sesemi.encoding import json_loads
+from sesemi.identity import Identity
+from sesemi.timeouts import Timeouts
+
+
+@pytest.fixture(scope="module")
+def ks(tmp_path_factory):
+    srv = start_keyservice(tmp_path_factory.mktemp("ks"), extra=["--read-timeout-s", "2"])
+    yield srv
+    srv.stop()
+
+
+def _addr(srv) -> tuple[str, int]:
+    host, port = srv.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _exchange(srv, raw: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    with socket.create_connection(_addr(srv), timeout=timeout) as s:
+        s.sendall(raw)
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def body_read_before_refusal(srv, declared: int, limit_sent: int) -> tuple[int, int | None]:
+    """Stream a body of `declared` bytes; return (bytes the server took before it
+    answered or closed, the status it answered)."""
+    with socket.create_connection(_addr(srv), timeout=10) as s:
+        s.sendall(b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % declared)
+        s.settimeout(0.05)
+        sent, status = 0, None
+        chunk = b"x" * 65536
+        while sent < limit_sent:
+            try:
+                sent += s.send(chunk)
+            except (BlockingIOError, TimeoutError):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                head = s.recv(4096)
+                if head:
+                    status = int(head.split(b" ", 2)[1])
+                break
+            except (BlockingIOError, TimeoutError):
+                continue
+            except ConnectionResetError:
+                break
+        return sent, status
+
+
+def test_oversized_body_is_refused_before_it_is_read(ks):
+    """Item 6: old waitress read (and spooled) the whole declared body before
+    Flask's 413; now the refusal comes from the Content-Length alone."""
+    sent, status = body_read_before_refusal(ks, 256 << 20, 64 << 20)
+    assert status == 413, (sent, status)
+    assert sent < 16 << 20, f"the server took {sent} bytes of an oversized body"
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /v1/principals HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST /v1/principals HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/principals HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 10) + b"\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Header: 1\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: \x7f\x00\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n",
+    b"GARBAGE\r\n\r\n",
+    b"POST /v1/principals HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n",
+])
+def test_the_http_servers_own_refusals_are_json(ks, raw):
+    status, body = _exchange(ks, raw)
+    assert 400 <= status < 500, (status, body)
+    assert json_loads(body)["error"]
+
+
+def _signed_call_latency(ks, held: list[socket.socket]) -> float:
+    pin = attest_key_service(ks.url, insecure_sim=True, timeouts=Timeouts(5, 10))
+    c = KeyServiceClient(pin, Timeouts(5, 10))
+    owner = Identity.generate("o")
+    c.register(owner)
+    t0 = time.perf_counter()
+    c.audit(owner)
+    return time.perf_counter() - t0
+
+
+def hold_idle_connections(srv, n: int) -> list[socket.socket]:
+    held = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(5)
+        s.connect(_addr(srv))
+        held.append(s)
+    return held
+
+
+def test_200_idle_connections_do_not_lock_out_a_signed_call(ks):
+    """Item 7: waitress's 100-connection limit stopped everyone; now the oldest
+    idle connections make room. A fresh, signed call gets through."""
+    held = hold_idle_connections(ks, 200)
+    try:
+        time.sleep(0.2)
+        latency = _signed_call_latency(ks, held)
+    finally:
+        for s in held:
+            s.close()
+    print(f"signed call with 200 idle connections held: {latency * 1e3:.0f} ms")
+    assert latency < 10  # the old server: no answer at all until its 120 s channel timeout
+
+
+def test_a_slowly_sent_request_is_cut_off(ks):
+    """Item 7: one byte every second keeps a channel 'active' for waitress;
+    the read bound closes it anyway."""
+    with socket.create_connection(_addr(ks), timeout=30) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < 20:
+            try:
+                s.sendall(b"X")
+                s.settimeout(1)
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except (TimeoutError, socket.timeout):
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed, "a trickled header kept its connection for 20 s (bound: 2 s)"
