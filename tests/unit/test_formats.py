@@ -197,14 +197,29 @@ def test_envelope_version_has_an_exact_type(v):
 
 
 @pytest.mark.parametrize("field,value", [("offset", "0"), ("length", True), ("plaintext_len", 1.0),
-                                         ("model_id", 5), ("sha256", None), ("extra", 1)])
+                                         ("model_id", 5), ("sha256", None), ("seal_id", 0), ("extra", 1)])
 def test_pack_manifest_fields_have_exact_types(field, value):
     from sesemi.pack import _parse_manifest
     from sesemi.encoding import canonical_json
 
-    entry = {"model_id": "m", "offset": 0, "length": 10, "sha256": "00" * 32, "plaintext_len": 1}
-    _parse_manifest(canonical_json({"version": 1, "models": [entry]}), 10)
+    entry = {"model_id": "m", "offset": 0, "length": 10, "sha256": "00" * 32, "plaintext_len": 1,
+             "seal_id": "00" * 16}
+    _parse_manifest(canonical_json({"version": 2, "models": [entry]}), 10)
     with pytest.raises(FormatError):
-        _parse_manifest(canonical_json({"version": 1, "models": [{**entry, field: value}]}), 10)
+        _parse_manifest(canonical_json({"version": 2, "models": [{**entry, field: value}]}), 10)
     with pytest.raises(FormatError):
         _parse_manifest(canonical_json({"version": True, "models": [entry]}), 10)
+
+
+def test_two_seals_under_one_key_do_not_splice(tmp_path):
+    src = tmp_path / "m.bin"
+    src.write_bytes(os.urandom(3 * 4096))
+    key = sealed_model.new_model_key()
+    a = sealed_model.seal_file(src, tmp_path / "a.sealed", key, "m", chunk_size=4096)
+    b = sealed_model.seal_file(src, tmp_path / "b.sealed", key, "m", chunk_size=4096)
+    assert a.seal_id != b.seal_id and a.raw != b.raw
+    ra, rb = (tmp_path / "a.sealed").read_bytes(), (tmp_path / "b.sealed").read_bytes()
+    spliced = ra[:len(a.raw)] + rb[len(b.raw):]  # a's header, b's chunks
+    with pytest.raises(IntegrityError, match="chunk 0"):
+        sealed_model.open_stream(io.BytesIO(spliced).read, len(spliced), key, "m")
+    assert sealed_model.open_stream(io.BytesIO(ra).read, len(ra), key, "m") == src.read_bytes()
