@@ -173,6 +173,12 @@ def _writable_bytes(n: int) -> tuple[bytes | bytearray, memoryview]:
     return out, memoryview((ctypes.c_char * n).from_address(addr(out))).cast("B")
 
 
+def _wipe(buf: bytearray) -> None:
+    """Zero a buffer in place (a `bytes(n)` of zeros would be one more chunk at the peak)."""
+    if buf:
+        ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
+
+
 def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expected_model_id: str) -> bytes:
     """Decrypt a sealed model of `available` bytes into memory; never touches disk."""
     header = read_header(read)
@@ -211,7 +217,7 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
             view[:pos] = bytes(pos)  # do not leave authenticated plaintext behind on failure
         raise
     finally:
-        first[:] = bytes(len(first))
+        _wipe(first)
         if view is not None:
             view.release()
     if out is None:  # an empty model: no chunk carried plaintext

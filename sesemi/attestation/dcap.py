@@ -387,11 +387,11 @@ class PccsCollateral:
                 self.fetches += 1
                 fetched = shared_part(self._fetch(self.url, quote, self.fetch_timeout_s))
                 claimed = signed_facts(fetched)  # unverified: used only to refuse a downgrade
-            except (ValueError, RuntimeError, OSError, FormatError, asyncio.TimeoutError) as exc:
+            except (ValueError, RuntimeError, OSError, FormatError, TimeoutError) as exc:
                 with self._lock:
                     entry.retry_after = now + self.negative_ttl_s
                     why = ("timed out after %g s" % self.fetch_timeout_s
-                           if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
+                           if isinstance(exc, TimeoutError) else type(exc).__name__)
                     got = self._fallback(entry, now, why)
                 log.warning("PCCS fetch from %s failed (%s); cached collateral valid until %s",
                             self.url, why, _utc(entry.facts.next_update if entry.facts else now))

@@ -97,7 +97,7 @@ def test_tampered_and_replayed_requests_refused(world, action):
     assert _post_run(action.url, good).status_code == 200
     r = _post_run(action.url, good)
     assert r.status_code == 409 and "replayed" in r.json()["error"]
-    for junk in ({"v": 1}, {"v": 1, "model_id": "nope", "user_id": "u", "request_id": "r",
+    for junk in ({"v": 2}, {"v": 2, "model_id": "nope", "user_id": "u", "request_id": "r",
                             "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "A" * 24}):
         r = _post_run(action.url, junk)
         assert 400 <= r.status_code < 500, r.text

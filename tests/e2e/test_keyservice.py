@@ -69,7 +69,7 @@ def test_signed_target_is_verified_as_sent(ks, sent):
     c = _client(srv.url)
     owner = Identity.generate("o")
     c.register(owner)
-    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
     signed = "/v1/audit?model_id=m"
     h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
                          c.counter.next(owner.principal_id))
