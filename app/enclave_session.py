@@ -27,9 +27,13 @@ _FETCH_STRIPES = 64
 
 class EnclaveSession:
     def __init__(self, tee, ks: EnclaveKeyClient, key_ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic, budget_s: float = ENCLAVE_KEY_BUDGET_S) -> None:
+                 clock: Callable[[], float] = time.monotonic, budget_s: float = ENCLAVE_KEY_BUDGET_S,
+                 seal_id_of: Callable[[str], str] | None = None) -> None:
         """`budget_s`: everything one request may spend on the key service (waiting
-        for another thread's fetch, re-attesting, fetching), then a retryable refusal."""
+        for another thread's fetch, re-attesting, fetching), then a retryable refusal.
+        `seal_id_of(model_id)`: the seal id in this enclave's pack, which a model
+        key is released for (and bound to)."""
+        self._seal_id_of = seal_id_of
         self.tee = tee
         self.ks = ks
         self.clock = clock
@@ -93,18 +97,24 @@ class EnclaveSession:
             want_r = user_id is not None and rk is None
             if not (want_m or want_r):
                 return mk, rk
+            seal_id = None
+            if want_m:
+                if self._seal_id_of is None:
+                    raise FormatError("this enclave session has no pack to name a model's seal id")
+                seal_id = self._seal_id_of(model_id)
             t0 = time.perf_counter()
             try:
                 body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
-                                    deadline)
+                                    deadline, seal_id=seal_id)
             except AuthError:
                 self.attest(deadline)  # token expired or the service restarted: one fresh attestation
                 body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
-                                    deadline)
+                                    deadline, seal_id=seal_id)
             self.key_fetches += 1
             self.fetch_seconds.append(time.perf_counter() - t0)
             if want_m:
-                mk = self._unwrap(body.get("model_key"), "release-model-key", model_id)
+                assert seal_id is not None
+                mk = self._unwrap(body.get("model_key"), "release-model-key", model_id, seal_id)
                 self.cache.put(("m", model_id), mk)
             if want_r:
                 assert user_id is not None

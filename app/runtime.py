@@ -46,7 +46,8 @@ class Runtime:
                         "authenticated, so whoever sits between this action and the key service could "
                         "hand it keys of its own; allowed only with tee=sim")
         self.session = EnclaveSession(self.tee, EnclaveKeyClient(config.ks_url, ks_signing_key=ks_key),
-                                      config.key_ttl_s, budget_s=config.ks_budget_s)
+                                      config.key_ttl_s, budget_s=config.ks_budget_s,
+                                      seal_id_of=lambda model_id: self.pack.entry(model_id).seal_id)
         t1 = time.perf_counter()
         self.session.attest()
         self.init_phases = {"pack_and_measure_s": t1 - t0, "attest_s": time.perf_counter() - t1}

@@ -88,7 +88,7 @@ def main() -> None:
             def releaser():
                 c = EnclaveKeyClient(url)
                 token = attester()()
-                return lambda: c.keys(token, "digits", uid, True)
+                return lambda: c.keys(token, "digits", uid, True, seal_id=world.seal_ids["digits"])
 
             for clients in (1, 4):
                 a = rate(attester, clients, args.seconds)

@@ -81,7 +81,7 @@ def cmd_model_seal(args: argparse.Namespace) -> None:
     home = _home(args)
     key = sealed_model.new_model_key()
     header = sealed_model.seal_file(args.model, args.out, key, args.model_id)
-    home.save_model_key(args.model_id, key)
+    home.save_model_key(args.model_id, key, header.seal_id)
     print(f"sealed {args.model_id}: {header.plaintext_len} bytes -> {args.out} "
           f"({header.n_chunks} chunk(s)); key kept in {home.root}")
 
@@ -96,7 +96,8 @@ def cmd_model_publish(args: argparse.Namespace) -> None:
                            advisory_allowlist=tuple(args.allow_advisory),
                            advisory_denylist=tuple(args.deny_advisory))
     EnclavePolicy.from_json(policy.to_json())  # same validation the key service applies
-    _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy)
+    _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy,
+                            home.model_seal_id(args.model_id))
     print(f"published {args.model_id}")
 
 

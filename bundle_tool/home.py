@@ -48,8 +48,19 @@ class Home:
         check_model_id(model_id)
         return self.root / "model_keys" / f"{model_id}.json"
 
-    def save_model_key(self, model_id: str, key: bytes) -> None:
-        write_private_file(self._model_key_path(model_id), canonical_json({"model_id": model_id, "key": b64e(key)}))
+    def save_model_key(self, model_id: str, key: bytes, seal_id: str | None = None) -> None:
+        doc = {"model_id": model_id, "key": b64e(key)}
+        if seal_id is not None:
+            doc["seal_id"] = seal_id
+        write_private_file(self._model_key_path(model_id), canonical_json(doc))
+
+    def model_seal_id(self, model_id: str) -> str:
+        """The seal id of the model's last `sesemi model seal`: published with its key."""
+        path = self._model_key_path(model_id)
+        seal_id = json_loads(path.read_bytes()).get("seal_id") if path.exists() else None
+        if not isinstance(seal_id, str):
+            raise NotFound(f"no seal id for model {model_id!r} in {self.root} (seal it: sesemi model seal)")
+        return seal_id
 
     def model_key(self, model_id: str) -> bytes:
         path = self._model_key_path(model_id)

@@ -48,6 +48,7 @@ class LocalWorld:
     pin_ks: bool = True
     request_keys: dict[str, bytes] = field(default_factory=dict)
     model_keys: dict[str, bytes] = field(default_factory=dict)
+    seal_ids: dict[str, str] = field(default_factory=dict)
 
     def ks_key(self, pinned: bool | None = None) -> str:
         return self.ks.pin.signing_public_key if (self.pin_ks if pinned is None else pinned) else ""
@@ -75,7 +76,7 @@ class LocalWorld:
     def seal(self, model_id: str, src: Path) -> tuple[Path, bytes]:
         key = sealed_model.new_model_key()
         out = self.work / f"{model_id}.sealed"
-        sealed_model.seal_file(src, out, key, model_id)
+        self.seal_ids[model_id] = sealed_model.seal_file(src, out, key, model_id).seal_id
         self.model_keys[model_id] = key
         return out, key
 
@@ -85,7 +86,8 @@ class LocalWorld:
         return out
 
     def publish(self, model_id: str, key: bytes, *mrenclaves: str, **policy) -> None:
-        self.ks.publish_model(self.owner, model_id, key, EnclavePolicy(mrenclave=tuple(mrenclaves), **policy))
+        self.ks.publish_model(self.owner, model_id, key, EnclavePolicy(mrenclave=tuple(mrenclaves), **policy),
+                              self.seal_ids[model_id])
 
     def enroll(self, user: Identity, model_id: str) -> bytes:
         rk = new_request_key()

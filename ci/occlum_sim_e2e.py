@@ -92,7 +92,8 @@ def main() -> int:
     ks.register(owner)
     ks.register(user)
     action_mr = mrenclave_for(Path(args.pack))
-    ks.publish_model(owner, "digits", home.model_key("digits"), EnclavePolicy(mrenclave=(action_mr,)))
+    ks.publish_model(owner, "digits", home.model_key("digits"), EnclavePolicy(mrenclave=(action_mr,)),
+                     home.model_seal_id("digits"))
     ks.grant(owner, "digits", user.principal_id)
     rk = new_request_key()
     ks.enroll(user, "digits", rk)

@@ -133,7 +133,8 @@ class KeyService:
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         policy = EnclavePolicy.from_json(body.get("policy"))
-        key = self._unwrap_upload(body.get("wrapped_key"), "model-key", model_id, owner)
+        seal_id = hexd(body.get("seal_id"), "seal_id", 16).hex()
+        key = self._unwrap_upload(body.get("wrapped_key"), "model-key", model_id, owner, seal_id)
         ct = self.secrets.encrypt_at_rest(key, "model", model_id)
         now = self.clock()
         with self.store.tx() as c:
@@ -142,15 +143,17 @@ class KeyService:
             if not foreign:
                 c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?)",
                           (model_id, owner, ct, canonical_json(policy.to_json()).decode(), now))
+                self.store.put_seal_id(c, model_id, seal_id)
                 self.store.audit(c, now, "put_model", "ok", principal=owner, model_id=model_id)
         if foreign:
             self._refuse(AccessDenied(f"model {model_id!r} belongs to another owner"), "put_model", owner, model_id)
-        return {"model_id": model_id, "owner": owner, "policy": policy.to_json()}
+        return {"model_id": model_id, "owner": owner, "policy": policy.to_json(), "seal_id": seal_id}
 
     def get_model(self, pid: str, model_id: str) -> dict[str, Any]:
         row = self._require_owner(model_id, pid, "get_model")
         grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=?", model_id)]
-        return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants}
+        return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants,
+                "seal_id": self.store.seal_id(model_id)}
 
     def grant(self, owner: str, model_id: str, user_id: str) -> None:
         check_user_id(user_id)
@@ -294,8 +297,12 @@ class KeyService:
         except PolicyError as exc:
             refuse(exc, f"policy:{exc.check}")
         if want_model:
+            seal_id = hexd(body.get("seal_id"), "seal_id", 16).hex()
+            if seal_id != self.store.seal_id(model_id):
+                # An old seal, or another seal under the same key: its chunks are not the published model's.
+                refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
-            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id)))
+            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")

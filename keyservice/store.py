@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS request_keys (
     PRIMARY KEY (model_id, user_id));
 CREATE TABLE IF NOT EXISTS call_seqs (principal TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS model_seals (
+    model_id TEXT PRIMARY KEY REFERENCES models(model_id), seal_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS att_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, claims TEXT NOT NULL, public_key BLOB NOT NULL, expires REAL NOT NULL);
@@ -95,6 +97,14 @@ class Store:
                 return int(row["last_seq"])
             c.execute("INSERT OR REPLACE INTO call_seqs VALUES (?,?)", (principal, seq))
         return None
+
+    # The seal a model's key is released for (set with the key, in its transaction).
+    def put_seal_id(self, c: sqlite3.Connection, model_id: str, seal_id: str) -> None:
+        c.execute("INSERT OR REPLACE INTO model_seals VALUES (?,?)", (model_id, seal_id))
+
+    def seal_id(self, model_id: str) -> str | None:
+        row = self.one("SELECT seal_id FROM model_seals WHERE model_id=?", model_id)
+        return None if row is None else str(row["seal_id"])
 
     # Monotonic marks (the DCAP time floor, TCB evaluation numbers): they only rise,
     # so a restart or a replayed write cannot lower them.

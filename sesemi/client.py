@@ -212,10 +212,14 @@ class KeyServiceClient:
                             {"public_key": b64e(identity.public_raw)})
         return body["principal_id"]
 
-    def publish_model(self, owner: Identity, model_id: str, model_key: bytes, policy: EnclavePolicy) -> dict:
+    def publish_model(self, owner: Identity, model_id: str, model_key: bytes, policy: EnclavePolicy,
+                      seal_id: str) -> dict:
+        """`seal_id`: the seal's (`SealedHeader.seal_id`); the key service releases
+        the key only to enclaves whose pack holds that seal."""
         return self._signed(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
-            "wrapped_key": self._wrap(model_key, "model-key", model_id, owner.principal_id),
+            "wrapped_key": self._wrap(model_key, "model-key", model_id, owner.principal_id, seal_id),
             "policy": policy.to_json(),
+            "seal_id": seal_id,
         })
 
     def get_model(self, owner: Identity, model_id: str) -> dict:
@@ -264,8 +268,12 @@ class EnclaveKeyClient:
         return body["token"], float(body["expires_in"])
 
     def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool,
-             deadline: Deadline | None = None) -> dict:
+             deadline: Deadline | None = None, seal_id: str | None = None) -> dict:
+        """`seal_id`: the seal of the model in this enclave's pack; a model key is
+        released only for the seal its owner published."""
         req: dict[str, Any] = {"model_id": model_id, "model_key": model_key}
+        if seal_id is not None:
+            req["seal_id"] = seal_id
         if user_id is not None:
             req["user_id"] = user_id
         body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),

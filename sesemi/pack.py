@@ -2,8 +2,10 @@
 
     MAGIC(8) | version u16 | manifest_len u32 | manifest (canonical JSON) | sealed models...
 
-The manifest lists, per model, its id, byte range and the SHA-256 of its
-sealed blob. It holds no secret (ids and sizes only). Its digest is measured
+The manifest lists, per model, its id, byte range, the SHA-256 of its
+sealed blob, its plaintext size and its seal id (version 2). It holds no
+secret (ids and sizes only); each entry must agree with its blob's sealed
+header. Its digest is measured
 into the action's mrenclave, so swapping or editing models in a pack changes
 the measurement and the key service stops releasing keys to it; the per-blob
 digest gives a clear error before any decryption is tried.
@@ -23,7 +25,7 @@ from .errors import FormatError, IntegrityError, NotFound
 from .sealed_model import read_header
 
 MAGIC = b"SSMIPACK"
-VERSION = 1
+VERSION = 2
 _HEAD = struct.Struct(">8sHI")
 MAX_MANIFEST = 1 << 20
 
@@ -35,6 +37,7 @@ class PackEntry:
     length: int
     sha256: str
     plaintext_len: int
+    seal_id: str   # the sealed header's: what the key service releases the model key for
 
 
 def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]) -> list[PackEntry]:
@@ -53,7 +56,8 @@ def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        entries.append(PackEntry(header.model_id, offset, size, h.hexdigest(), header.plaintext_len))
+        entries.append(PackEntry(header.model_id, offset, size, h.hexdigest(), header.plaintext_len,
+                                 header.seal_id))
         offset += size
     if not entries:
         raise FormatError("a pack needs at least one sealed model")
@@ -119,9 +123,10 @@ class Pack:
             return data
 
         header = read_header(read)
-        if (header.model_id, header.sealed_len, header.plaintext_len) != (e.model_id, e.length, e.plaintext_len):
+        if ((header.model_id, header.sealed_len, header.plaintext_len, header.seal_id)
+                != (e.model_id, e.length, e.plaintext_len, e.seal_id)):
             raise IntegrityError(f"pack: manifest entry {e.model_id!r} disagrees with its sealed header "
-                                 "(id, length or plaintext_len)")
+                                 "(id, length, plaintext_len or seal id)")
 
     @property
     def model_ids(self) -> list[str]:
@@ -164,10 +169,10 @@ def _parse_manifest(raw: bytes, blob_area: int) -> dict[str, PackEntry]:
     for m in doc["models"]:
         # Exact JSON types: int("5"), int(5.9) and int(True) would all pass a lenient parse.
         if (not isinstance(m, dict) or set(m) != set(PackEntry.__dataclass_fields__)
-                or not all(type(m[k]) is str for k in ("model_id", "sha256"))
+                or not all(type(m[k]) is str for k in ("model_id", "sha256", "seal_id"))
                 or not all(type(m[k]) is int and m[k] >= 0 for k in ("offset", "length", "plaintext_len"))):
             raise FormatError("pack: manifest entry has the wrong shape")
-        e = PackEntry(m["model_id"], m["offset"], m["length"], m["sha256"], m["plaintext_len"])
+        e = PackEntry(m["model_id"], m["offset"], m["length"], m["sha256"], m["plaintext_len"], m["seal_id"])
         if e.model_id in entries:
             raise FormatError(f"pack: model id {e.model_id!r} appears twice")
         if e.offset != end or e.length <= 0:

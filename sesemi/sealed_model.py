@@ -2,15 +2,19 @@
 
 Layout (all integers big-endian):
 
-    header  = MAGIC(8) | version u16 | reserved u16 | chunk_size u32
-              | plaintext_len u64 | id_len u16 | model_id (utf-8)
+    header  = MAGIC(8) | version u16 (2) | reserved u16 | chunk_size u32
+              | plaintext_len u64 | seal_id (16) | id_len u16 | model_id (utf-8)
     chunk i = nonce(12) | AES-GCM(key, nonce, chunk_i, AAD_i)   (ciphertext + 16-byte tag)
-    AAD_i   = lp("sesemi/sealed-model/v1", sha256(header), u64 i, last_flag)
+    AAD_i   = lp("sesemi/sealed-model/v2", sha256(header), u64 i, last_flag)
 
-The header digest in every AAD binds version, chunk size, length and model id
-to each chunk; the index stops reordering; the last-chunk flag stops
-truncation at a chunk boundary. A fresh random key per sealed model plus random
-nonces means no (key, nonce) pair repeats.
+The header digest in every AAD binds version, chunk size, length, seal id and
+model id to each chunk; the index stops reordering; the last-chunk flag stops
+truncation at a chunk boundary. The seal id is 128 random bits per seal: two
+seals of one model under one key (the SDK allows reusing a key) have
+different headers, so their chunks do not splice, and the owner registers the
+seal id with the key, so the key service releases the key only to an enclave
+whose pack holds that seal (an old seal does not open like the current one).
+Random nonces under a fresh key per seal mean no (key, nonce) pair repeats.
 
 Memory: sealing reads one chunk at a time. Opening checks the header's
 length against the blob's real size, then decrypts the first chunk into a
@@ -40,12 +44,13 @@ from .errors import FormatError, IntegrityError
 from .names import check_model_id
 
 MAGIC = b"SSMI\x00MDL"
-VERSION = 1
+VERSION = 2
+SEAL_ID_LEN = 16
 DEFAULT_CHUNK = 1 << 20
 MIN_CHUNK = 1 << 12
 MAX_CHUNK = 1 << 24
 MAX_PLAINTEXT = 1 << 34  # 16 GiB: far above any enclave's heap
-_FIXED = struct.Struct(">8sHHIQH")
+_FIXED = struct.Struct(">8sHHIQ16sH")
 NONCE_LEN = 12
 TAG_LEN = 16
 
@@ -61,6 +66,7 @@ class SealedHeader:
     plaintext_len: int
     model_id: str
     raw: bytes
+    seal_id: str = ""   # hex, 16 bytes
 
     @property
     def n_chunks(self) -> int:
@@ -75,29 +81,37 @@ class SealedHeader:
         return hashlib.sha256(self.raw).digest()
 
 
-def _encode_header(model_id: str, chunk_size: int, plaintext_len: int) -> SealedHeader:
+def new_seal_id() -> str:
+    return os.urandom(SEAL_ID_LEN).hex()
+
+
+def _encode_header(model_id: str, chunk_size: int, plaintext_len: int, seal_id: str | None = None) -> SealedHeader:
     mid = check_model_id(model_id).encode("ascii")
+    seal_id = seal_id or new_seal_id()
+    if len(seal_id) != 2 * SEAL_ID_LEN or seal_id.strip("0123456789abcdef"):
+        raise FormatError("seal id: expected 16 bytes of lower-case hex")
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise FormatError(f"chunk size must be in [{MIN_CHUNK}, {MAX_CHUNK}]")
     if plaintext_len > MAX_PLAINTEXT:
         raise FormatError("model too large")
-    raw = _FIXED.pack(MAGIC, VERSION, 0, chunk_size, plaintext_len, len(mid)) + mid
-    return SealedHeader(VERSION, chunk_size, plaintext_len, model_id, raw)
+    raw = _FIXED.pack(MAGIC, VERSION, 0, chunk_size, plaintext_len, bytes.fromhex(seal_id), len(mid)) + mid
+    return SealedHeader(VERSION, chunk_size, plaintext_len, model_id, raw, seal_id)
 
 
 def _chunk_aad(header: SealedHeader, index: int, last: bool) -> bytes:
-    return lp("sesemi/sealed-model/v1", header.digest, struct.pack(">Q", index), b"\x01" if last else b"\x00")
+    return lp("sesemi/sealed-model/v2", header.digest, struct.pack(">Q", index), b"\x01" if last else b"\x00")
 
 
 def read_header(read: Callable[[int], bytes]) -> SealedHeader:
     fixed = read(_FIXED.size)
     if len(fixed) != _FIXED.size:
         raise FormatError("sealed model: truncated header")
-    magic, version, _res, chunk_size, plaintext_len, id_len = _FIXED.unpack(fixed)
+    magic, version, _res, chunk_size, plaintext_len, seal_id, id_len = _FIXED.unpack(fixed)
     if magic != MAGIC:
         raise FormatError("sealed model: bad magic (not a sealed SeSeMI model)")
     if version != VERSION:
-        raise FormatError(f"sealed model: unsupported version {version}")
+        raise FormatError(f"sealed model: unsupported version {version} (this release reads version "
+                          f"{VERSION}: seal the model again)")
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or plaintext_len > MAX_PLAINTEXT or not 0 < id_len <= 128:
         raise FormatError("sealed model: header field out of range")
     mid = read(id_len)
@@ -107,11 +121,13 @@ def read_header(read: Callable[[int], bytes]) -> SealedHeader:
         model_id = mid.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError("sealed model: model id is not UTF-8") from exc
-    return SealedHeader(version, chunk_size, plaintext_len, model_id, fixed + mid)
+    return SealedHeader(version, chunk_size, plaintext_len, model_id, fixed + mid, seal_id.hex())
 
 
 def seal_stream(src: BinaryIO, dst: BinaryIO, key: bytes, model_id: str, plaintext_len: int,
                 chunk_size: int = DEFAULT_CHUNK) -> SealedHeader:
+    """Seal under `key` with a fresh random seal id (`header.seal_id`): publish
+    that id with the key, or no enclave receives the key for this seal."""
     header = _encode_header(model_id, chunk_size, plaintext_len)
     aead = AESGCM(key)
     dst.write(header.raw)
@@ -158,7 +174,7 @@ def _writable_bytes(n: int) -> tuple[bytes | bytearray, memoryview]:
 
 
 def _wipe(buf: bytearray) -> None:
-    """Zero a buffer in place without allocating its size again."""
+    """Zero a buffer in place (a `bytes(n)` of zeros would be one more chunk at the peak)."""
     if buf:
         ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
 
@@ -195,7 +211,6 @@ def open_stream(read: Callable[[int], bytes], available: int, key: bytes, expect
                 if view is None:
                     out, view = _writable_bytes(header.plaintext_len)
                     view[:want] = tmp[:want]
-                    _wipe(first)
             pos += want
     except BaseException:
         if view is not None:

@@ -42,7 +42,7 @@ def make_world(work: Path, insecure_sim: bool = True, pin_ks: bool = True) -> Wo
     w.pack = w.deploy_pack("main", {"digits": DIGITS})
     w.sealed = work / "digits.sealed"
     w.model_key, w.request_key = w.model_keys["digits"], w.request_keys["digits"]
-    w.home.save_model_key("digits", w.model_key)
+    w.home.save_model_key("digits", w.model_key, w.seal_ids["digits"])
     w.home.save_request_key(w.user.principal_id, "digits", w.request_key)
     return w
 

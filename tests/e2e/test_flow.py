@@ -13,7 +13,7 @@ from sesemi.client import ActionClient, EnclaveKeyClient
 from sesemi.encoding import json_dumps
 from sesemi.errors import AccessDenied, FormatError, IntegrityError, ModelUnavailable, NotFound, PolicyError, ReplayError
 
-from ..conftest import plaintext_outputs
+from ..conftest import DIGITS, plaintext_outputs
 
 
 def test_full_flow_matches_plaintext(world, action, heldout):
@@ -97,7 +97,7 @@ def test_tampered_and_replayed_requests_refused(world, action):
     assert _post_run(action.url, good).status_code == 200
     r = _post_run(action.url, good)
     assert r.status_code == 409 and "replayed" in r.json()["error"]
-    for junk in ({"v": 1}, {"v": 1, "model_id": "nope", "user_id": "u", "request_id": "r",
+    for junk in ({"v": 2}, {"v": 2, "model_id": "nope", "user_id": "u", "request_id": "r",
                             "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "A" * 24}):
         r = _post_run(action.url, junk)
         assert 400 <= r.status_code < 500, r.text
@@ -153,6 +153,34 @@ def test_tampered_sealed_model_refused(world):
     with pytest.raises(ModelUnavailable, match="does not authenticate"):
         ActionClient(srv.url).infer("digits-t", world.user.principal_id, rk,
                                     {"image": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def test_an_old_seal_of_a_model_gets_no_key(world):
+    """Item 26: the owner re-seals a model under the same key (the SDK allows
+    it) and publishes the new seal. A pack holding the old seal gets no model
+    key, although the policy allows that very pack's enclave."""
+    import shutil
+
+    from sesemi import sealed_model
+    from sesemi.errors import SesemiError
+
+    sealed, key = world.seal("digits-s")
+    old = world.work / "digits-s-old.sealed"
+    shutil.copyfile(sealed, old)
+    new = sealed_model.seal_file(DIGITS, sealed, key, "digits-s")  # same key, new seal
+    assert new.seal_id != world.seal_ids["digits-s"]
+    world.seal_ids["digits-s"] = new.seal_id
+    pack = world.make_pack("old-seal", [old])
+    world.publish("digits-s", key, world.mrenclave(pack))  # publishes the new seal id
+    world.ks.grant(world.owner, "digits-s", world.user.principal_id)
+    rk = world.enroll(world.user, "digits-s")
+    srv = world.action(pack=pack)
+    with pytest.raises(SesemiError):
+        ActionClient(srv.url).infer("digits-s", world.user.principal_id, rk,
+                                    {"image": np.zeros((1, 8, 8, 1), np.float32)})
+    refused = [e["reason"] for e in world.ks.audit(world.owner, "digits-s")
+               if e["event"] == "release" and e["outcome"] == "refused"]
+    assert refused and set(refused) == {"seal_id"}
 
 
 def test_tampered_pack_refused(world):

@@ -17,6 +17,7 @@ from sesemi.sealed_model import new_model_key
 from sesemi.policy import EnclavePolicy
 
 MR = "ab" * 32
+SEAL = "cd" * 16
 
 
 @pytest.fixture()
@@ -68,7 +69,7 @@ def test_signed_target_is_verified_as_sent(ks, sent):
     c = _client(srv.url)
     owner = Identity.generate("o")
     c.register(owner)
-    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
     signed = "/v1/audit?model_id=m"
     h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
                          c.counter.next(owner.principal_id))
@@ -98,9 +99,9 @@ def test_only_the_owner_manages_a_model(ks):
     owner, other, user = Identity.generate("o"), Identity.generate("x"), Identity.generate("u")
     for i in (owner, other, user):
         c.register(i)
-    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
     with pytest.raises(AccessDenied, match="another owner"):
-        c.publish_model(other, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+        c.publish_model(other, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
     with pytest.raises(AccessDenied, match="only the owner"):
         c.grant(other, "m", user.principal_id)
     with pytest.raises(NotFound):
@@ -120,7 +121,7 @@ def test_state_survives_restart_and_pin_holds(tmp_path):
     c = _client(srv.url)
     owner = Identity.generate("o")
     c.register(owner)
-    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)))
+    c.publish_model(owner, "m", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
     pin = c.pin
     port = srv.url.rsplit(":", 1)[1]
     srv.stop()

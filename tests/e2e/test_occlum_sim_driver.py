@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_sim_pipeline_driver_against_processes(tmp_path):
     home = Home(tmp_path / "home")
     key = sealed_model.new_model_key()
-    sealed_model.seal_file(DIGITS, tmp_path / "digits.sealed", key, "digits")
-    home.save_model_key("digits", key)
+    header = sealed_model.seal_file(DIGITS, tmp_path / "digits.sealed", key, "digits")
+    home.save_model_key("digits", key, header.seal_id)
     pack = tmp_path / "main.pack"
     build_pack(pack, [tmp_path / "digits.sealed"])
 

@@ -29,7 +29,7 @@ HOME = Home(ROOT / "home")
 USER = HOME.new_identity("u")
 HOME.save_pin(KsPin("http://127.0.0.1:9", "00" * 32, "sim", "ab" * 32, "cd" * 32, 1, True,
                     signing_public_key="00" * 32))
-HOME.save_model_key("m", sealed_model.new_model_key())
+HOME.save_model_key("m", sealed_model.new_model_key(), sealed_model.new_seal_id())
 HOME.save_request_key(USER.principal_id, "m", new_request_key())
 X = ROOT / "x.npy"
 np.save(X, np.zeros((1, 8, 8, 1), np.float32))

@@ -180,11 +180,11 @@ def test_cli_publish_carries_tcb_statuses_and_advisory_denylist(tmp_path, capsys
 
     home = Home(tmp_path / "home")
     home.new_identity("owner")
-    home.save_model_key("m", bytes(32))
+    home.save_model_key("m", bytes(32), "ab" * 16)
     published = {}
 
     class FakeKs:
-        def publish_model(self, owner, model_id, key, policy):
+        def publish_model(self, owner, model_id, key, policy, seal_id):
             published[model_id] = policy
 
     monkeypatch.setattr(cli, "_ks", lambda args: FakeKs())

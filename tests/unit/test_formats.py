@@ -126,8 +126,10 @@ def test_envelope_binds_context():
 
 
 def test_envelope_rejects_malformed():
-    for bad in (None, [], {"v": 2}, {"v": 1, "model_id": "m"},
-                {"v": 1, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "!!", "ciphertext": "AA=="}):
+    for bad in (None, [], {"v": 2}, {"v": 2, "model_id": "m"},
+                {"v": 2, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "!!", "ciphertext": "AA=="},
+                {"v": 1, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "AAAAAAAAAAAAAAAA",
+                 "ciphertext": "AAAAAAAAAAAAAAAAAAAAAA=="}):
         with pytest.raises(FormatError):
             envelope.Envelope.from_json(bad)
 
@@ -197,14 +199,48 @@ def test_envelope_version_has_an_exact_type(v):
 
 
 @pytest.mark.parametrize("field,value", [("offset", "0"), ("length", True), ("plaintext_len", 1.0),
-                                         ("model_id", 5), ("sha256", None), ("extra", 1)])
+                                         ("model_id", 5), ("sha256", None), ("seal_id", 0), ("extra", 1)])
 def test_pack_manifest_fields_have_exact_types(field, value):
     from sesemi.pack import _parse_manifest
     from sesemi.encoding import canonical_json
 
-    entry = {"model_id": "m", "offset": 0, "length": 10, "sha256": "00" * 32, "plaintext_len": 1}
-    _parse_manifest(canonical_json({"version": 1, "models": [entry]}), 10)
+    entry = {"model_id": "m", "offset": 0, "length": 10, "sha256": "00" * 32, "plaintext_len": 1,
+             "seal_id": "00" * 16}
+    _parse_manifest(canonical_json({"version": 2, "models": [entry]}), 10)
     with pytest.raises(FormatError):
-        _parse_manifest(canonical_json({"version": 1, "models": [{**entry, field: value}]}), 10)
+        _parse_manifest(canonical_json({"version": 2, "models": [{**entry, field: value}]}), 10)
     with pytest.raises(FormatError):
         _parse_manifest(canonical_json({"version": True, "models": [entry]}), 10)
+
+
+def test_two_seals_under_one_key_do_not_splice(tmp_path):
+    src = tmp_path / "m.bin"
+    src.write_bytes(os.urandom(3 * 4096))
+    key = sealed_model.new_model_key()
+    a = sealed_model.seal_file(src, tmp_path / "a.sealed", key, "m", chunk_size=4096)
+    b = sealed_model.seal_file(src, tmp_path / "b.sealed", key, "m", chunk_size=4096)
+    assert a.seal_id != b.seal_id and a.raw != b.raw
+    ra, rb = (tmp_path / "a.sealed").read_bytes(), (tmp_path / "b.sealed").read_bytes()
+    spliced = ra[:len(a.raw)] + rb[len(b.raw):]  # a's header, b's chunks
+    with pytest.raises(IntegrityError, match="chunk 0"):
+        sealed_model.open_stream(io.BytesIO(spliced).read, len(spliced), key, "m")
+    assert sealed_model.open_stream(io.BytesIO(ra).read, len(ra), key, "m") == src.read_bytes()
+
+
+def test_every_envelope_message_has_its_own_key():
+    """Item 27: no AES key encrypts more than one message, so NIST SP 800-38D's
+    2**32 random-nonce budget per key cannot be reached by inference volume."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    rk = envelope.new_request_key()
+    a = envelope.seal(rk, "m", "u", "r1", envelope.REQUEST, b"x")
+    b = envelope.seal(rk, "m", "u", "r1", envelope.RESPONSE, b"x")
+    c = envelope.seal(rk, "m", "u", "r2", envelope.REQUEST, b"x")
+    keys = {envelope.message_key(rk, e.model_id, e.user_id, e.request_id, d, e.nonce)
+            for e, d in ((a, envelope.REQUEST), (b, envelope.RESPONSE), (c, envelope.REQUEST))}
+    assert len(keys) == 3 and rk not in keys
+    aad = envelope.aad("m", "u", "r1", envelope.REQUEST)
+    with pytest.raises(Exception):  # the request key itself does not open it
+        AESGCM(rk).decrypt(a.nonce, a.ciphertext, aad)
+    assert envelope.open_(rk, a, envelope.REQUEST) == b"x"
+    assert envelope.Envelope.from_json(a.to_json()).to_json()["v"] == 2

@@ -26,6 +26,7 @@ from sesemi.identity import Identity
 
 from . import dcap_fixture as fx
 
+SEAL = "5e" * 16
 ALLOWING = {"mrenclave": [fx.MRENCLAVE], "tcb_statuses": ["UpToDate", fx.STATUS],
             "advisory_allowlist": list(fx.ADVISORIES)}
 
@@ -132,8 +133,8 @@ def _publish(ks: KeyService, model_id: str, policy: dict) -> bytes:
     owner = Identity.generate("owner")
     pid = ks.register_principal(owner.public_raw)
     key = os.urandom(32)
-    wrapped = hpke_box.seal(key, ks.hpke_public, hpke_box.info("model-key", model_id, pid))
-    ks.put_model(pid, model_id, {"policy": policy, "wrapped_key": b64e(wrapped)})
+    wrapped = hpke_box.seal(key, ks.hpke_public, hpke_box.info("model-key", model_id, pid, SEAL))
+    ks.put_model(pid, model_id, {"policy": policy, "wrapped_key": b64e(wrapped), "seal_id": SEAL})
     return key
 
 
@@ -152,14 +153,14 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
 
     client = create_app(ks).test_client()
     auth = {"Authorization": f"Bearer {session['token']}"}
-    ok = client.post("/v1/enclave/keys", json={"model_id": "allowing"}, headers=auth)
+    ok = client.post("/v1/enclave/keys", json={"model_id": "allowing", "seal_id": SEAL}, headers=auth)
     assert ok.status_code == 200
-    got = hpke_box.open_(b64d(ok.get_json()["model_key"]), private, hpke_box.info("release-model-key", "allowing"))
+    got = hpke_box.open_(b64d(ok.get_json()["model_key"]), private, hpke_box.info("release-model-key", "allowing", SEAL))
     assert got == allowed_key
 
     for model_id, check in (("default-tcb", "tcb_status"), ("denylisted", "advisory_denylist"),
                             ("unlisted", "advisory_allowlist")):
-        resp = client.post("/v1/enclave/keys", json={"model_id": model_id}, headers=auth)
+        resp = client.post("/v1/enclave/keys", json={"model_id": model_id, "seal_id": SEAL}, headers=auth)
         assert resp.status_code == 403 and resp.get_json()["check"] == check
         assert "model_key" not in resp.get_json()
     reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
@@ -172,3 +173,23 @@ def test_hardware_key_service_refuses_the_insecure_sim_flag(tmp_path):
     with pytest.raises(FormatError, match="insecure-sim-attestation"):
         KeyService(KeyServiceConfig(db_path=tmp_path / "ks.db", tee="occlum", insecure_sim_attestation=True))
     assert not (tmp_path / "ks.db").exists()
+
+
+def test_the_model_key_is_released_only_for_the_published_seal(tmp_path):
+    ks = make_ks(tmp_path)
+    key = _publish(ks, "allowing", ALLOWING)
+    claims = ks.evidence_claims(evidence_for_quote(fx.quote()))
+    private = hpke_box.new_private_key()
+    auth = {"Authorization": f"Bearer {ks.open_session(claims, hpke_box.public_raw(private))['token']}"}
+    client = create_app(ks).test_client()
+    other = client.post("/v1/enclave/keys", json={"model_id": "allowing", "seal_id": "00" * 16}, headers=auth)
+    assert other.status_code == 403 and "model_key" not in other.get_json()
+    missing = client.post("/v1/enclave/keys", json={"model_id": "allowing"}, headers=auth)
+    assert missing.status_code == 400 and "seal_id" in missing.get_json()["error"]
+    ok = client.post("/v1/enclave/keys", json={"model_id": "allowing", "seal_id": SEAL}, headers=auth)
+    box = b64d(ok.get_json()["model_key"])
+    assert hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", SEAL)) == key
+    with pytest.raises(Exception):  # bound to the seal id: it opens in no other seal's context
+        hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", "00" * 16))
+    reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
+    assert reasons == ["seal_id", "model_key"]

@@ -82,7 +82,7 @@ def test_pack_manifest_plaintext_len_must_match_what_the_blob_holds(tmp_path, mo
     real = pack_mod.PackEntry
     for lie in (1 << 40, 1):
         monkeypatch.setattr(pack_mod, "PackEntry",
-                            lambda mid, off, length, sha, plen, lie=lie: real(mid, off, length, sha, lie))
+                            lambda mid, off, length, sha, plen, seal, lie=lie: real(mid, off, length, sha, lie, seal))
         pack_mod.build(tmp_path / "lying.pack", [tmp_path / "m.sealed"])
         monkeypatch.setattr(pack_mod, "PackEntry", real)
         with pytest.raises(IntegrityError, match="disagrees with its sealed header"):
@@ -105,7 +105,7 @@ def test_enclave_session_state_does_not_grow_with_unauthenticated_user_ids():
         def attest(self, nonce, evidence, public_key, deadline):
             return "token", 600
 
-        def keys(self, token, model_id, user_id, want_model, deadline):
+        def keys(self, token, model_id, user_id, want_model, deadline, seal_id=None):
             raise AccessDenied("not authorised for this model, or no request key")
 
     session = EnclaveSession(SimBackend("ab" * 32), Ks(), key_ttl_s=60)

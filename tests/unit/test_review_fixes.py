@@ -17,6 +17,7 @@ from sesemi.identity import Identity
 from sesemi.policy import EnclavePolicy
 
 MR = "ab" * 32
+SEAL = "5e" * 16
 
 
 @pytest.mark.parametrize("field,value", [
@@ -63,8 +64,8 @@ def test_refused_owner_calls_are_audited(tmp_path):
     key = b"k" * 32
 
     def upload(who):
-        box = hpke_box.seal(key, ks.hpke_public, hpke_box.info("model-key", "m", who.principal_id))
-        return {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}}
+        box = hpke_box.seal(key, ks.hpke_public, hpke_box.info("model-key", "m", who.principal_id, SEAL))
+        return {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}, "seal_id": SEAL}
 
     ks.put_model(owner.principal_id, "m", upload(owner))
     with pytest.raises(AccessDenied):
@@ -83,8 +84,8 @@ def test_missing_secrets_file_is_refused_when_keys_are_stored(tmp_path):
     ks = _ks(tmp_path / "ks.db", insecure=True)
     owner = Identity.generate("o")
     ks.register_principal(owner.public_raw)
-    box = hpke_box.seal(b"k" * 32, ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id))
-    ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}})
+    box = hpke_box.seal(b"k" * 32, ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id, SEAL))
+    ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}, "seal_id": SEAL})
     ks.config.secrets_path.rename(tmp_path / "elsewhere")
     from sesemi.errors import SesemiError
 

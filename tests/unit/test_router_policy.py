@@ -120,7 +120,7 @@ def _router(fake, **settings) -> Router:
     return Router(cfg, fake)
 
 
-ENVELOPE = {"v": 1, "model_id": "m1", "user_id": "u", "request_id": "r", "nonce": "bm9uY2U=",
+ENVELOPE = {"v": 2, "model_id": "m1", "user_id": "u", "request_id": "r", "nonce": "bm9uY2U=",
             "ciphertext": "Y2lwaGVydGV4dA=="}
 
 

@@ -13,6 +13,7 @@ from sesemi.encoding import b64e, json_dumps
 from sesemi.identity import Identity
 
 MR = "ab" * 32
+SEAL = "5e" * 16
 T0 = 1_800_000_000.0
 
 
@@ -41,8 +42,9 @@ class Service:
 
 
 def _publish(svc: Service, owner: Identity) -> None:
-    box = hpke_box.seal(b"k" * 32, svc.ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id))
-    svc.ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]}})
+    box = hpke_box.seal(b"k" * 32, svc.ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id, SEAL))
+    svc.ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": {"mrenclave": [MR]},
+                                              "seal_id": SEAL})
 
 
 def test_restart_and_clock_games_do_not_reopen_a_revocation(tmp_path):
