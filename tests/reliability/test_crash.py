@@ -81,16 +81,23 @@ class KillableKeyService:
         self.log.close()
 
 
-def _until_acked(fn, stop_at: float):
-    """Retry one operation (a fresh signature each time) until the service acknowledges it."""
+def _until_acked(fn, stop_at: float, may_abandon: bool = False, rng: random.Random | None = None):
+    """Retry one operation (a fresh signature each time) until the service
+    acknowledges it; or, if `may_abandon`, give up on it at the first cut
+    half the time (returns None): then it must be applied whole or not at all."""
     while True:
         try:
             return fn()
         except UnavailableError:
             count("crash: attempts cut by a kill")
+            if may_abandon and rng is not None and rng.random() < 0.5:
+                return None
             if time.monotonic() > stop_at:
                 raise
             time.sleep(0.05)
+
+
+_CUT = object()
 
 
 def _workload(ks: KillableKeyService, n_ops: int, kills: int, seed: int) -> tuple[Expected, dict]:
@@ -104,6 +111,7 @@ def _workload(ks: KillableKeyService, n_ops: int, kills: int, seed: int) -> tupl
     stop_at = time.monotonic() + 600
     exp.principals.add(_until_acked(lambda: client.register(owner), stop_at))
     users: list[Identity] = []
+    untouchable: set[tuple[str, str]] = set()  # pairs of abandoned grants or enrolments
     done = threading.Event()
 
     def killer() -> None:
@@ -123,50 +131,84 @@ def _workload(ks: KillableKeyService, n_ops: int, kills: int, seed: int) -> tupl
                 ks.spawn()
             ks.wait_ready()
 
+    def attempt(fn):
+        """Run fn until acknowledged, or abandon it after a cut: True if acknowledged."""
+        res = _until_acked(lambda: fn() or True, stop_at, may_abandon=True, rng=rng)
+        if res is None:
+            exp.abandoned += 1
+            return False
+        return True
+
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     ops = 0
     mix = {"register": 0, "publish": 0, "grant": 0, "revoke": 0, "enroll": 0}
+    n_models = 0
     while ops < n_ops or (t.is_alive() and ops < 20 * n_ops):
         kind = rng.choices(list(mix), weights=[2, 2, 3, 2, 3])[0]
         if kind == "register" or not users:
-            u = Identity.generate(f"u{len(users)}")
-            exp.principals.add(_until_acked(lambda: client.register(u), stop_at))
-            users.append(u)
+            u = Identity.generate(f"u{ops}")
             kind = "register"
+            if attempt(lambda: client.register(u)):
+                exp.principals.add(u.principal_id)
+                users.append(u)
+            else:
+                exp.maybe_principals.add(u.principal_id)
         elif kind == "publish" or not exp.models:
-            mid = rng.choice([f"m{i}" for i in range(len(exp.models) + 1)])
+            fresh = rng.random() < 0.3 or not exp.models
+            mid = f"m{n_models}" if fresh else rng.choice(sorted(exp.models))
+            n_models += fresh
             key = new_model_key()
-            _until_acked(lambda: client.publish_model(owner, mid, key, EnclavePolicy(mrenclave=(MR,)), SEAL), stop_at)
-            exp.models[mid] = (owner.principal_id, key, MR)
-            kind = "publish"
+            pub = lambda: client.publish_model(owner, mid, key, EnclavePolicy(mrenclave=(MR,)), SEAL)  # noqa: E731
+            if fresh and not attempt(pub):
+                exp.maybe_models.add(mid)
+            else:
+                if not fresh:
+                    _until_acked(pub, stop_at)
+                exp.models[mid] = (owner.principal_id, key, MR)
         elif kind == "grant":
             mid, u = rng.choice(sorted(exp.models)), rng.choice(users)
-            _until_acked(lambda: client.grant(owner, mid, u.principal_id), stop_at)
-            exp.grants.add((mid, u.principal_id))
-        elif kind == "revoke":
-            if not exp.grants:
+            pair = (mid, u.principal_id)
+            if pair in untouchable:
                 continue
-            mid, uid = rng.choice(sorted(exp.grants))
+            if pair in exp.grants or attempt(lambda: client.grant(owner, mid, u.principal_id)):
+                if pair in exp.grants:
+                    _until_acked(lambda: client.grant(owner, mid, u.principal_id), stop_at)
+                exp.grants.add(pair)
+            else:
+                exp.maybe_grants.add(pair)
+                untouchable.add(pair)
+        elif kind == "revoke":
+            pairs = sorted(exp.grants - untouchable)
+            if not pairs:
+                continue
+            mid, uid = rng.choice(pairs)
             _until_acked(lambda: client.revoke(owner, mid, uid), stop_at)
             exp.grants.discard((mid, uid))
         else:
-            if not exp.grants:
+            pairs = sorted(exp.grants - untouchable)
+            if not pairs:
                 continue
-            mid, uid = rng.choice(sorted(exp.grants))
+            mid, uid = rng.choice(pairs)
             u = next(x for x in users if x.principal_id == uid)
             rk = new_request_key()
-            _until_acked(lambda: client.enroll(u, mid, rk), stop_at)
-            exp.request_keys[(mid, uid)] = rk
+            if (mid, uid) in exp.request_keys:
+                _until_acked(lambda: client.enroll(u, mid, rk), stop_at)
+                exp.request_keys[(mid, uid)] = rk
+            elif attempt(lambda: client.enroll(u, mid, rk)):
+                exp.request_keys[(mid, uid)] = rk
+            else:
+                exp.maybe_request_keys[(mid, uid)] = rk
+                untouchable.add((mid, uid))
         mix[kind] += 1
         ops += 1
     done.set()
     t.join(120)
-    exp.acked = ops + 1
+    exp.acked = ops + 1 - exp.abandoned
     return exp, {"ops": ops + 1, "mix": mix, "pin": pin}
 
 
-def _check_release_path(ks: KillableKeyService, exp: Expected, pin) -> int:
+def _check_release_path(ks: KillableKeyService, exp: Expected, pin, store: Store) -> int:
     """What an attested enclave is given agrees with the tables, pair by pair."""
     session = EnclaveSession(SimBackend(MR), EnclaveKeyClient(ks.url, QUICK, bytes.fromhex(pin.signing_public_key)),
                              key_ttl_s=60, budget_s=30, seal_id_of=lambda _mid: SEAL)
@@ -176,11 +218,18 @@ def _check_release_path(ks: KillableKeyService, exp: Expected, pin) -> int:
         mk, _ = session.keys(mid, None, need_model_key=True)
         assert mk == key, f"model {mid}: released model key is not the last published one"
         for uid in users:
-            granted = (mid, uid) in exp.grants
-            enrolled = (mid, uid) in exp.request_keys
+            pair = (mid, uid)
+            if pair in exp.maybe_grants or pair in exp.maybe_request_keys:
+                # Applied or not: the release must agree with what the tables say.
+                row = (store.one("SELECT 1 FROM grants WHERE model_id=? AND user_id=?", mid, uid) is not None,
+                       store.one("SELECT 1 FROM request_keys WHERE model_id=? AND user_id=?", mid, uid) is not None)
+                granted, enrolled = row
+                want = exp.request_keys.get(pair, exp.maybe_request_keys.get(pair))
+            else:
+                granted, enrolled, want = pair in exp.grants, pair in exp.request_keys, exp.request_keys.get(pair)
             try:
                 _, rk = session.keys(mid, uid, need_model_key=False)
-                assert granted and enrolled and rk == exp.request_keys[(mid, uid)], (mid, uid)
+                assert granted and enrolled and rk == want, pair
             except (AccessDenied, NotFound):
                 assert not (granted and enrolled), f"{mid}/{uid}: granted and enrolled, but refused"
             checked += 1
@@ -196,15 +245,17 @@ def _run(tmp_path: Path, n_ops: int, kills: int, seed: int) -> None:
             hygiene.remember(f"crash model key {mid}", key)
         for (mid, uid), key in exp.request_keys.items():
             hygiene.remember(f"crash request key {mid}/{uid[:8]}", key)
-        problems = check_tables(Store(ks.db), exp) + integrity(Store(ks.db))
+        store = Store(ks.db)
+        problems = check_tables(store, exp) + integrity(store)
         assert not problems, problems
-        pairs = _check_release_path(ks, exp, info["pin"])
+        pairs = _check_release_path(ks, exp, info["pin"], store)
     finally:
         ks.stop()
     count("crash: kills survived", ks.kills)
     count("crash: kills during start-up", ks.startup_kills)
     count("crash: acknowledged operations", exp.acked)
     count("crash: acknowledged operations lost", 0)
+    count("crash: operations cut by a kill and abandoned (whole or absent)", exp.abandoned)
     count("crash: release pairs checked", pairs)
     note("crash: op mix", str(info["mix"]))
     assert ks.kills >= kills
@@ -216,4 +267,4 @@ def test_crash_consistency_small(tmp_path):
 
 @pytest.mark.soak
 def test_crash_consistency(tmp_path):
-    _run(tmp_path, n_ops=300, kills=16, seed=int(os.environ.get("SESEMI_CRASH_SEED", "12")))
+    _run(tmp_path, n_ops=320, kills=16, seed=int(os.environ.get("SESEMI_CRASH_SEED", "12")))

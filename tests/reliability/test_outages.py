@@ -94,3 +94,43 @@ def test_outages(deployment):
     w.servers.append(srv)
     for name in ("warm", "later", "after"):
         _infer(act, users[name])
+
+
+@pytest.mark.soak  # an emulator, a router and a cold container: ~13 s
+def test_frozen_key_service_through_the_router(tmp_path):
+    """The serverless path: SDK -> router -> OpenWhisk emulator -> action. A request
+    that needs a key while the key service is frozen gets a 503 from the router
+    within the action's budget (the refusal is not retried into a longer wait)."""
+    from bundle_tool.platform.local import deploy_pool, start_emulator, start_router, write_router_config
+
+    w = make_world(tmp_path, pin_ks=False)  # emulated containers take their settings from /init only
+    hygiene.watch(w.work)
+    try:
+        fresh = w.new_user("fresh")
+        w.ks.grant(w.owner, "digits", fresh.principal_id)
+        rk_fresh = w.enroll(fresh, "digits")
+        emulator, wskprops = start_emulator(w.work, keep_alive_s=60)
+        w.servers.append(emulator)
+        pool = deploy_pool(wskprops, "sesemi-o", 1, {"SESEMI_PACK": str(w.pack), "SESEMI_KS_URL": w.ks_server.url,
+                                                     "SESEMI_KS_BUDGET": str(BUDGET)})
+        config = write_router_config(w.work / "router.json", wskprops, {"o": (["digits"], pool)}, {},
+                                     max_attempts=2, queue_timeout_s=20)
+        router = start_router(w.work, config)
+        w.servers.append(router)
+        via = ActionClient(router.url, path="/v1/infer")
+        via.infer("digits", w.user.principal_id, w.request_key, X)  # cold start, then warm
+        os.kill(w.ks_server.proc.pid, signal.SIGSTOP)
+        try:
+            via.infer("digits", w.user.principal_id, w.request_key, X)  # warm: from the key cache
+            t0 = time.monotonic()
+            with pytest.raises(UnavailableError) as ei:
+                via.infer("digits", fresh.principal_id, rk_fresh, X)
+            took = time.monotonic() - t0
+        finally:
+            os.kill(w.ks_server.proc.pid, signal.SIGCONT)
+        assert ei.value.http_status == 503, ei.value
+        print(f"frozen key service via router: 503 after {took:.2f} s (budget {BUDGET} s)")
+        assert took < BUDGET + SLACK, f"router answered after {took:.2f} s"
+        via.infer("digits", fresh.principal_id, rk_fresh, X)  # resumes by itself
+    finally:
+        w.stop()
