@@ -82,11 +82,20 @@ def invoke_section(models: dict) -> list[str]:
              "The same span (set_tensor + invoke + get_tensor, one interpreter thread) timed inside the action "
              "(`/stats` → `recent_invoke`, over the benchmark's requests) and in the benchmark's process (i). "
              "What the action adds around the invoke is the SeSeMI end-to-end time minus the action's invoke.", "",
-             "| model | (i) bare invoke p50 | action's invoke p50 | action / bare | (iii) SeSeMI p50 "
-             "| (iii) − action's invoke |", "|---|---|---|---|---|---|"]
+             "| model | (i) bare invoke p50 | action's invoke p50 | action / bare | action's /run handling p50 "
+             "| (iv) HTTP floor p50 | (iii) SeSeMI p50 | (iii) − action's invoke | floor: ((i) + (iv)) / (i) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m, v in models.items():
         a, b, s = v["action_invoke"]["p50_ms"], v["bare"]["p50_ms"], v["sesemi"]["p50_ms"]
-        lines.append(f"| {m} | {b:.2f} ms | {a:.2f} ms | {a / b:.3f} | {s:.2f} ms | {s - a:.2f} ms |")
+        run = v.get("action_run", {}).get("p50_ms")
+        echo = v.get("echo", {}).get("p50_ms")
+        lines.append(f"| {m} | {b:.2f} ms | {a:.2f} ms | {a / b:.3f} | {f'{run:.2f} ms' if run else '—'} "
+                     f"| {f'{echo:.2f} ms' if echo else '—'} | {s:.2f} ms | {s - a:.2f} ms "
+                     f"| {f'{(b + echo) / b:.3f}' if echo else '—'} |")
+    lines += ["", "(iv) is the transport floor: the same request bytes posted with the same client library to the "
+              "action's own HTTP layer (bench/echo_server.py), which reads the body and answers a body of the "
+              "SeSeMI response's size without doing anything. No server on this transport can answer faster than "
+              "(i) + (iv); where that ratio is above a goal, the goal is out of reach on this transport."]
     fig, ax = plt.subplots(figsize=(7, 3.4))
     names = list(models)
     w = 0.27
