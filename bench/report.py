@@ -270,8 +270,32 @@ def platform_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def flask_section(d: dict) -> list[str]:
+    keep = d["keep_if"]
+    lines = ["## The action's handler as a Flask app (issue 9 §4)", "",
+             "A `create_app()` Flask app on the action's own one-process threaded server through WSGI, reading "
+             "`wsgi.input` directly (bench/flask_action.py), against today's handler (app/server.py). Warm: both "
+             "actions side by side, interleaved call by call; cold: process start → /init → first answer, "
+             f"starts interleaved, median. Keep Flask only if the MobileNetV2 warm p50 grows by ≤ "
+             f"{keep['warm_p50_delta_ms']} ms and the cold start by ≤ {(keep['cold_ratio'] - 1) * 100:.0f} %.", "",
+             "| model | warm p50 today | warm p50 Flask | difference | cold today | cold Flask | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for m, v in d["models"].items():
+        w, c = v["warm"], v["cold_ms"]
+        lines.append(f"| {m} | {w['today']['p50_ms']:.2f} ms | {w['flask']['p50_ms']:.2f} ms "
+                     f"| {v['warm_p50_delta_ms']:+.2f} ms | {c['today']:.0f} ms | {c['flask']:.0f} ms "
+                     f"| {v['cold_ratio']:.3f} |")
+    m = d["models"].get("mobilenetv2")
+    if m:
+        ok = m["warm_p50_delta_ms"] <= keep["warm_p50_delta_ms"] and m["cold_ratio"] <= keep["cold_ratio"]
+        lines += ["", f"Outcome of this run: **{'Flask would qualify' if ok else 'keep today’s handler'}** "
+                  f"(MobileNetV2 warm {m['warm_p50_delta_ms']:+.2f} ms, cold ×{m['cold_ratio']:.3f})."]
+    return lines + [""]
+
+
 def machine_section() -> list[str]:
-    runs = {n: d for n in ("latency", "cold_start", "concurrency", "packing", "keyservice", "memory", "platform")
+    runs = {n: d for n in ("latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory",
+                           "platform")
             if (d := load(n)) is not None}
     if not runs:
         return []
@@ -295,7 +319,7 @@ def main() -> None:
              "TEE is `sim`: no SGX enclave transitions or EPC paging are included.", ""] + machine_section()
     notes = REPO / "bench" / "NOTES.md"
     for name, fn in (("latency", latency_section), ("cold_start", cold_section),
-                     ("concurrency", concurrency_section), ("packing", packing_section),
+                     ("concurrency", concurrency_section), ("flask", flask_section), ("packing", packing_section),
                      ("keyservice", keyservice_section), ("memory", memory_section),
                      ("platform", platform_section)):
         d = load(name)
