@@ -54,18 +54,14 @@ class _WsgiHandler(_Handler):
     """The same limits as today's handler (411, 413), then WSGI instead of the direct call."""
 
     def _dispatch(self, method: str) -> None:
-        length = self.headers.get("Content-Length")
-        if length is not None and not length.isdigit() or method == "POST" and length is None:
-            self.close_connection = True
-            return self._respond(411, b'{"error":"Content-Length required"}')
-        if length is not None and int(length) > self.server.max_body:
-            self.close_connection = True
-            return self._respond(413, b'{"error":"request body too large"}')
+        length = self._body_length(method)
+        if length is None:
+            return
         path, _, query = self.path.partition("?")
         environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
                    "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(self.server.server_address[1]),
                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                   "CONTENT_LENGTH": length or "", "wsgi.input": self.rfile, "wsgi.errors": sys.stderr,
+                   "CONTENT_LENGTH": str(length) if length else "", "wsgi.input": self.rfile, "wsgi.errors": sys.stderr,
                    "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.multithread": True,
                    "wsgi.multiprocess": False, "wsgi.run_once": False}
         started: list[Any] = []

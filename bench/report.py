@@ -55,22 +55,28 @@ def latency_section(d: dict) -> list[str]:
         b = models[big]["breakdown_ms"]
         lines += ["", f"Where the secure path's own work goes ({big} input, in-process, p50):", "",
                   "| step | ms |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in b.items()]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    names = list(models)
-    w = 0.27
-    for i, (k, label) in enumerate((("bare", "(i) bare invoke"), ("plain", "(ii) plaintext server"),
-                                    ("sesemi", "(iii) SeSeMI encrypted"))):
-        ax.bar([j + (i - 1) * w for j in range(len(names))], [models[n][k]["p50_ms"] for n in names], w, label=label)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 latency (ms, log)")
-    ax.set_title("Warm latency, batch 1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(IMG / "perf-latency.png", dpi=110)
-    plt.close(fig)
+    p50_bars(models, (("bare", "(i) bare invoke"), ("plain", "(ii) plaintext server"),
+                      ("sesemi", "(iii) SeSeMI encrypted")), "Warm latency, batch 1", "perf-latency.png")
     lines += ["", "![warm latency](img/perf-latency.png)", ""]
     return lines + invoke_section(models)
+
+
+def p50_bars(models: dict, series: tuple[tuple[str, str], ...], title: str, png: str) -> None:
+    """Grouped bars of each series' p50 per model, log scale."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = list(models)
+    w = 0.8 / len(series)
+    for i, (k, label) in enumerate(series):
+        ax.bar([j + (i - (len(series) - 1) / 2) * w for j in range(len(names))],
+               [models[n][k]["p50_ms"] for n in names], w, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 (ms, log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(IMG / png, dpi=110)
+    plt.close(fig)
 
 
 def invoke_section(models: dict) -> list[str]:
@@ -96,21 +102,9 @@ def invoke_section(models: dict) -> list[str]:
               "action's own HTTP layer (bench/echo_server.py), which reads the body and answers a body of the "
               "SeSeMI response's size without doing anything. No server on this transport can answer faster than "
               "(i) + (iv); where that ratio is above a goal, the goal is out of reach on this transport."]
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    names = list(models)
-    w = 0.27
-    for i, (label, get) in enumerate((("(i) bare invoke", lambda v: v["bare"]["p50_ms"]),
-                                      ("action's invoke (/stats)", lambda v: v["action_invoke"]["p50_ms"]),
-                                      ("(iii) SeSeMI end to end", lambda v: v["sesemi"]["p50_ms"]))):
-        ax.bar([j + (i - 1) * w for j in range(len(names))], [get(models[n]) for n in names], w, label=label)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 (ms, log)")
-    ax.set_title("Invoke inside the action vs bare invoke, batch 1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(IMG / "perf-invoke.png", dpi=110)
-    plt.close(fig)
+    p50_bars(models, (("bare", "(i) bare invoke"), ("action_invoke", "action's invoke (/stats)"),
+                      ("sesemi", "(iii) SeSeMI end to end")), "Invoke inside the action vs bare invoke, batch 1",
+             "perf-invoke.png")
     return lines + ["", "![invoke inside the action](img/perf-invoke.png)", ""]
 
 
