@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 from sesemi.attestation.backends import check_available
 
 from .config import ActionConfig
-from .server import ActionService, create_server
+from .server import ActionHTTPServer, ActionService, create_server
 
 __all__ = ["ActionConfig", "ActionService", "create_server", "serve"]
 
 
 def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080, threads: int = 64,
-          init_now: bool = False) -> None:
+          init_now: bool = False, make_server: Callable[..., ActionHTTPServer] = create_server) -> None:
     """Serve /init and /run in ONE process, a thread per connection (Occlum has no fork).
 
     `settings` uses the environment names (SESEMI_PACK, ...) and overrides the
     process environment; /init's value.env overrides both. `threads` caps the
-    concurrent connections (the platform's concurrency limit sets how many it opens)."""
+    concurrent connections (the platform's concurrency limit sets how many it opens).
+    `make_server`: the HTTP layer (bench/flask_action.py measures another one)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s action %(levelname)s %(message)s")
     log = logging.getLogger("sesemi.action")
     from .malloc_tuning import tune_malloc
@@ -27,7 +28,7 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     tune_malloc()
     config = ActionConfig.from_environ().with_env(settings)
     check_available(config.tee)  # before listening: a platform should see the start fail, not /init
-    server = create_server(config, host, port, max_connections=threads)
+    server = make_server(config, host, port, max_connections=threads)
     if config.tee == "sim":
         log.warning("INSECURE SIMULATION: tee=sim; evidence is not hardware-backed and every "
                     "response is labelled insecure_simulation=true")

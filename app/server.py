@@ -103,15 +103,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                          % (status, reason.encode(), len(payload)) + payload)
 
-    def _dispatch(self, method: str) -> None:
+    def _body_length(self, method: str) -> int | None:
+        """The request's Content-Length, or None once a 411/413 has been answered."""
         length = self.headers.get("Content-Length")
         if length is not None and not length.isdigit() or method == "POST" and length is None:
             self.close_connection = True
-            return self._respond(411, b'{"error":"Content-Length required"}')
+            self._respond(411, b'{"error":"Content-Length required"}')
+            return None
         if length is not None and int(length) > self.server.max_body:
             self.close_connection = True
-            return self._respond(413, b'{"error":"request body too large"}')
-        body = self.rfile.read(int(length)) if length else b""
+            self._respond(413, b'{"error":"request body too large"}')
+            return None
+        return int(length or 0)
+
+    def _dispatch(self, method: str) -> None:
+        length = self._body_length(method)
+        if length is None:
+            return
+        body = self.rfile.read(length) if length else b""
         self._respond(*self.server.service.handle(method, self.path.split("?", 1)[0], body))
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import requests
 import urllib3
@@ -42,7 +43,9 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> float:
     raise RuntimeError("server did not start")
 
 
-def sesemi_cold(world: LocalWorld, pack: Path, name: str, log) -> dict[str, float]:
+def sesemi_cold(world: LocalWorld, pack: Path, name: str, log,
+                cmd: Callable[[int], list[str]] | None = None) -> dict[str, float]:
+    """`cmd(port)`: the action's command line (default `python -m app`)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Pinned as the world publishes it (SESEMI_KS_KEY is measured): without it the
@@ -50,7 +53,8 @@ def sesemi_cold(world: LocalWorld, pack: Path, name: str, log) -> dict[str, floa
     env = {**os.environ, "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1", "SESEMI_KS_KEY": world.ks_key(),
            "SESEMI_POOL_SIZE": "1", "SESEMI_INTERP_THREADS": str(INTERP_THREADS)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    argv = cmd(port) if cmd else [sys.executable, "-m", "app"]
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         t1 = _wait(url + "/stats", proc)
         r = requests.post(url + "/init", data=json_dumps({"value": {"env": {

@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--levels", nargs="*", type=int, default=[1, 2, 4, 8])
     args = parse_args(ap)
     if args.smoke:
-        args.models, args.seconds, args.levels = ["digits"], 0.3, [1, 2]
+        args.models, args.seconds, args.levels = ["digits"], 0.1, [1, 2]
     names = available(args.models)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:

@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = parse_args(ap)
     if args.smoke:
-        args.seconds = 0.2
+        args.seconds = 0.1
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
         world = LocalWorld.start(Path(tmp) / "world")

@@ -132,7 +132,9 @@ def main() -> None:
             s = {k: summary_ms(v) for k, v in times.items()}
             # The action's own set_tensor + invoke + get_tensor, over the same requests
             # (its recent window), beside the bare invoke of the same span in this process.
-            s["action_invoke"] = requests.get(action.url + "/stats", timeout=10).json()["recent_invoke"][name]
+            st = requests.get(action.url + "/stats", timeout=10).json()
+            s["action_invoke"] = st["recent_invoke"][name]
+            s["action_run"] = {"p50_ms": st["recent_run_p50_ms"]}  # /run handling: body in to body out
             results[name] = {
                 "input_bytes": int(x.nbytes),
                 "model_bytes": model.stat().st_size,

@@ -55,22 +55,28 @@ def latency_section(d: dict) -> list[str]:
         b = models[big]["breakdown_ms"]
         lines += ["", f"Where the secure path's own work goes ({big} input, in-process, p50):", "",
                   "| step | ms |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in b.items()]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    names = list(models)
-    w = 0.27
-    for i, (k, label) in enumerate((("bare", "(i) bare invoke"), ("plain", "(ii) plaintext server"),
-                                    ("sesemi", "(iii) SeSeMI encrypted"))):
-        ax.bar([j + (i - 1) * w for j in range(len(names))], [models[n][k]["p50_ms"] for n in names], w, label=label)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 latency (ms, log)")
-    ax.set_title("Warm latency, batch 1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(IMG / "perf-latency.png", dpi=110)
-    plt.close(fig)
+    p50_bars(models, (("bare", "(i) bare invoke"), ("plain", "(ii) plaintext server"),
+                      ("sesemi", "(iii) SeSeMI encrypted")), "Warm latency, batch 1", "perf-latency.png")
     lines += ["", "![warm latency](img/perf-latency.png)", ""]
     return lines + invoke_section(models)
+
+
+def p50_bars(models: dict, series: tuple[tuple[str, str], ...], title: str, png: str) -> None:
+    """Grouped bars of each series' p50 per model, log scale."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = list(models)
+    w = 0.8 / len(series)
+    for i, (k, label) in enumerate(series):
+        ax.bar([j + (i - (len(series) - 1) / 2) * w for j in range(len(names))],
+               [models[n][k]["p50_ms"] for n in names], w, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 (ms, log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(IMG / png, dpi=110)
+    plt.close(fig)
 
 
 def invoke_section(models: dict) -> list[str]:
@@ -82,26 +88,23 @@ def invoke_section(models: dict) -> list[str]:
              "The same span (set_tensor + invoke + get_tensor, one interpreter thread) timed inside the action "
              "(`/stats` → `recent_invoke`, over the benchmark's requests) and in the benchmark's process (i). "
              "What the action adds around the invoke is the SeSeMI end-to-end time minus the action's invoke.", "",
-             "| model | (i) bare invoke p50 | action's invoke p50 | action / bare | (iii) SeSeMI p50 "
-             "| (iii) − action's invoke |", "|---|---|---|---|---|---|"]
+             "| model | (i) bare invoke p50 | action's invoke p50 | action / bare | action's /run handling p50 "
+             "| (iv) HTTP floor p50 | (iii) SeSeMI p50 | (iii) − action's invoke | floor: ((i) + (iv)) / (i) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m, v in models.items():
         a, b, s = v["action_invoke"]["p50_ms"], v["bare"]["p50_ms"], v["sesemi"]["p50_ms"]
-        lines.append(f"| {m} | {b:.2f} ms | {a:.2f} ms | {a / b:.3f} | {s:.2f} ms | {s - a:.2f} ms |")
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    names = list(models)
-    w = 0.27
-    for i, (label, get) in enumerate((("(i) bare invoke", lambda v: v["bare"]["p50_ms"]),
-                                      ("action's invoke (/stats)", lambda v: v["action_invoke"]["p50_ms"]),
-                                      ("(iii) SeSeMI end to end", lambda v: v["sesemi"]["p50_ms"]))):
-        ax.bar([j + (i - 1) * w for j in range(len(names))], [get(models[n]) for n in names], w, label=label)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 (ms, log)")
-    ax.set_title("Invoke inside the action vs bare invoke, batch 1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(IMG / "perf-invoke.png", dpi=110)
-    plt.close(fig)
+        run = v.get("action_run", {}).get("p50_ms")
+        echo = v.get("echo", {}).get("p50_ms")
+        lines.append(f"| {m} | {b:.2f} ms | {a:.2f} ms | {a / b:.3f} | {f'{run:.2f} ms' if run else '—'} "
+                     f"| {f'{echo:.2f} ms' if echo else '—'} | {s:.2f} ms | {s - a:.2f} ms "
+                     f"| {f'{(b + echo) / b:.3f}' if echo else '—'} |")
+    lines += ["", "(iv) is the transport floor: the same request bytes posted with the same client library to the "
+              "action's own HTTP layer (bench/echo_server.py), which reads the body and answers a body of the "
+              "SeSeMI response's size without doing anything. No server on this transport can answer faster than "
+              "(i) + (iv); where that ratio is above a goal, the goal is out of reach on this transport."]
+    p50_bars(models, (("bare", "(i) bare invoke"), ("action_invoke", "action's invoke (/stats)"),
+                      ("sesemi", "(iii) SeSeMI end to end")), "Invoke inside the action vs bare invoke, batch 1",
+             "perf-invoke.png")
     return lines + ["", "![invoke inside the action](img/perf-invoke.png)", ""]
 
 
@@ -261,8 +264,32 @@ def platform_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def flask_section(d: dict) -> list[str]:
+    keep = d["keep_if"]
+    lines = ["## The action's handler as a Flask app (issue 9 §4)", "",
+             "A `create_app()` Flask app on the action's own one-process threaded server through WSGI, reading "
+             "`wsgi.input` directly (bench/flask_action.py), against today's handler (app/server.py). Warm: both "
+             "actions side by side, interleaved call by call; cold: process start → /init → first answer, "
+             f"starts interleaved, median. Keep Flask only if the MobileNetV2 warm p50 grows by ≤ "
+             f"{keep['warm_p50_delta_ms']} ms and the cold start by ≤ {(keep['cold_ratio'] - 1) * 100:.0f} %.", "",
+             "| model | warm p50 today | warm p50 Flask | difference | cold today | cold Flask | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for m, v in d["models"].items():
+        w, c = v["warm"], v["cold_ms"]
+        lines.append(f"| {m} | {w['today']['p50_ms']:.2f} ms | {w['flask']['p50_ms']:.2f} ms "
+                     f"| {v['warm_p50_delta_ms']:+.2f} ms | {c['today']:.0f} ms | {c['flask']:.0f} ms "
+                     f"| {v['cold_ratio']:.3f} |")
+    m = d["models"].get("mobilenetv2")
+    if m:
+        ok = m["warm_p50_delta_ms"] <= keep["warm_p50_delta_ms"] and m["cold_ratio"] <= keep["cold_ratio"]
+        lines += ["", f"Outcome of this run: **{'Flask would qualify' if ok else 'keep today’s handler'}** "
+                  f"(MobileNetV2 warm {m['warm_p50_delta_ms']:+.2f} ms, cold ×{m['cold_ratio']:.3f})."]
+    return lines + [""]
+
+
 def machine_section() -> list[str]:
-    runs = {n: d for n in ("latency", "cold_start", "concurrency", "packing", "keyservice", "memory", "platform")
+    runs = {n: d for n in ("latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory",
+                           "platform")
             if (d := load(n)) is not None}
     if not runs:
         return []
@@ -286,7 +313,7 @@ def main() -> None:
              "TEE is `sim`: no SGX enclave transitions or EPC paging are included.", ""] + machine_section()
     notes = REPO / "bench" / "NOTES.md"
     for name, fn in (("latency", latency_section), ("cold_start", cold_section),
-                     ("concurrency", concurrency_section), ("packing", packing_section),
+                     ("concurrency", concurrency_section), ("flask", flask_section), ("packing", packing_section),
                      ("keyservice", keyservice_section), ("memory", memory_section),
                      ("platform", platform_section)):
         d = load(name)

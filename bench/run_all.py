@@ -18,6 +18,7 @@ STEPS = [
     ("latency", ["bench_latency.py"]),
     ("cold start", ["bench_cold.py"]),
     ("concurrency", ["bench_concurrency.py"]),
+    ("Flask handler (issue 9)", ["bench_flask.py"]),
     ("packing", ["bench_packing.py"]),
     ("key service", ["bench_keyservice.py"]),
     ("memory", ["bench_memory.py"]),
