@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	@# -q -q: errors only. setuptools' editable-install BuildBackendWarning (a
+	@# meta path finder is used) is about layouts like ours and not actionable.
+	$(BIN)/pip install -q -q -e '.[test]'
 	touch $(STAMP)
+	@echo "installed: put sesemi on PATH with  . $(VENV)/bin/activate  (or run $(BIN)/sesemi)"
 
 install: $(STAMP)
 
@@ -48,7 +51,7 @@ bench-models: $(TOOLS)/.installed
 	$(TOOLS)/bin/python tools/make_bench_models.py
 
 bench: $(STAMP) bench-models
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install -q -q -e '.[test,bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -18,6 +18,8 @@ import numpy as np
 from sesemi.client import ActionClient
 
 from .local import LocalWorld
+from .litert import interpreter
+from .progress import Bar, Steps
 from .reference import plaintext_outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,20 +28,13 @@ HELDOUT = REPO / "models" / "digits" / "digits_heldout.npz"
 MODEL_ID = "digits"
 
 
-def _step(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
-
-
 def plaintext_predictions(model_path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     """The owner's own plaintext run, on the owner's machine: the reference."""
     return np.concatenate([next(iter(plaintext_outputs(model_path, x[i:i + batch]).values())).argmax(axis=1)
                            for i in range(0, len(x), batch)])
 
 def bare_invoke_latency(model_path: Path, sample: np.ndarray, n: int) -> list[float]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=model_path.read_bytes(), num_threads=1)
-    interp.allocate_tensors()
+    interp = interpreter(model_path.read_bytes(), num_threads=1)
     idx = interp.get_input_details()[0]["index"]
     times = []
     for _ in range(n):
@@ -62,6 +57,7 @@ def run_demo(workdir: str | None = None, batch: int = 30, platform: bool = False
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)
     world = None
+    _step = Steps(5)
     try:
         print("WARNING: INSECURE SIMULATION (tee=sim): no SGX here; evidence is simulated and labelled so.")
         _step("starting the key service (--insecure-sim-attestation); attesting and pinning it")
@@ -97,10 +93,12 @@ def run_demo(workdir: str | None = None, batch: int = 30, platform: bool = False
         client = ActionClient(url, path=path)
         preds = []
         sim_label = False
-        for i in range(0, len(x), batch):
-            res = client.infer(MODEL_ID, user.principal_id, rk, {"image": x[i:i + batch]})
-            sim_label = res.insecure_simulation
-            preds.append(next(iter(res.outputs.values())).argmax(axis=1))
+        with Bar("    digits sent", len(x), unit="") as bar:
+            for i in range(0, len(x), batch):
+                res = client.infer(MODEL_ID, user.principal_id, rk, {"image": x[i:i + batch]})
+                sim_label = res.insecure_simulation
+                preds.append(next(iter(res.outputs.values())).argmax(axis=1))
+                bar(len(x[i:i + batch]))
         enc_pred = np.concatenate(preds)
         plain_pred = plaintext_predictions(MODEL, x, batch)
         enc_acc = float((enc_pred == y).mean())

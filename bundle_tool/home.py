@@ -66,7 +66,14 @@ class Home:
         path = self._model_key_path(model_id)
         if not path.exists():
             raise NotFound(f"no key for model {model_id!r} in {self.root} (seal it first: sesemi model seal)")
-        return b64d(json_loads(path.read_bytes())["key"])
+        try:
+            doc = json_loads(path.read_bytes())
+            key = b64d(doc["key"], "model key") if isinstance(doc, dict) else b""
+        except (ValueError, KeyError, FormatError):
+            key = b""
+        if len(key) != 32:
+            raise FormatError(f"{path} is damaged: it holds no 32-byte model key")
+        return key
 
     # request keys
     def _request_key_path(self, pid: str, model_id: str) -> Path:
@@ -80,7 +87,13 @@ class Home:
         path = self._request_key_path(pid, model_id)
         if not path.exists():
             raise NotFound(f"no request key for model {model_id!r} (run: sesemi user enroll {model_id} --as ...)")
-        return b64d(path.read_text().strip())
+        try:
+            key = b64d(path.read_text().strip(), "request key")
+        except (ValueError, FormatError):
+            key = b""
+        if len(key) != 32:
+            raise FormatError(f"{path} is damaged: it holds no 32-byte request key (enroll again)")
+        return key
 
     def call_counter(self) -> FileCallCounter:
         return FileCallCounter(self.root / "call_seq")
@@ -96,4 +109,22 @@ class Home:
     def pin(self) -> KsPin:
         if not self.pin_path.exists():
             raise NotFound("no key service pinned: run `sesemi ks attest URL` first")
-        return KsPin.from_json(json_loads(self.pin_path.read_bytes()))
+        try:
+            doc = json_loads(self.pin_path.read_bytes())
+            pin = KsPin.from_json(doc) if isinstance(doc, dict) else None
+        except (ValueError, TypeError):  # orjson's JSONDecodeError is a ValueError; a missing field a TypeError
+            pin = None
+        if pin is None or not _pin_is_sound(pin):
+            raise FormatError(f"{self.pin_path} is damaged: run `sesemi ks attest URL` again to re-pin")
+        return pin
+
+
+def _is_hex32(v: object) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v)
+
+
+def _pin_is_sound(pin: KsPin) -> bool:
+    """The fields later calls use without further checks (keys as hex, the URL)."""
+    return (isinstance(pin.url, str) and pin.url.startswith(("http://", "https://"))
+            and _is_hex32(pin.hpke_public_key) and (pin.signing_public_key == "" or _is_hex32(pin.signing_public_key))
+            and isinstance(pin.tee, str) and isinstance(pin.insecure_simulation, bool))

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .litert import allocate, interpreter
+
 
 def plaintext_outputs(model_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every output tensor for input batch `x`, keyed by the interpreter's tensor names."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=Path(model_path).read_bytes())
+    interp = interpreter(Path(model_path).read_bytes())
     inp = interp.get_input_details()[0]
     interp.resize_tensor_input(inp["index"], list(x.shape))
-    interp.allocate_tensors()
+    allocate(interp)
     interp.set_tensor(inp["index"], x)
     interp.invoke()
     return {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}

@@ -36,17 +36,22 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
                               collateral_file=Path(collateral_file) if collateral_file else None,
                               min_tcb_eval=min_tcb_eval)
     ks = KeyService(config)
-    if not ks.verifier.accepts_dcap:
-        log.warning("no DCAP collateral source (--pccs-url / --collateral-file): sgx-dcap evidence is refused")
-    if ks.tee.simulated:
-        log.warning("INSECURE SIMULATION: this key service attests itself with sim evidence "
-                    "(not hardware-backed); its secrets file %s is protected by file mode only",
-                    Path(config.secrets_path).name)
-    if config.insecure_sim_attestation:
-        log.warning("INSECURE: --insecure-sim-attestation is on: enclaves presenting SIMULATED "
-                    "evidence will receive keys")
+
+    def listening() -> None:
+        # Said once the port is ours: a taken port is one clear error, not a
+        # "key service on ..." line followed by a failure.
+        if not ks.verifier.accepts_dcap:
+            log.warning("no DCAP collateral source (--pccs-url / --collateral-file): sgx-dcap evidence is refused")
+        if ks.tee.simulated:
+            log.warning("INSECURE SIMULATION: this key service attests itself with sim evidence "
+                        "(not hardware-backed); its secrets file %s is protected by file mode only",
+                        Path(config.secrets_path).name)
+        if config.insecure_sim_attestation:
+            log.warning("INSECURE: --insecure-sim-attestation is on: enclaves presenting SIMULATED "
+                        "evidence will receive keys")
+        log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
+                 ks.audience)
+
     ks.store.purge_expired(time.time())
-    log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
-             ks.audience)
     serving.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
-                  limits=limits or ServingLimits(max_body_bytes=config.max_body_bytes))
+                  limits=limits or ServingLimits(max_body_bytes=config.max_body_bytes), on_listening=listening)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -34,6 +34,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from sesemi.encoding import json_dumps
+from sesemi.errors import UnavailableError
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,15 @@ class GuardedServer(TcpWSGIServer):
                 ch.will_close = True  # slow header or body (slowloris)
 
 
-def serve(app: Any, *, host: str, port: int, threads: int, limits: ServingLimits, ident: str) -> None:
-    server = GuardedServer(app, limits, host=host, port=port, threads=threads, ident=ident)
+def serve(app: Any, *, host: str, port: int, threads: int, limits: ServingLimits, ident: str,
+          on_listening: Callable[[], None] | None = None) -> None:
+    """`on_listening` runs once the port is bound (the start-up log belongs there)."""
+    try:
+        server = GuardedServer(app, limits, host=host, port=port, threads=threads, ident=ident)
+    except OSError as exc:
+        raise UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or type(exc).__name__}") from None
+    if on_listening is not None:
+        on_listening()
     try:
         server.run()
     finally:

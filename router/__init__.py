@@ -23,10 +23,13 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     cfg = config_mod.load(config_path)
     creds = cfg.credentials()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(message)s")
+    if cfg.tls()["insecure"]:
+        logging.getLogger("sesemi.router").warning(
+            "INSECURE: openwhisk.insecure is set: the API host's TLS certificate is not verified")
 
     def factory():
         router = Router(cfg, OpenWhiskClient(creds, timeout=cfg.activation_timeout_s, pool_maxsize=threads,
-                                             connect_timeout=cfg.connect_timeout_s))
+                                             connect_timeout=cfg.connect_timeout_s, **cfg.tls()))
         logging.getLogger("sesemi.router").info(
             "router on %s:%d: %d pack(s), %d model(s), policy %s, OpenWhisk at %s", host, port, len(cfg.packs),
             len(router.pack_of), cfg.policy_kind, creds.apihost)

@@ -16,6 +16,9 @@ from sesemi.openwhisk import Credentials, check_action_name, load_credentials
 from .policy import POLICIES, PolicyParams
 
 
+OPENWHISK_KEYS = frozenset({"wskprops", "apihost", "auth", "namespace", "insecure", "cacert"})
+
+
 @dataclass(frozen=True)
 class PackConfig:
     name: str
@@ -38,6 +41,12 @@ class RouterConfig:
 
     def pack_of(self) -> dict[str, str]:
         return {m: p.name for p in self.packs for m in p.models}
+
+    def tls(self) -> dict[str, Any]:
+        """OpenWhiskClient's TLS options: `cacert` (a PEM CA bundle to trust for a
+        self-signed API host) or `insecure: true` (no verification, as `wsk -i`)."""
+        ow = dict(self.openwhisk or {})
+        return {"insecure": bool(ow.get("insecure", False)), "cacert": ow.get("cacert")}
 
     def credentials(self) -> Credentials:
         ow = dict(self.openwhisk or {})
@@ -123,6 +132,13 @@ def parse(doc: Any) -> RouterConfig:
     ow = doc.get("openwhisk") or {}
     if not isinstance(ow, dict):
         raise FormatError("router config: 'openwhisk' must be an object")
+    extra = set(ow) - OPENWHISK_KEYS
+    if extra:
+        raise FormatError(f"router config: unknown openwhisk setting(s) {sorted(extra)}")
+    if not isinstance(ow.get("insecure", False), bool):
+        raise FormatError("router config: openwhisk.insecure must be true or false")
+    if ow.get("cacert") is not None and (not isinstance(ow["cacert"], str) or not ow["cacert"]):
+        raise FormatError("router config: openwhisk.cacert must be a file path")
     return RouterConfig(tuple(packs), params, kind, openwhisk=ow, **kw)
 
 

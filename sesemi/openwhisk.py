@@ -262,13 +262,27 @@ class OpenWhiskClient:
     since `requests` costs about as much per call as the crypto does."""
 
     def __init__(self, creds: Credentials, timeout: float = 75.0, pool_maxsize: int = 64,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, *, insecure: bool = False,
+                 cacert: str | os.PathLike | None = None) -> None:
         """`timeout`: the read bound of a call (a blocking invoke waits for the
-        activation); `connect_timeout`: the bound on reaching the API host."""
+        activation); `connect_timeout`: the bound on reaching the API host.
+        `cacert`: trust this CA bundle (PEM) for the API host, e.g. a
+        self-signed deployment's; `insecure`: do not verify its certificate at
+        all (`wsk -i`). Both only matter for an https API host."""
         self.creds = creds
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._pool = urllib3.PoolManager(maxsize=pool_maxsize, retries=False)
+        tls: dict[str, Any] = {}
+        if insecure:
+            # The caller asked for it and says so on stderr or in its log; urllib3's
+            # per-request warning would repeat that on every call.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+        elif cacert:
+            if not Path(cacert).is_file():
+                raise FormatError(f"no CA certificate file at {cacert}")
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": os.fspath(cacert)}
+        self._pool = urllib3.PoolManager(maxsize=pool_maxsize, retries=False, **tls)
         self._headers = {"Content-Type": "application/json"}
         if creds.auth:
             user, password = creds.basic
@@ -290,6 +304,10 @@ class OpenWhiskClient:
         try:
             resp = self._pool.request(method, url, body=data, headers=self._headers,
                                       timeout=urllib3.Timeout(connect=t.connect_s, read=t.read_s))
+        except urllib3.exceptions.SSLError:
+            raise UnavailableError(f"{what}: the TLS certificate of {self.creds.apihost} does not verify: trust "
+                                   "its CA (deploy --cacert FILE, router openwhisk.cacert) or skip the check "
+                                   "(deploy -i, router openwhisk.insecure)") from None
         except urllib3.exceptions.HTTPError as exc:
             raise explain(exc, what, f"OpenWhisk at {self.creds.apihost}", t) from None
         if resp.status in ok:

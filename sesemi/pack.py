@@ -13,12 +13,13 @@ digest gives a clear error before any decryption is tried.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .encoding import JSONDecodeError, canonical_json, json_loads
 from .errors import FormatError, IntegrityError, NotFound
@@ -40,7 +41,9 @@ class PackEntry:
     seal_id: str   # the sealed header's: what the key service releases the model key for
 
 
-def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]) -> list[PackEntry]:
+def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike],
+          progress: Callable[[int], None] | None = None) -> list[PackEntry]:
+    """`progress(n)` is told each block of sealed bytes once it is copied in."""
     paths = list(sealed_paths)
     entries: list[PackEntry] = []
     offset = 0
@@ -63,16 +66,23 @@ def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]
         raise FormatError("a pack needs at least one sealed model")
     manifest = canonical_json({"version": VERSION, "models": [e.__dict__ for e in entries]})
     tmp = f"{os.fspath(out_path)}.tmp"
-    with open(tmp, "wb") as out:
-        out.write(_HEAD.pack(MAGIC, VERSION, len(manifest)))
-        out.write(manifest)
-        for p in paths:
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, out_path)
+    try:
+        with open(tmp, "wb") as out:
+            out.write(_HEAD.pack(MAGIC, VERSION, len(manifest)))
+            out.write(manifest)
+            for p in paths:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        out.write(block)
+                        if progress is not None:
+                            progress(len(block))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a failed build leaves no partial OUT.tmp behind
+        raise
     return entries
 
 

@@ -29,6 +29,7 @@ plaintext plus one chunk.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -125,9 +126,10 @@ def read_header(read: Callable[[int], bytes]) -> SealedHeader:
 
 
 def seal_stream(src: BinaryIO, dst: BinaryIO, key: bytes, model_id: str, plaintext_len: int,
-                chunk_size: int = DEFAULT_CHUNK) -> SealedHeader:
+                chunk_size: int = DEFAULT_CHUNK, progress: Callable[[int], None] | None = None) -> SealedHeader:
     """Seal under `key` with a fresh random seal id (`header.seal_id`): publish
-    that id with the key, or no enclave receives the key for this seal."""
+    that id with the key, or no enclave receives the key for this seal.
+    `progress(n)` is told each chunk's plaintext length once it is written."""
     header = _encode_header(model_id, chunk_size, plaintext_len)
     aead = AESGCM(key)
     dst.write(header.raw)
@@ -140,19 +142,30 @@ def seal_stream(src: BinaryIO, dst: BinaryIO, key: bytes, model_id: str, plainte
         nonce = os.urandom(NONCE_LEN)
         dst.write(nonce)
         dst.write(aead.encrypt(nonce, chunk, _chunk_aad(header, i, i == n - 1)))
+        if progress is not None:
+            progress(want)
     if src.read(1):
         raise FormatError("model file changed size while sealing")
     return header
 
 
 def seal_file(model_path: str | os.PathLike, out_path: str | os.PathLike, key: bytes, model_id: str,
-              chunk_size: int = DEFAULT_CHUNK) -> SealedHeader:
+              chunk_size: int = DEFAULT_CHUNK, progress: Callable[[int], None] | None = None) -> SealedHeader:
+    """Write OUT.tmp, then rename it over OUT; a failure leaves neither a
+    partial OUT nor the temporary file."""
+    check_model_id(model_id)
     tmp = f"{os.fspath(out_path)}.tmp"
-    with open(model_path, "rb") as src, open(tmp, "wb") as dst:
-        header = seal_stream(src, dst, key, model_id, os.fstat(src.fileno()).st_size, chunk_size)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, out_path)
+    with open(model_path, "rb") as src:
+        try:
+            with open(tmp, "wb") as dst:
+                header = seal_stream(src, dst, key, model_id, os.fstat(src.fileno()).st_size, chunk_size, progress)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, out_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return header
 
 

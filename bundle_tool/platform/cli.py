@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,8 @@ from typing import Any, Callable
 from sesemi.encoding import JSONDecodeError, json_loads
 from sesemi.errors import FormatError
 from sesemi.openwhisk import ActionSpec, OpenWhiskClient, load_credentials
+
+from ..output import Out
 
 AUTH_ENV = "SESEMI_PLATFORM_AUTH"
 
@@ -44,21 +47,29 @@ def action_specs(args: argparse.Namespace) -> list[ActionSpec]:
             for n in names]
 
 
-def cmd_deploy(args: argparse.Namespace) -> None:
+def cmd_deploy(args: argparse.Namespace) -> Out:
     specs = action_specs(args)
     creds = load_credentials(args.wskprops, apihost=args.apihost, namespace=args.namespace,
                              require_auth=not args.dry_run)
-    client = OpenWhiskClient(creds)
+    if args.insecure:
+        print("sesemi: warning: INSECURE: -i/--insecure: the API host's TLS certificate is not verified",
+              file=sys.stderr)
+    client = OpenWhiskClient(creds, insecure=args.insecure, cacert=args.cacert)
     if args.dry_run:
-        for spec in specs:
-            print(client.plan_put_action(spec).describe())
-        return
+        plans = [client.plan_put_action(spec) for spec in specs]
+        return Out({"requests": [{"method": r.method, "url": r.url, "body": r.body} for r in plans]},
+                   "\n".join(r.describe() for r in plans).rstrip("\n"))
+    done, lines = [], []
     for spec in specs:
         doc = client.put_action(spec)
         env = ", ".join(sorted(spec.init_env)) or "none"
-        print(f"deployed {spec.name} (version {doc.get('version', '?')}) at {creds.apihost}: image {spec.image}, "
-              f"{spec.memory_mb} MB, timeout {spec.timeout_ms} ms, concurrency {spec.concurrency}; "
-              f"init env: {env}")
+        done.append({"name": spec.name, "version": doc.get("version"), "apihost": creds.apihost,
+                     "image": spec.image, "memory_mb": spec.memory_mb, "timeout_ms": spec.timeout_ms,
+                     "concurrency": spec.concurrency, "init_env": sorted(spec.init_env)})
+        lines.append(f"deployed {spec.name} (version {doc.get('version', '?')}) at {creds.apihost}: image "
+                     f"{spec.image}, {spec.memory_mb} MB, timeout {spec.timeout_ms} ms, concurrency "
+                     f"{spec.concurrency}; init env: {env}")
+    return Out({"deployed": done}, "\n".join(lines))
 
 
 def write_wskprops(path: Path, apihost: str, auth: str, namespace: str) -> None:
@@ -102,27 +113,35 @@ def cmd_router_serve(args: argparse.Namespace) -> None:
 def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: Callable[..., Any]) -> None:
     a = add(sub, "deploy", cmd_deploy, "create or update blackbox actions through OpenWhisk's REST API")
     a.add_argument("names", nargs="+", metavar="NAME", help="action name(s)")
-    a.add_argument("--image", required=True, help="the action's Docker image (the emulator maps it to a command)")
+    a.add_argument("--image", required=True, metavar="IMAGE",
+                   help="the action's Docker image (the emulator maps it to a command)")
     a.add_argument("--memory", type=int, default=256, metavar="MB", help="memory limit (default 256)")
     a.add_argument("--timeout", type=int, default=60_000, metavar="MS", help="time limit (default 60000)")
     a.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="activations one container runs at once (default 1)")
     a.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="init parameter: reaches the container in /init's value.env (e.g. SESEMI_KS_URL)")
-    a.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="default parameter")
-    a.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="default parameter (repeatable; a JSON value is passed structured)")
+    a.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
+                   help="annotation (repeatable; a JSON value is passed structured)")
     a.add_argument("--replicas", type=int, default=1, metavar="N",
                    help="deploy NAME-1 .. NAME-N (a router pool) instead of NAME")
-    a.add_argument("--wskprops", help="OpenWhisk properties file (default $WSK_CONFIG_FILE or ~/.wskprops)")
-    a.add_argument("--apihost", help="override APIHOST")
-    a.add_argument("--namespace", help="override NAMESPACE (default _)")
+    a.add_argument("--wskprops", metavar="PATH",
+                   help="OpenWhisk properties file (default: $WSK_CONFIG_FILE or ~/.wskprops)")
+    a.add_argument("--apihost", metavar="URL", help="override APIHOST (default: the properties file's)")
+    a.add_argument("--namespace", help="override NAMESPACE (default: the properties file's, else _)")
+    a.add_argument("-i", "--insecure", "--insecure-skip-tls-verify", dest="insecure", action="store_true",
+                   help="do not verify the API host's TLS certificate (as `wsk -i`; say so on stderr)")
+    a.add_argument("--cacert", metavar="FILE",
+                   help="trust this CA certificate (PEM) for the API host, e.g. a self-signed deployment's")
     a.add_argument("--dry-run", action="store_true", help="print the requests instead of sending them")
 
     plat = group("platform", "the local OpenWhisk emulator")
     a = add(plat, "serve", cmd_platform_serve, "serve OpenWhisk's REST API subset; containers are local processes")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=3233)
-    a.add_argument("--namespace", default="guest")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    a.add_argument("--port", type=int, default=3233, metavar="N", help="port to listen on")
+    a.add_argument("--namespace", default="guest", help="the one namespace it serves")
     a.add_argument("--wskprops", metavar="PATH", help="write APIHOST/AUTH/NAMESPACE here (mode 0600)")
     a.add_argument("--keep-alive", type=float, default=600.0, metavar="S",
                    help="remove a container idle this long (OpenWhisk's default: 600)")
@@ -139,11 +158,11 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
                    help="map an image to a local command ({port} and $PORT give its port); "
                         "built in: sesemi-action")
     a.add_argument("--work-dir", metavar="DIR", help="container logs (default: a temporary directory)")
-    a.add_argument("--threads", type=int, default=64)
+    a.add_argument("--threads", type=int, default=64, metavar="N", help="request threads")
 
     rt = group("router", "the model packer's router (FnPacker)")
     a = add(rt, "serve", cmd_router_serve, "route each model's requests to its pack's pool of actions")
     a.add_argument("--config", required=True, metavar="FILE", help="packs, actions, policy (JSON or YAML)")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=8000)
-    a.add_argument("--threads", type=int, default=64)
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    a.add_argument("--port", type=int, default=8000, metavar="N", help="port to listen on")
+    a.add_argument("--threads", type=int, default=64, metavar="N", help="request threads")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,12 +18,20 @@ from bundle_tool.procs import start_action, start_keyservice
 from ..conftest import DIGITS, HELDOUT, plaintext_outputs
 
 
-def sesemi(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def sesemi(home: Path | None, *args: str, ok: bool = True, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess:
+    """The real command line as a subprocess; `home` as $SESEMI_HOME (None: pass --home yourself)."""
+    base = {k: v for k, v in os.environ.items() if k != "SESEMI_HOME"}
     p = subprocess.run([sys.executable, "-m", "bundle_tool", *args], capture_output=True, text=True,
-                       env={**os.environ, "SESEMI_HOME": str(home)}, timeout=120)
+                       env={**base, **({"SESEMI_HOME": str(home)} if home else {}), **(env or {})}, timeout=120)
     if ok:
         assert p.returncode == 0, f"sesemi {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"
     return p
+
+
+def sesemi_json(home: Path | None, *args: str) -> Any:
+    p = sesemi(home, *args, "--json")
+    return json.loads(p.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -34,67 +45,97 @@ def cli_world(tmp_path_factory):
 
 
 def test_cli_full_flow(cli_world):
+    """The owner's home is $SESEMI_HOME; the user's is --home, given after the
+    command; data-printing commands are read through --json."""
     work, ks, servers = cli_world
     owner_home, user_home = work / "owner", work / "user"
+    uh = ("--home", str(user_home))
     p = sesemi(owner_home, "ks", "attest", ks.url, "--insecure-sim")
     assert "INSECURE SIMULATION" in p.stderr and "mrenclave" in p.stdout
-    sesemi(user_home, "ks", "attest", ks.url, "--insecure-sim")
+    pin = sesemi_json(None, "ks", "attest", ks.url, "--insecure-sim", *uh)
+    assert pin["tee"] == "sim" and pin["insecure_simulation"] is True and len(pin["signing_public_key"]) == 64
+    assert pin["pin_file"] == str(user_home / "ks_pin.json")
     sesemi(owner_home, "identity", "new", "alice")
-    user_id = sesemi(user_home, "identity", "new", "bob").stdout.strip()
+    user_id = sesemi(None, "identity", "new", "bob", *uh).stdout.strip()
     assert user_id.startswith("p") and len(user_id) == 41
+    assert sesemi_json(None, "identity", "show", "bob", *uh) == {"name": "bob", "principal_id": user_id}
     sesemi(owner_home, "ks", "register", "--as", "alice")
-    sesemi(user_home, "ks", "register", "--as", "bob")
+    sesemi(None, "ks", "register", "--as", "bob", *uh)
     sealed, pack = work / "digits.sealed", work / "models.pack"
     sesemi(owner_home, "model", "seal", str(DIGITS), "--model-id", "digits", "--out", str(sealed))
     assert DIGITS.read_bytes()[1000:1064] not in sealed.read_bytes()
     sesemi(owner_home, "pack", "build", "--out", str(pack), str(sealed))
-    mr = sesemi(owner_home, "action", "measure", "--pack", str(pack)).stdout.strip()
-    assert len(mr) == 64
+    measured = sesemi_json(owner_home, "action", "measure", "--pack", str(pack), "--ks-key", "pinned")
+    mr = measured["mrenclave"]
+    assert len(mr) == 64 and measured["trusted_config"]["ks_key"] == pin["signing_public_key"]
+    assert sesemi(owner_home, "action", "measure", "--pack", str(pack), "--ks-key", "pinned").stdout.strip() == mr
     sesemi(owner_home, "model", "publish", "digits", "--as", "alice", "--allow-mrenclave", mr)
     sesemi(owner_home, "grant", "digits", user_id, "--as", "alice")
-    sesemi(user_home, "user", "enroll", "digits", "--as", "bob")
+    sesemi(None, "user", "enroll", "digits", "--as", "bob", *uh)
 
-    action = start_action(work, pack=pack, ks_url=ks.url)
+    # --ks-key pinned: the action pins the key service from the pin in --home
+    action = start_action(work, pack=pack, ks_url=ks.url, extra=["--ks-key", "pinned", "--home", str(owner_home)])
     servers.append(action)
     x = np.load(HELDOUT)["x"][:5].astype(np.float32)
     np.save(work / "x.npy", x)
-    p = sesemi(user_home, "infer", "digits", "--action", action.url, "--as", "bob",
-               "--input", str(work / "x.npy"), "--out", str(work / "y.npz"))
-    assert "INSECURE SIMULATION" in p.stderr
+    meta = sesemi_json(None, "infer", "digits", "--action", action.url, "--as", "bob", *uh,
+                       "--input", str(work / "x.npy"), "--out", str(work / "y.npz"))
+    assert meta["insecure_simulation"] is True and meta["tee"] == "sim" and meta["out"] == str(work / "y.npz")
     with np.load(work / "y.npz") as y:
         ref = plaintext_outputs(x)
-        assert set(y.files) == set(ref)
+        assert set(y.files) == set(ref) == set(meta["outputs"])
         for k in ref:
             np.testing.assert_array_equal(y[k], ref[k])
+            assert meta["outputs"][k] == {"shape": list(ref[k].shape), "dtype": str(ref[k].dtype)}
 
     # revoke, then a fresh action (empty key cache) refuses the user at once
     sesemi(owner_home, "revoke", "digits", user_id, "--as", "alice")
-    fresh = start_action(work, pack=pack, ks_url=ks.url, name="action2")
+    fresh = start_action(work, pack=pack, ks_url=ks.url, name="action2",
+                         extra=["--ks-key", pin["signing_public_key"]])
     servers.append(fresh)
-    p = sesemi(user_home, "infer", "digits", "--action", fresh.url, "--as", "bob",
+    p = sesemi(None, "infer", "digits", "--action", fresh.url, "--as", "bob", *uh,
                "--input", str(work / "x.npy"), "--out", str(work / "y2.npz"), ok=False)
     assert p.returncode != 0 and "not granted" in p.stderr and "Traceback" not in p.stderr
     assert not (work / "y2.npz").exists()
 
     audit = sesemi(owner_home, "ks", "audit", "--as", "alice", "--model-id", "digits").stdout
     assert "event=release outcome=ok" in audit and "event=revoke" in audit
+    release = next(line for line in audit.splitlines() if "event=release outcome=ok" in line)
+    # ts (ISO, UTC), the enclave's mrenclave and its tee, as docs/deploy.md promises
+    assert re.search(r"\bts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b", release), release
+    assert f"mrenclave={mr}" in release and "tee=sim" in release
+    entries = sesemi_json(owner_home, "ks", "audit", "--as", "alice", "--model-id", "digits")["entries"]
+    assert {"ts", "mrenclave", "tee"} <= set(next(e for e in entries if e["event"] == "release"))
 
 
 @pytest.mark.parametrize("args,needle", [
     (("identity", "show", "nobody"), "no identity"),
     (("identity", "new", "bad/name"), "identity names"),
-    (("model", "seal", "/nonexistent.tflite", "--model-id", "m", "--out", "/tmp/x.sealed"), "No such file"),
-    (("model", "seal", str(DIGITS), "--model-id", "bad id!", "--out", "/tmp/x.sealed"), "model id"),
-    (("pack", "build", "--out", "/tmp/x.pack", str(DIGITS)), "not a sealed"),
+    (("model", "seal", "/nonexistent.tflite", "--model-id", "m", "--out", "{tmp}/x.sealed"), "No such file"),
+    (("model", "seal", str(DIGITS), "--model-id", "bad id!", "--out", "{tmp}/x.sealed"), "model id"),
+    (("pack", "build", "--out", "{tmp}/x.pack", str(DIGITS)), "not a sealed"),
     (("action", "measure", "--pack", str(DIGITS)), "not a SeSeMI model pack"),
     (("ks", "register", "--as", "x"), "no key service pinned"),
     (("ks", "attest", "http://127.0.0.1:9"), "cannot reach"),
+    # no urllib3 FutureWarning about a guessed scheme first: refused as not a URL
+    (("ks", "attest", "not-a-url"), "is not an http(s) URL"),
+    (("ks", "attest", "http://[::1"), "is not an http(s) URL"),
+    (("infer", "m", "--action", "127.0.0.1:8080", "--as", "u", "--input", "x.npy", "--out", "y.npz"),
+     "is not an http(s) URL"),
+    (("action", "measure", "--pack", str(DIGITS), "--ks-key", "nothex"), "32-byte signing key in hex"),
+    (("action", "measure", "--pack", str(DIGITS), "--ks-key", "ab" * 33), "32-byte signing key in hex"),
+    (("action", "measure", "--pack", str(DIGITS), "--key-ttl", "0"), "--key-ttl must be in"),
+    (("action", "serve", "--ks-key", "nothex", "--pack", "p", "--ks", "http://127.0.0.1:9"),
+     "32-byte signing key in hex"),
+    (("action", "measure", "--pack", str(DIGITS), "--ks-key", "pinned"), "no key service pinned"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, needle):
-    p = sesemi(tmp_path / "home", *args, ok=False)
+    p = sesemi(tmp_path / "home", *(a.replace("{tmp}", str(tmp_path)) for a in args), ok=False)
     assert p.returncode != 0
     assert needle in p.stderr, p.stderr
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and "Warning" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not list(tmp_path.glob("x.*")), "a failed command left a file behind (OUT.tmp?)"
 
 
 def test_cli_refuses_sim_without_flag(cli_world, tmp_path):

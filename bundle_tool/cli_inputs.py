@@ -1,0 +1,47 @@
+"""Checks of what a user hands the command line (URLs, key-service keys,
+input files), each failure one FormatError naming the argument."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from sesemi.errors import FormatError
+
+
+def check_url(url: str, what: str) -> str:
+    """http(s)://HOST[:PORT][/PATH]; refused here with a clear line, before
+    urllib3 guesses a scheme (and warns that guessing is deprecated)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FormatError(f"{what}: {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8443)")
+    return url
+
+
+def check_ks_key(value: str, what: str = "--ks-key") -> str:
+    """The key service's Ed25519 signing key as `sesemi ks attest` pins it."""
+    if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise FormatError(f"{what}: expected the key service's 32-byte signing key in hex (64 digits), "
+                          "or 'pinned'")
+    return value.lower()
+
+
+def load_inputs(path: str) -> dict[str, np.ndarray]:
+    """One array from a .npy (named input_0), or every array of a .npz by name."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        return {"input_0": np.load(path, allow_pickle=False)}
+    except OSError as exc:
+        raise FormatError(f"cannot read input {path}: {exc.strerror or type(exc).__name__}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        # an empty .npy is an EOFError, a truncated .npz a BadZipFile, a pickled array a ValueError
+        raise FormatError(f"cannot read input {path}: not a valid .npy/.npz file ({type(exc).__name__})") from None

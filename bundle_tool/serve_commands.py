@@ -1,0 +1,62 @@
+"""The commands that run something until stopped: the key service, an action,
+the demo. Servers are imported lazily, so the client commands do not load them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_inputs import check_url
+from .commands import check_key_ttl, resolve_ks_key
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError("expected an integer in 1..100000")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("expected a number of seconds in (0, 3600]")
+    return value
+
+
+def cmd_keyservice_serve(args: argparse.Namespace) -> None:
+    import keyservice
+    from keyservice.serving import ServingLimits
+
+    limits = ServingLimits(max_connections=args.max_connections, per_address=args.connections_per_address,
+                           read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s)
+    keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
+                     token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
+                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
+                     min_tcb_eval=args.min_tcb_eval, limits=limits)
+
+
+def cmd_action_serve(args: argparse.Namespace) -> None:
+    import app
+
+    if args.ks:
+        check_url(args.ks, "--ks")
+    if args.key_ttl is not None:
+        check_key_ttl(args.key_ttl)
+    settings = {k: str(v) for k, v in {
+        "SESEMI_PACK": args.pack, "SESEMI_KS_URL": args.ks, "SESEMI_KEY_TTL": args.key_ttl, "SESEMI_TEE": args.tee,
+        "SESEMI_KS_KEY": resolve_ks_key(args) or None,
+        "SESEMI_POOL_SIZE": args.pool_size}.items() if v is not None}
+    app.serve(settings, host=args.host, port=args.port, threads=args.threads, init_now=args.init)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(workdir=args.workdir, batch=args.batch, platform=args.platform)
