@@ -6,6 +6,7 @@ bundle_tool/platform/cli.py (deploy, emulator, router)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Sequence
@@ -237,4 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"sesemi: error: {_oserror_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if os.environ.get("SESEMI_DEBUG"):
+            raise
+        # the type only: a library's message can quote its input (a model, a key)
+        print(f"sesemi: error: internal error ({type(exc).__name__}); SESEMI_DEBUG=1 shows the traceback",
+              file=sys.stderr)
+        return 70  # EX_SOFTWARE
     return 0

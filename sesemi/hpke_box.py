@@ -54,7 +54,10 @@ def load_public(raw: bytes) -> X25519PublicKey:
 
 def seal(plaintext: bytes, recipient_public: bytes, info_bytes: bytes) -> bytes:
     """Encrypt to a raw X25519 public key; returns enc || ciphertext."""
-    return SUITE.encrypt(plaintext, load_public(recipient_public), info=info_bytes)
+    try:
+        return SUITE.encrypt(plaintext, load_public(recipient_public), info=info_bytes)
+    except ValueError:  # a low-order point (e.g. all zeros): the X25519 exchange gives no shared key
+        raise FormatError("HPKE public key: not a usable X25519 key (low-order point)") from None
 
 
 def open_(box: bytes, recipient: X25519PrivateKey, info_bytes: bytes) -> bytes:

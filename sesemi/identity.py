@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -105,7 +105,7 @@ class Identity:
     def load(cls, name: str, path: Path) -> "Identity":
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # a mangled OID is UnsupportedAlgorithm
             raise FormatError(f"identity file {path} is not a PEM private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise FormatError(f"identity file {path} does not hold an Ed25519 key")

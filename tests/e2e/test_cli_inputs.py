@@ -178,3 +178,45 @@ def test_litert_banner_is_dropped_and_real_stderr_kept():
                           f"i = Interpreter(model_path={str(DIGITS)!r}); i.allocate_tensors()"],
                          capture_output=True, text=True, timeout=60)
     assert "XNNPACK delegate" in raw.stderr
+
+
+def test_pin_with_an_unusable_hpke_key_is_one_line(tmp_path):
+    """A pin whose HPKE key is a low-order X25519 point (all zeros) made publish a ValueError traceback."""
+    from sesemi.client import KsPin
+
+    home = Home(tmp_path)
+    home.save_pin(KsPin("http://127.0.0.1:9", "00" * 32, "sim", "ab" * 32, "cd" * 32, 1, True,
+                        signing_public_key="00" * 32))
+    home.new_identity("o")
+    home.save_model_key("m", sealed_model.new_model_key())
+    p = sesemi(tmp_path, "model", "publish", "m", "--as", "o", "--allow-mrenclave", "ab" * 32, ok=False)
+    one_line_error(p, "not a usable X25519 key")
+
+
+def test_identity_with_a_mangled_key_type_is_one_line(tmp_path):
+    """A PEM whose algorithm OID is damaged raised UnsupportedAlgorithm, a traceback."""
+    home = Home(tmp_path)
+    pem = tmp_path / "identities" / "a.pem"
+    home.new_identity("a")
+    blob = bytearray(pem.read_bytes())
+    import base64
+    body = b"".join(blob.splitlines()[1:-1])
+    der = bytearray(base64.b64decode(body))
+    der[9] ^= 0x01  # inside the Ed25519 OID 1.3.101.112
+    pem.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(bytes(der)) + b"\n-----END PRIVATE KEY-----\n")
+    one_line_error(sesemi(tmp_path, "identity", "show", "a", ok=False), "is not a PEM private key")
+
+
+def test_an_unexpected_error_is_still_one_line(tmp_path):
+    """A bug of ours (a command raising what it should not) is one line naming only the exception's
+    type (its message could quote an input); SESEMI_DEBUG=1 gives the traceback."""
+    code = ("import sys\nfrom bundle_tool import cli, commands\n"
+            "def boom(args):\n    raise KeyError('secret-ish detail')\n"
+            "commands.cmd_identity_show = boom\nsys.exit(cli.main(['identity', 'show', 'a']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "SESEMI_HOME": str(tmp_path)})
+    assert p.returncode == 70
+    assert p.stderr == "sesemi: error: internal error (KeyError); SESEMI_DEBUG=1 shows the traceback\n"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "SESEMI_HOME": str(tmp_path), "SESEMI_DEBUG": "1"})
+    assert p.returncode == 1 and "Traceback" in p.stderr

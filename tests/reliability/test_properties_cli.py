@@ -77,11 +77,8 @@ def _check(kind: str, blob: bytes) -> None:
     assert not list(ROOT.glob("*.tmp")), "a failed command left a temporary file behind"
 
 
-# Issue 12 §1 (CLI), being fixed by another helper: strict, so their fix is noticed here.
-_KNOWN = {"model_key", "npy", "npz", "pin", "request_key"}
-_KINDS = [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="issue 12 §1: a damaged file gives a "
-                                                  "traceback (CLI fix pending)")) if k in _KNOWN else k
-          for k in sorted(FILES)]
+# Issue 12 §1 (CLI): every kind of damaged file is one line (fixed on branch newcomer).
+_KINDS = sorted(FILES)
 
 
 @pytest.mark.parametrize("kind", _KINDS)
