@@ -150,9 +150,17 @@ def test_bar_and_steps_follow_the_stream():
         Steps(2, stream=tty)("first")
         with Bar("x", 10, stream=tty, unit="") as bar:
             bar(10)
-        tty.flush()
-        shown = os.read(master, 65536).decode()
+    chunks = []
+    while True:  # until the closed slave side reads as end (EIO)
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
     os.close(master)
+    shown = b"".join(chunks).decode()
     assert "==> [1/2] first" in shown and "100% 10 / 10" in shown
     piped = io.StringIO()
     Steps(2, stream=piped)("first")
@@ -188,7 +196,7 @@ def test_pin_with_an_unusable_hpke_key_is_one_line(tmp_path):
     home.save_pin(KsPin("http://127.0.0.1:9", "00" * 32, "sim", "ab" * 32, "cd" * 32, 1, True,
                         signing_public_key="00" * 32))
     home.new_identity("o")
-    home.save_model_key("m", sealed_model.new_model_key())
+    home.save_model_key("m", sealed_model.new_model_key(), sealed_model.new_seal_id())
     p = sesemi(tmp_path, "model", "publish", "m", "--as", "o", "--allow-mrenclave", "ab" * 32, ok=False)
     one_line_error(p, "not a usable X25519 key")
 
