@@ -16,7 +16,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_cold import sesemi_cold  # noqa: E402
+from bench.bench_cold import retried, sesemi_cold  # noqa: E402
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, interleaved, model_input,  # noqa: E402
                           parse_args, progress, summary_ms, write_result)
 from bundle_tool.procs import free_port, start_process  # noqa: E402
@@ -56,9 +56,9 @@ def main() -> None:
             flask.stop()
             cold: dict[str, list[float]] = {"today": [], "flask": []}
             for _ in range(args.reps):
-                cold["today"].append(sesemi_cold(world, pack, name, log)["total_s"])
-                cold["flask"].append(sesemi_cold(world, pack, name, log,
-                                                 cmd=lambda p: [sys.executable, str(FLASK), str(p)])["total_s"])
+                cold["today"].append(retried(sesemi_cold, world, pack, name, log)["total_s"])
+                cold["flask"].append(retried(sesemi_cold, world, pack, name, log,
+                                             cmd=lambda p: [sys.executable, str(FLASK), str(p)])["total_s"])
             c = {k: statistics.median(v) * 1e3 for k, v in cold.items()}
             out[name] = {"warm": warm, "warm_p50_delta_ms": warm["flask"]["p50_ms"] - warm["today"]["p50_ms"],
                          "cold_ms": c, "cold_ratio": c["flask"] / c["today"], "reps": args.reps}
