@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bundle_tool import cli
+from bundle_tool import cli, commands
 from sesemi import hpke_box
 from sesemi.attestation import dcap
 from sesemi.attestation.dcap import DcapVerifier, FileCollateral, evidence_for_quote
@@ -163,7 +163,7 @@ def test_cli_passes_collateral_and_statuses_through(fake_ks, tmp_path, capsys, m
         return KsPin(url=url, hpke_public_key="ab" * 32, tee="sgx", mrenclave=fx.MRENCLAVE, mrsigner=fx.MRSIGNER,
                      isv_svn=0, insecure_simulation=False, tcb_status=fx.STATUS)
 
-    monkeypatch.setattr(cli, "attest_key_service", fake_attest)
+    monkeypatch.setattr(commands, "attest_key_service", fake_attest)
     rc, out, _ = _run_cli(capsys, "--home", str(tmp_path / "home"), "ks", "attest", fake_ks,
                           "--expect-mrenclave", fx.MRENCLAVE, "--collateral-file", str(fx.COLLATERAL_PATH),
                           "--accept-tcb-status", "SWHardeningNeeded", "--accept-tcb-status", fx.STATUS)
@@ -187,7 +187,7 @@ def test_cli_publish_carries_tcb_statuses_and_advisory_denylist(tmp_path, capsys
         def publish_model(self, owner, model_id, key, policy, seal_id):
             published[model_id] = policy
 
-    monkeypatch.setattr(cli, "_ks", lambda args: FakeKs())
+    monkeypatch.setattr(commands, "_ks", lambda args: FakeKs())
     rc, _, err = _run_cli(capsys, "--home", str(home.root), "model", "publish", "m", "--as", "owner",
                           "--allow-mrenclave", fx.MRENCLAVE, "--accept-tcb-status", fx.STATUS,
                           "--allow-advisory", "INTEL-SA-00289", "--deny-advisory", "INTEL-SA-00615")
