@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
+from urllib.parse import urlsplit
+
 from sesemi.attestation.backends import check_tee_name
 from sesemi.measure import action_trusted_config
 from sesemi.errors import AccessDenied, FormatError
@@ -44,6 +46,12 @@ TRUSTED_ENV = frozenset({"SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DE
 # sim backend /init may name a mounted pack: the simulated measurement covers
 # the manifest digest of the pack actually loaded (docs/protocol.md, "/init").
 TRUSTED_ENV_HW = frozenset({"SESEMI_PACK"})
+KNOWN_ENV = frozenset(_ENV.values())
+# The invoker adds these to /init's env (ContainerProxy.initializeAndRun in
+# apache/openwhisk: "__OW_" + activation fields, and __OW_API_KEY unless the
+# action says provide-api-key=false). Accepted and ignored.
+PLATFORM_ENV_PREFIX = "__OW_"
+_MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,13 @@ class ActionConfig:
 
     def with_untrusted_env(self, env: Mapping[str, Any]) -> "ActionConfig":
         """Apply /init's value.env: the untrusted platform's settings."""
+        unknown = sorted(k for k in env if k not in KNOWN_ENV and not str(k).startswith(PLATFORM_ENV_PREFIX))
+        if unknown:
+            # A typo, or settings smuggled in through an invocation's parameters:
+            # refuse rather than run with a setting silently ignored.
+            raise FormatError(f"/init env: unknown setting(s) {', '.join(map(repr, unknown[:5]))}; known: "
+                              f"{', '.join(sorted(KNOWN_ENV - TRUSTED_ENV))} (and the platform's __OW_*)")
+        env = {k: v for k, v in env.items() if not k.startswith(PLATFORM_ENV_PREFIX)}
         refused = sorted((TRUSTED_ENV | (TRUSTED_ENV_HW if self.tee != "sim" else frozenset())) & set(env))
         if refused:
             raise AccessDenied(f"{', '.join(refused)}: trusted setting(s), taken only from the enclave's "
@@ -104,10 +119,21 @@ class ActionConfig:
                                      insecure_sim_debug=self.insecure_sim_debug, ks_key=self.ks_key)
 
     def validate(self) -> None:
+        """Every setting, before anything starts: a refusal names the setting,
+        and a refused /init leaves the action free to take a corrected one."""
         if not self.ks_url:
             raise FormatError("no key-service URL: set SESEMI_KS_URL (or --ks)")
+        _check_url(self.ks_url)
         if not self.pack_path:
             raise FormatError("no model pack: set SESEMI_PACK (or --pack)")
+        if not os.path.isfile(self.pack_path):
+            raise FormatError(f"SESEMI_PACK: {self.pack_path!r} is not a file (a model pack built by `sesemi pack`)")
+        if not 0 <= self.pool_size <= _MAX_THREADS:
+            raise FormatError(f"SESEMI_POOL_SIZE: must be 0 (one per core) .. {_MAX_THREADS}")
+        if not 1 <= self.interp_threads <= _MAX_THREADS:
+            raise FormatError(f"SESEMI_INTERP_THREADS: must be 1 .. {_MAX_THREADS}")
+        if self.memory_budget_mb < 1:
+            raise FormatError("SESEMI_MEMORY_BUDGET_MB: must be at least 1")
         check_tee_name(self.tee)
         if self.ks_key and (len(self.ks_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.ks_key)):
             raise FormatError("SESEMI_KS_KEY: expected the key service's 32-byte signing key in hex")
@@ -119,3 +145,15 @@ class ActionConfig:
         if not 0 < self.ks_budget_s <= 60:
             raise FormatError("SESEMI_KS_BUDGET: must be in (0, 60] seconds (OpenWhisk's default activation "
                               "limit is 60 s)")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a malformed or out-of-range port
+    except ValueError:
+        raise FormatError(f"SESEMI_KS_URL: not a valid URL: {url[:100]!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FormatError(f"SESEMI_KS_URL: expected http(s)://HOST[:PORT], got {url[:100]!r}")
+    if port == 0:
+        raise FormatError("SESEMI_KS_URL: port 0")

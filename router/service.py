@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sesemi import errors as E
 from sesemi.errors import FormatError, NotFound, SesemiError, UnavailableError
+from sesemi.http_errors import parse_action_error
 from sesemi.names import check_model_id
 from sesemi.openwhisk import APPLICATION_ERROR, Activation, OpenWhiskClient
 
@@ -31,7 +31,6 @@ log = logging.getLogger("sesemi.router")
 # An action answering with one of these may be fine elsewhere (its pack copy
 # is corrupt, its key service link is down): try another action.
 RETRY_KINDS = {"UnavailableError", "ModelUnavailable"}
-_ERROR_FIELDS = ("error", "kind", "check")
 
 
 @dataclass
@@ -47,13 +46,6 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def _status_for_kind(kind: Any) -> int:
-    cls = getattr(E, kind, None) if isinstance(kind, str) else None
-    if isinstance(cls, type) and issubclass(cls, SesemiError):
-        return cls.http_status
-    return 502
 
 
 class Router:
@@ -175,15 +167,16 @@ class Router:
                     log.info("model %s -> %s: ok in %.0f ms%s (attempt %d)", model, action,
                              (self.clock() - t_arrival) * 1e3, " cold" if act.cold else "", attempt)
                     return Reply(200, act.result, {"X-Sesemi-Action": action, "X-Sesemi-Attempts": str(attempt)})
-                kind = act.result.get("kind")
-                if act.status == APPLICATION_ERROR and kind not in RETRY_KINDS:
-                    # The request itself was refused (access, integrity, format): the same elsewhere.
+                refusal = self._refusal(act)
+                if refusal is not None:
+                    # The request itself was refused (access, integrity, format, replay):
+                    # the same on any action, so not retried; the container stays warm.
                     self._release(pack, model, action, self._exec_seconds(act))
                     self._count("action_errors")
-                    body = {k: act.result[k] for k in _ERROR_FIELDS if k in act.result}
-                    body.setdefault("error", act.status)
-                    log.info("model %s -> %s: refused by the action (%s)", model, action, kind or act.status)
-                    return Reply(_status_for_kind(kind), body, {"X-Sesemi-Action": action})
+                    log.info("model %s -> %s: refused by the action (%s)", model, action,
+                             refusal.body.get("kind", act.status))
+                    refusal.headers["X-Sesemi-Action"] = action
+                    return refusal
                 last = f"action {action}: {act.status}: {act.error}"
             self._release(pack, model, action, None)
             tried.append(action)
@@ -194,6 +187,22 @@ class Router:
         self._count("failed")
         return self._unavailable(f"inference failed on {len(tried)} attempt(s) "
                                  f"({', '.join(tried)}); last: {last}")
+
+    @staticmethod
+    def _refusal(act: Activation) -> Reply | None:
+        """An application error is the action's answer (docs/platform.md): its
+        `error` value carries kind, status and message. A retryable kind
+        (key service unreachable, a corrupt pack copy) is tried elsewhere;
+        developer and platform errors are retried too (None)."""
+        if act.status != APPLICATION_ERROR:
+            return None
+        parsed = parse_action_error(act.result.get("error"))
+        if parsed is None:  # the platform's own application error, e.g. a result over its limit
+            return Reply(502, {"error": f"the platform refused the action's answer: {act.error}"})
+        kind, status, message, check = parsed
+        if kind in RETRY_KINDS:
+            return None
+        return Reply(status, {"error": message, "kind": kind, **({"check": check} if check else {})})
 
     @staticmethod
     def _exec_seconds(act: Activation) -> float:

@@ -33,6 +33,7 @@ VERSION = 2
 REQUEST = "req"
 RESPONSE = "resp"
 _MAX_ID = 128
+_FIELDS = frozenset({"v", "model_id", "user_id", "request_id", "nonce", "ciphertext"})
 
 
 def new_request_key() -> bytes:
@@ -75,6 +76,12 @@ class Envelope:
     def from_json(cls, obj: Any) -> "Envelope":
         if not isinstance(obj, dict):
             raise FormatError("envelope: expected a JSON object")
+        extra = set(obj) - _FIELDS
+        if extra:
+            # Through OpenWhisk the envelope is the activation's parameters: an
+            # extra field could name an init parameter (SESEMI_KS_URL) and
+            # reach a cold container's /init. Refuse rather than ignore.
+            raise FormatError(f"envelope: unknown field(s) {', '.join(sorted(map(repr, extra))[:5])}")
         v = obj.get("v")
         # Exact types: `True == 1` in Python, so a plain comparison accepts "v": true.
         if type(v) is not int or v != VERSION:

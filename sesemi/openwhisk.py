@@ -42,6 +42,9 @@ _NAMESPACE = re.compile(r"_|[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 MEMORY_MB = (128, 8192)      # the prototype used 128 MB .. 8 GB
 TIMEOUT_MS = (100, 600_000)
 CONCURRENCY = (1, 500)
+# The action image's connection threads unless its SESEMI_THREADS says otherwise
+# (app/__main__.py reads this): `sesemi deploy` refuses a concurrency above it.
+DEFAULT_ACTION_THREADS = 64
 
 
 class PayloadTooLarge(FormatError):
@@ -169,7 +172,12 @@ class ActionSpec:
             "exec": {"kind": "blackbox", "image": self.image},
             "limits": {"memory": self.memory_mb, "timeout": self.timeout_ms, "concurrency": self.concurrency},
             "parameters": _kv_list(self.init_env, init=True) + _kv_list(self.params),
-            "annotations": _kv_list({"exec": "blackbox", **self.annotations}),
+            # final: an invocation may not override the action's parameters, so a
+            # request cannot reach /init's env of a cold container (the controller
+            # answers 400, Actions.scala); provide-api-key=false: the action gets
+            # no platform credential it has no use for.
+            "annotations": _kv_list({"exec": "blackbox", "final": True, "provide-api-key": False,
+                                     **self.annotations}),
             "publish": False,
         }
 
@@ -210,6 +218,8 @@ class Activation:
     @property
     def error(self) -> str:
         err = self.result.get("error") if isinstance(self.result, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):  # an action's structured error
+            return err["message"]
         return str(err) if err is not None else self.status
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from sesemi.encoding import JSONDecodeError, json_loads
 from sesemi.errors import FormatError
-from sesemi.openwhisk import ActionSpec, OpenWhiskClient, load_credentials
+from sesemi.openwhisk import DEFAULT_ACTION_THREADS, ActionSpec, OpenWhiskClient, load_credentials
 
 from ..output import Out
 
@@ -43,6 +43,13 @@ def action_specs(args: argparse.Namespace) -> list[ActionSpec]:
     env = _pairs(args.env, "--env")
     params = _pairs(args.param, "--param", parse_json=True)
     ann = _pairs(args.annotation, "--annotation", parse_json=True)
+    if args.image_threads < 1:
+        raise FormatError("--image-threads must be at least 1")
+    if args.concurrency > args.image_threads:
+        # The invoker opens up to limits.concurrency connections per container;
+        # the action serves at most SESEMI_THREADS at once.
+        raise FormatError(f"--concurrency {args.concurrency} exceeds the image's {args.image_threads} connection "
+                          "threads (SESEMI_THREADS in the image; pass --image-threads if it sets another)")
     return [ActionSpec(n, args.image, args.memory, args.timeout, args.concurrency, env, params, ann).validate()
             for n in names]
 
@@ -98,9 +105,12 @@ def cmd_platform_serve(args: argparse.Namespace) -> None:
                         max_wait_s=args.max_wait, blocking_wait_s=args.blocking_wait,
                         start_timeout_s=args.start_timeout, max_payload_bytes=int(args.max_payload_mb * (1 << 20)),
                         work_dir=Path(args.work_dir or tempfile.mkdtemp(prefix="sesemi-platform-")),
-                        api_host=apihost)
+                        api_host=apihost, api_key=auth, max_memory_mb=args.max_memory,
+                        max_timeout_ms=args.max_timeout, max_concurrency=args.max_concurrency)
     if settings.keep_alive_s <= 0 or settings.max_containers < 1 or settings.max_wait_s < 0:
         raise FormatError("--keep-alive must be > 0, --max-containers >= 1, --max-wait >= 0")
+    if not (settings.max_memory_mb >= 128 and settings.max_timeout_ms >= 100 and 1 <= settings.max_concurrency <= 500):
+        raise FormatError("--max-memory must be >= 128, --max-timeout >= 100, --max-concurrency in [1, 500]")
     serve(settings, images, auth, host=args.host, port=args.port, threads=args.threads)
 
 
@@ -125,6 +135,9 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
                    help="default parameter (repeatable; a JSON value is passed structured)")
     a.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
                    help="annotation (repeatable; a JSON value is passed structured)")
+    a.add_argument("--image-threads", type=int, default=DEFAULT_ACTION_THREADS, metavar="N",
+                   help="connection threads the image serves (its SESEMI_THREADS; default "
+                        f"{DEFAULT_ACTION_THREADS}): --concurrency may not exceed it")
     a.add_argument("--replicas", type=int, default=1, metavar="N",
                    help="deploy NAME-1 .. NAME-N (a router pool) instead of NAME")
     a.add_argument("--wskprops", metavar="PATH",
@@ -154,6 +167,12 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
                    help="a container must listen within this long (default 60)")
     a.add_argument("--max-payload-mb", type=float, default=1.0, metavar="MB",
                    help="invocation payload limit (OpenWhisk's default: 1 MB)")
+    a.add_argument("--max-memory", type=int, default=512, metavar="MB",
+                   help="largest limits.memory (whisk.memory.max; a stock deployment: 512)")
+    a.add_argument("--max-timeout", type=int, default=300_000, metavar="MS",
+                   help="largest limits.timeout (whisk.time-limit.max; a stock deployment: 300000)")
+    a.add_argument("--max-concurrency", type=int, default=1, metavar="N",
+                   help="largest limits.concurrency (whisk.concurrency-limit.max; a stock deployment: 1)")
     a.add_argument("--image", action="append", default=[], metavar="NAME=COMMAND",
                    help="map an image to a local command ({port} and $PORT give its port); "
                         "built in: sesemi-action")

@@ -1,7 +1,14 @@
 """The local OpenWhisk emulator's state: actions, containers, activations.
 
 No HTTP here (that is `api.py`): this is what an OpenWhisk controller plus
-one invoker do, reduced to what SeSeMI relies on:
+one invoker do, reduced to what SeSeMI relies on. Derived from apache/openwhisk's
+source, which docs/platform.md cites behaviour by behaviour (no code copied):
+core/controller/.../controller/Actions.scala (parameter merge, `final`,
+annotations amended on create), core/invoker/.../containerpool/ContainerProxy.scala
+(initializeAndRun: /init and /run bodies, which failures destroy a container),
+common/scala/.../entity/ActivationResult.scala (how an answer is classified),
+common/scala/.../containerpool/Container.scala (503 means shutting down),
+common/scala/src/main/resources/application.conf (limits).
 
 - a "container" is a local process started from the action's image mapping
   (`images.py`); it is started on demand (cold start), receives POST /init
@@ -48,7 +55,12 @@ from .images import ImageMap
 log = logging.getLogger("sesemi.platform")
 
 STARTING, READY, DEAD = "starting", "ready", "dead"
+# The `std` values of application.conf's time-limit, memory, concurrency-limit, log-limit.
 DEFAULT_LIMITS = {"timeout": 60_000, "memory": 256, "concurrency": 1, "logs": 10}
+# ActivationResult.scala's wording (via http/ErrorResponse.scala's Messages).
+ABNORMAL_INIT = "The action did not initialize and exited unexpectedly."
+ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
+PARAMS_NOT_ALLOWED = "Request defines parameters that are not allowed (e.g., reserved properties)."
 
 
 @dataclass
@@ -62,23 +74,58 @@ class Settings:
     max_payload_bytes: int = 1 << 20
     work_dir: Path = field(default_factory=lambda: Path("/tmp/sesemi-platform"))
     api_host: str = ""
+    api_key: str = ""  # what provide-api-key hands an action: the emulator's AUTH
     max_records: int = 10_000
+    # A stock deployment's maxima (application.conf: memory.max 512 m,
+    # time-limit.max 5 m, concurrency-limit.max 1); minima 128 MB, 100 ms, 1.
+    max_memory_mb: int = 512
+    max_timeout_ms: int = 300_000
+    max_concurrency: int = 1
+    max_response_bytes: int = 1 << 20   # activation.payload.max: larger results are truncated
+    max_reschedules: int = 1            # a 503 (runtime shutting down) reschedules the activation
+
+
+class HealthError(Exception):
+    """The container answered 503: its runtime is shutting down (Container.scala)."""
+
+
+class Throttled(Exception):
+    """No container could be had in time: 429, and no activation record."""
+
+
+class NotAllowed(FormatError):
+    """An invocation overrides a `final` parameter: 400."""
 
 
 class _InitFailed(Exception):
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__(result.get("error"))
+    def __init__(self, result: dict[str, Any], size: int | None = None, timed_out: bool = False) -> None:
+        super().__init__(str(result.get("error")))
         self.result = result
-
-
-class _Throttled(Exception):
-    pass
+        self.size = size
+        self.timed_out = timed_out
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _truthy(annotations: list[dict[str, Any]], key: str, missing: bool = False) -> bool:
+    """Parameters.isTruthy: a present annotation counts unless false-like."""
+    for a in annotations:
+        if a.get("key") == key:
+            return a.get("value") not in (False, None, 0, "")
+    return missing
+
+
+def _env_string(v: Any) -> str:
+    """containerInitializer: strings as they are, null as "", the rest as JSON."""
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return ""
+    return json_dumps(v).decode()
 
 
 def _now_ms() -> int:
@@ -143,7 +190,7 @@ class Platform:
         self._actions: dict[str, dict[str, Any]] = {}
         self._containers: dict[str, Container] = {}
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._throttled: set[str] = set()
+        self._throttled: OrderedDict[str, str] = OrderedDict()
         self._events: dict[str, threading.Event] = {}
         self._ids = itertools.count(1)
         self._stop = threading.Event()
@@ -166,7 +213,7 @@ class Platform:
         with self._cond:
             old = self._actions.get(name)
             if old is not None and not overwrite:
-                raise Conflict("resource already exists (use ?overwrite=true to update)")
+                raise Conflict("resource already exists")
             exec_ = body.get("exec", old["exec"] if old else None)
             if not isinstance(exec_, dict):
                 raise FormatError("exec is required: {\"kind\": \"blackbox\", \"image\": IMAGE}")
@@ -174,9 +221,19 @@ class Platform:
                 raise FormatError("the emulator runs blackbox actions only: exec must be "
                                   "{\"kind\": \"blackbox\", \"image\": IMAGE}")
             limits = {**DEFAULT_LIMITS, **(old["limits"] if old else {}), **(body.get("limits") or {})}
-            for key, (lo, hi) in (("memory", MEMORY_MB), ("timeout", TIMEOUT_MS), ("concurrency", CONCURRENCY)):
+            for key, lo, hi in (("memory", MEMORY_MB[0], self.s.max_memory_mb),
+                                ("timeout", TIMEOUT_MS[0], self.s.max_timeout_ms),
+                                ("concurrency", CONCURRENCY[0], self.s.max_concurrency)):
                 if not isinstance(limits[key], int) or not lo <= limits[key] <= hi:
-                    raise FormatError(f"limits.{key} must be an integer in [{lo}, {hi}]")
+                    raise FormatError(f"limits.{key} must be an integer in [{lo}, {hi}] (this platform's "
+                                      "limits; see sesemi platform serve --help)")
+            annotations = _kv(body["annotations"], "annotations") if "annotations" in body \
+                else (old["annotations"] if old else [])
+            # Actions.scala amendAnnotations: on create, provide-api-key=false unless
+            # given; always an `exec` annotation matching the kind.
+            if old is None and not any(a["key"] == "provide-api-key" for a in annotations):
+                annotations.append({"key": "provide-api-key", "value": False})
+            annotations = [a for a in annotations if a["key"] != "exec"] + [{"key": "exec", "value": "blackbox"}]
             doc = {
                 "namespace": self.s.namespace,
                 "name": name,
@@ -185,9 +242,8 @@ class Platform:
                 "limits": limits,
                 "parameters": _kv(body["parameters"], "parameters") if "parameters" in body
                 else (old["parameters"] if old else []),
-                "annotations": _kv(body["annotations"], "annotations") if "annotations" in body
-                else (old["annotations"] if old else []),
-                "publish": bool(body.get("publish", False)),
+                "annotations": annotations,
+                "publish": bool(body.get("publish", old["publish"] if old else False)),
                 "updated": _now_ms(),
             }
             self._actions[name] = doc
@@ -229,6 +285,12 @@ class Platform:
 
     def invoke(self, name: str, params: dict[str, Any]) -> tuple[str, threading.Event]:
         doc = self.get_action(name)
+        # Actions.scala activate: with `final`, a payload may not name any parameter
+        # the action defines (immutableParameters = the defined ones).
+        if _truthy(doc["annotations"], "final"):
+            defined = {p["key"] for p in doc["parameters"] if p.get("value") is not None}
+            if defined & set(params):
+                raise NotAllowed(PARAMS_NOT_ALLOWED)
         aid = uuid.uuid4().hex
         done = threading.Event()
         with self._cond:
@@ -238,96 +300,140 @@ class Platform:
         return aid, done
 
     def record(self, aid: str) -> tuple[dict[str, Any], bool]:
+        """(record, throttled): a throttled activation has no record, only its refusal."""
         with self._cond:
+            if aid in self._throttled:
+                return {"error": self._throttled[aid]}, True
             rec = self._records.get(aid)
             if rec is None:
                 raise NotFound("The requested resource does not exist.")
-            return rec, aid in self._throttled
+            return rec, False
 
-    def list_records(self, name: str | None = None, limit: int = 30, skip: int = 0) -> list[dict[str, Any]]:
+    def list_records(self, name: str | None = None, limit: int = 30, skip: int = 0, docs: bool = False,
+                     since: int | None = None, upto: int | None = None) -> list[dict[str, Any]]:
         with self._cond:
-            recs = [r for r in reversed(self._records.values()) if name is None or r["name"] == name]
-        return [{k: r[k] for k in ("activationId", "name", "namespace", "version", "start", "end", "duration",
-                                   "statusCode", "annotations")} for r in recs[skip:skip + limit]]
+            recs = [r for r in reversed(self._records.values()) if (name is None or r["name"] == name)
+                    and (since is None or r["start"] >= since) and (upto is None or r["start"] <= upto)]
+        recs = recs[skip:skip + limit]
+        if docs:
+            return recs
+        # WhiskActivation.summaryAsJson: the summary keeps statusCode, not the response.
+        return [{**{k: r[k] for k in ("activationId", "name", "namespace", "version", "start", "end", "duration",
+                                      "annotations", "publish")},
+                 "statusCode": STATUS_CODES[r["response"]["status"]]} for r in recs]
 
     def containers(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         with self._cond:
             return [c.view(now) for c in self._containers.values()]
 
-    def _store(self, rec: dict[str, Any], throttled: bool) -> None:
+    def _store(self, aid: str, rec: dict[str, Any] | None, throttled: str | None = None) -> None:
         with self._cond:
-            self._records[rec["activationId"]] = rec
-            if throttled:
-                self._throttled.add(rec["activationId"])
+            if rec is not None:
+                self._records[aid] = rec
+            if throttled is not None:
+                self._throttled[aid] = throttled
             while len(self._records) > self.s.max_records:
-                old, _ = self._records.popitem(last=False)
-                self._throttled.discard(old)
-            ev = self._events.pop(rec["activationId"], None)
+                self._records.popitem(last=False)
+            while len(self._throttled) > self.s.max_records:
+                self._throttled.popitem(last=False)
+            ev = self._events.pop(aid, None)
         if ev is not None:
             ev.set()
 
     def _activate(self, doc: dict[str, Any], params: dict[str, Any], aid: str, t0: float,
                   received_ms: int) -> None:
-        # As in OpenWhisk: waitTime runs from receipt to the start of /init (cold)
-        # or /run (warm), so it holds queueing and process start; duration
-        # runs from there to the end, so a cold one includes initTime.
+        # As in OpenWhisk (ContainerProxy.constructWhiskActivation): waitTime runs
+        # from receipt to the start of /init (cold) or /run (warm); duration runs
+        # from there to the end, so a cold one includes initTime.
         timeout_s = doc["limits"]["timeout"] / 1000
-        start_ms = received_ms
-        init_ms: int | None = None
-        cold = False
-        throttled = False
-        container: Container | None = None
-        try:
-            container, role = self._acquire(doc, t0)
-            cold = role != "warm"
-            if role == "starter":
-                self._start_process(container, doc)
-                t_init = time.monotonic()
-                start_ms = _now_ms()
-                self._init(container, doc, timeout_s)
-                init_ms = int((time.monotonic() - t_init) * 1000)
-            elif role == "joiner":
-                if not container.ready.wait(self.s.start_timeout_s + timeout_s) or container.failure:
-                    raise _InitFailed(container.failure or {"error": "the container did not become ready"})
-                start_ms = _now_ms()
-            else:
-                start_ms = _now_ms()
-            status, result = self._run(container, doc, params, aid, timeout_s)
-        except _Throttled as exc:
-            status, result, throttled = INTERNAL_ERROR, {"error": str(exc)}, True
-            start_ms = _now_ms()
-        except _InitFailed as exc:
-            status, result = DEVELOPER_ERROR, exc.result
-        except Exception as exc:  # a bug here must still answer the activation
-            log.error("activation %s: internal error %s", aid, type(exc).__name__)
-            status, result = INTERNAL_ERROR, {"error": "internal error in the emulator"}
-        finally:
-            if container is not None:
-                with self._cond:
-                    container.inflight -= 1
-                    container.activations += 1
-                    container.last_used = time.monotonic()
-                    self._cond.notify_all()
+        tid = uuid.uuid4().hex  # the transaction id: not the activation id
+        env, value = self._partition(doc, params)
+        for attempt in range(self.s.max_reschedules + 1):
+            start_ms = received_ms
+            init_ms: int | None = None
+            cold = timed_out = False
+            container: Container | None = None
+            try:
+                container, role = self._acquire(doc, t0)
+                cold = role != "warm"
+                if role == "starter":
+                    self._start_process(container, doc)
+                    t_init = time.monotonic()
+                    start_ms = _now_ms()
+                    self._init(container, doc, env, aid, tid, timeout_s)
+                    init_ms = int((time.monotonic() - t_init) * 1000)
+                elif role == "joiner":
+                    if not container.ready.wait(self.s.start_timeout_s + timeout_s) or container.failure:
+                        raise _InitFailed(container.failure or {"error": ABNORMAL_INIT})
+                    start_ms = _now_ms()
+                else:
+                    start_ms = _now_ms()
+                status, result, size, timed_out = self._run(container, doc, value, aid, tid, timeout_s)
+            except Throttled as exc:
+                self._store(aid, None, throttled=str(exc))
+                return
+            except HealthError:
+                # Container.scala: 503 is ContainerHealthError; the container goes and the
+                # activation is rescheduled. Past the bound it ends with no result.
+                if attempt < self.s.max_reschedules:
+                    continue
+                status, result, size = INTERNAL_ERROR, None, None
+            except _InitFailed as exc:
+                status, result, size, timed_out = DEVELOPER_ERROR, exc.result, exc.size, exc.timed_out
+            except Exception as exc:  # a bug here must still answer the activation
+                log.error("activation %s: internal error %s", aid, type(exc).__name__)
+                status, result, size = INTERNAL_ERROR, {"error": "internal error in the emulator"}, None
+            finally:
+                if container is not None:
+                    with self._cond:
+                        container.inflight -= 1
+                        container.activations += 1
+                        container.last_used = time.monotonic()
+                        self._cond.notify_all()
+            break
         end_ms = max(_now_ms(), start_ms)
         ann: list[dict[str, Any]] = [
             {"key": "path", "value": f"{doc['namespace']}/{doc['name']}"},
             {"key": "waitTime", "value": max(0, start_ms - received_ms)},
             {"key": "kind", "value": "blackbox"},
+            {"key": "timeout", "value": timed_out},
             {"key": "limits", "value": doc["limits"]},
         ]
         if init_ms is not None:
             ann.append({"key": "initTime", "value": init_ms})
-        ann.append({"key": "coldStart", "value": cold})
-        self._store({
+        ann.append({"key": "coldStart", "value": cold})  # not OpenWhisk's: see docs/platform.md
+        response: dict[str, Any] = {"status": status, "success": status == SUCCESS}
+        if result is not None:
+            response["result"] = result
+        if size is not None:
+            response["size"] = size
+        self._store(aid, {
             "namespace": doc["namespace"], "name": doc["name"], "version": doc["version"],
             "subject": doc["namespace"], "activationId": aid, "publish": False,
             "start": start_ms, "end": end_ms, "duration": end_ms - start_ms,
-            "statusCode": STATUS_CODES[status],
-            "response": {"status": status, "statusCode": STATUS_CODES[status], "success": status == SUCCESS,
-                         "result": result},
-            "logs": [], "annotations": ann,
-        }, throttled)
+            "response": response, "logs": [], "annotations": ann,
+        })
+
+    @staticmethod
+    def _partition(doc: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Parameters.merge (the payload wins over the action's parameters), then
+        ContainerProxy.partitionArguments: the init parameters' names go to
+        /init's env, the rest to /run's value."""
+        merged = {**{p["key"]: p.get("value") for p in doc["parameters"]}, **params}
+        init_names = {p["key"] for p in doc["parameters"] if p.get("init")}
+        env = {k: v for k, v in merged.items() if k in init_names}
+        return env, {k: v for k, v in merged.items() if k not in init_names}
+
+    def _ow_fields(self, doc: dict[str, Any], aid: str, tid: str, timeout_s: float) -> dict[str, Any]:
+        """initializeAndRun's `environment`, plus api_key with provide-api-key."""
+        ns = doc["namespace"]
+        fields = {"namespace": ns, "action_name": f"/{ns}/{doc['name']}", "action_version": doc["version"],
+                  "activation_id": aid, "transaction_id": tid}
+        if _truthy(doc["annotations"], "provide-api-key", missing=True):
+            fields["api_key"] = self.s.api_key
+        fields["deadline"] = str(_now_ms() + int(timeout_s * 1000))
+        return fields
 
     def _acquire(self, doc: dict[str, Any], t0: float) -> tuple[Container, str]:
         """A slot in a warm container, in a starting one, or a new container."""
@@ -359,7 +465,7 @@ class Platform:
                     return c, "starter"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise _Throttled(f"Too many concurrent requests in flight: all {len(live)} containers "
+                    raise Throttled(f"Too many concurrent requests in flight: all {len(live)} containers "
                                      f"(the cap) are busy; waited {self.s.max_wait_s:.0f} s")
                 self._cond.wait(remaining)
 
@@ -373,7 +479,8 @@ class Platform:
         c.http = urllib3.HTTPConnectionPool("127.0.0.1", c.port, maxsize=c.slots, block=True, retries=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SESEMI_", "__OW_"))}
         env.update(cmd.env)
-        env.update({"SESEMI_PORT": str(c.port), "PORT": str(c.port), "SESEMI_HOST": "127.0.0.1"})
+        env.update({"SESEMI_PORT": str(c.port), "PORT": str(c.port), "SESEMI_HOST": "127.0.0.1",
+                    "__OW_API_HOST": self.s.api_host})
         argv = cmd.render(c.port)
         if self._setpriv:  # the container dies with the emulator even if the emulator is killed
             argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
@@ -408,31 +515,38 @@ class Platform:
         return c.http.request("POST", path, body=json_dumps(body), headers={"Content-Type": "application/json"},
                               timeout=urllib3.Timeout(connect=min(10.0, timeout_s), read=timeout_s))
 
-    def _init(self, c: Container, doc: dict[str, Any], timeout_s: float) -> None:
-        ns, name = doc["namespace"], doc["name"]
-        env = {p["key"]: p.get("value") for p in doc["parameters"] if p.get("init")}
-        env.update({"__OW_NAMESPACE": ns, "__OW_ACTION_NAME": f"/{ns}/{name}",
-                    "__OW_ACTION_VERSION": doc["version"], "__OW_API_HOST": self.s.api_host})
-        body = {"value": {"name": name, "main": "main", "code": "", "binary": False, "env": env}}
+    def _init(self, c: Container, doc: dict[str, Any], env: dict[str, Any], aid: str, tid: str,
+              timeout_s: float) -> None:
+        # WhiskAction.containerInitializer: name, binary, main, env (every value a
+        # string); `code` only when the action has code (a blackbox has none). env
+        # adds "__OW_" + each initializeAndRun field; __OW_API_HOST is in the
+        # container's process env instead (DockerContainerFactory).
+        ow = {f"__OW_{k.upper()}": v for k, v in self._ow_fields(doc, aid, tid, timeout_s).items()}
+        body = {"value": {"name": doc["name"], "binary": False, "main": "main",
+                          "env": {k: _env_string(v) for k, v in {**env, **ow}.items()}}}
         t0 = time.monotonic()
         try:
             resp = self._post(c, "/init", body, timeout_s)
         except urllib3.exceptions.TimeoutError:
-            self._fail(c, {"error": f"action initialization failed: it exceeded the time limit of "
-                                    f"{doc['limits']['timeout']} ms"})
+            self._fail(c, {"error": f"The action exceeded its time limits of {doc['limits']['timeout']} "
+                                    "milliseconds during initialization."}, timed_out=True)
         except urllib3.exceptions.HTTPError:
-            self._fail(c, {"error": "action initialization failed: the container closed the connection "
-                                    "(did it exit?)"})
+            self._fail(c, {"error": ABNORMAL_INIT})
+        if resp.status == 503:
+            self._discard(c, "503 at /init: runtime shutting down")
+            c.failure = {"error": ABNORMAL_INIT}
+            c.ready.set()
+            raise HealthError()
         if resp.status != 200:
+            # processInitResponseContent: the object's `error` field, else the body quoted.
+            text = resp.data.decode("utf-8", "replace")
             try:
-                err = json_loads(resp.data)
+                obj = json_loads(resp.data)
             except JSONDecodeError:
-                err = {}
-            err = err if isinstance(err, dict) else {}
-            result = {"error": f"action initialization failed: {err.get('error') or f'HTTP {resp.status}'}"}
-            if isinstance(err.get("kind"), str):
-                result["kind"] = err["kind"]
-            self._fail(c, result)
+                obj = None
+            err = obj.get("error") if isinstance(obj, dict) and "error" in obj else \
+                f"The action failed during initialization{': ' + text if text else '.'}"
+            self._fail(c, {"error": err}, size=len(text))
         c.init_ms = int((time.monotonic() - t0) * 1000)
         with self._cond:
             if c.state == STARTING:
@@ -440,43 +554,58 @@ class Platform:
                 c.last_used = time.monotonic()
             self._cond.notify_all()
         c.ready.set()
-        log.info("container %s for %s ready (init %d ms)", c.id, name, c.init_ms)
+        log.info("container %s for %s ready (init %d ms)", c.id, doc["name"], c.init_ms)
 
-    def _run(self, c: Container, doc: dict[str, Any], params: dict[str, Any], aid: str,
-             timeout_s: float) -> tuple[str, dict[str, Any]]:
-        ns, name = doc["namespace"], doc["name"]
-        defaults = {p["key"]: p.get("value") for p in doc["parameters"] if not p.get("init")}
-        body = {"value": {**defaults, **params}, "namespace": ns, "action_name": f"/{ns}/{name}",
-                "action_version": doc["version"], "activation_id": aid, "transaction_id": aid,
-                "deadline": str(_now_ms() + int(timeout_s * 1000))}
+    def _run(self, c: Container, doc: dict[str, Any], value: dict[str, Any], aid: str, tid: str,
+             timeout_s: float) -> tuple[str, dict[str, Any] | None, int | None, bool]:
+        """(status, result, size, timed out), classified as processRunResponseContent
+        does. A developer error destroys the container ("Failed during use of
+        warm container"); success and application errors keep it."""
+        body = {"value": value, **self._ow_fields(doc, aid, tid, timeout_s)}
         try:
             resp = self._post(c, "/run", body, timeout_s)
         except urllib3.exceptions.TimeoutError:
             self._discard(c, "time limit exceeded")
-            return DEVELOPER_ERROR, {"error": f"The action exceeded its time limit of "
-                                              f"{doc['limits']['timeout']} milliseconds."}
+            return DEVELOPER_ERROR, {"error": f"The action exceeded its time limits of "
+                                              f"{doc['limits']['timeout']} milliseconds."}, None, True
         except urllib3.exceptions.HTTPError:
             self._discard(c, "connection lost during /run")
-            return DEVELOPER_ERROR, {"error": "The action did not produce a valid response and exited unexpectedly."}
+            return DEVELOPER_ERROR, {"error": ABNORMAL_RUN}, None, False
+        if resp.status == 503:
+            self._discard(c, "503 at /run: runtime shutting down")
+            raise HealthError()
+        data = resp.data
+        if len(data) > self.s.max_response_bytes:
+            # Truncated by the invoker: an application error, the container kept.
+            return APPLICATION_ERROR, {"error": (
+                f"The action produced a response that exceeded the allowed length: {len(data)} > "
+                f"{self.s.max_response_bytes} bytes. The truncated response was: "
+                f"{data[:self.s.max_response_bytes].decode('utf-8', 'replace')}")}, len(data), False
+        text = data.decode("utf-8", "replace")
+        size = len(text)
+        invalid = f"The action did not produce a valid JSON or JSON Array response{': ' + text if text else '.'}"
         try:
-            result = json_loads(resp.data)
+            result = json_loads(data)
         except JSONDecodeError:
-            return DEVELOPER_ERROR, {"error": "The action did not produce a valid JSON response."}
-        if not isinstance(result, dict):
-            return DEVELOPER_ERROR, {"error": "The action did not return a dictionary."}
-        if resp.status == 200 and "error" not in result:
-            return SUCCESS, result
-        if "error" in result:
-            return APPLICATION_ERROR, result
-        return DEVELOPER_ERROR, {"error": f"The action answered HTTP {resp.status} without an error."}
+            result = invalid
+        if resp.status == 200 and isinstance(result, list):
+            return SUCCESS, result, size, False
+        if resp.status == 200 and isinstance(result, dict):
+            if "error" in result:
+                return APPLICATION_ERROR, {"error": result["error"]}, size, False
+            return SUCCESS, result, size, False
+        self._discard(c, f"developer error at /run (HTTP {resp.status})")
+        err = result["error"] if isinstance(result, dict) and "error" in result else invalid
+        return DEVELOPER_ERROR, {"error": err}, size, False
 
     # -- container removal -----------------------------------------------------------------------
 
-    def _fail(self, c: Container, result: dict[str, Any]) -> None:
+    def _fail(self, c: Container, result: dict[str, Any], size: int | None = None,
+              timed_out: bool = False) -> None:
         c.failure = result
         self._discard(c, "initialization failed")
         c.ready.set()
-        raise _InitFailed(result)
+        raise _InitFailed(result, size, timed_out)
 
     def _discard(self, c: Container, why: str) -> None:
         with self._cond:

@@ -17,13 +17,17 @@ ACTION_IMAGE = "sesemi-action"
 
 
 def start_emulator(work: Path, *, keep_alive_s: float = 600.0, max_containers: int = 8,
-                   extra: Sequence[str] = (), name: str = "platform") -> tuple[Server, Path]:
-    """The emulator and the wskprops file with its generated credentials."""
+                   extra: Sequence[str] = (), name: str = "platform", max_concurrency: int = 64,
+                   max_memory_mb: int = 2048) -> tuple[Server, Path]:
+    """The emulator and the wskprops file with its generated credentials. Its
+    limits are raised from a stock deployment's (concurrency 1, 512 MB), as a
+    deployment serving SeSeMI configures them (docs/deploy.md)."""
     port = free_port()
     home = work / name
     wskprops = home / "wskprops"
     args = ["platform", "serve", "--port", str(port), "--wskprops", str(wskprops), "--keep-alive", str(keep_alive_s),
-            "--max-containers", str(max_containers), "--work-dir", str(home), *extra]
+            "--max-containers", str(max_containers), "--work-dir", str(home),
+            "--max-concurrency", str(max_concurrency), "--max-memory", str(max_memory_mb), *extra]
     return start(name, args, port, work / "logs", "/ping"), wskprops
 
 

@@ -6,6 +6,7 @@ action (tests/e2e/fake_action.py) so these stay fast."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -17,8 +18,9 @@ import pytest
 import requests
 
 from bundle_tool.platform.local import client_for, start_emulator
-from sesemi.errors import AuthError, Conflict, NotFound
-from sesemi.openwhisk import DEVELOPER_ERROR, ActionSpec, Credentials, OpenWhiskClient, load_credentials
+from sesemi.errors import AuthError, Conflict, FormatError, NotFound
+from sesemi.openwhisk import (APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, SUCCESS, ActionSpec, Credentials,
+                              OpenWhiskClient, load_credentials)
 
 FAKE = Path(__file__).with_name("fake_action.py")
 KEEP_ALIVE = 2.0
@@ -84,9 +86,10 @@ def test_cold_then_warm_with_annotations_and_records(platform):
     r = requests.post(client.url("actions", "hello", {"blocking": True, "result": True}), json={"echo": 3},
                       auth=_auth(wskprops), timeout=10)
     assert r.status_code == 200 and r.json()["echo"] == 3
-    # An application error: 502 with the record, the container kept.
-    failed = client.invoke("hello", {"fail": True})
-    assert failed.status == "application error" and failed.result["kind"] == "FormatError"
+    # An application error: 502 with the record, only `error` kept, the container kept.
+    failed = client.invoke("hello", {"answer": "apperr"})
+    assert failed.status == "application error"
+    assert failed.result == {"error": {"kind": "FormatError", "status": 400, "message": "bad"}}
     assert len(_containers(srv, wskprops, "hello")) == 1
 
 
@@ -141,11 +144,12 @@ def test_init_failure_is_clear_and_discards_the_container(platform):
     _deploy(client, "broken", FAIL_INIT="no key service")
     act = client.invoke("broken", {})
     assert act.status == DEVELOPER_ERROR
-    assert act.error == "action initialization failed: refused: no key service"
-    assert act.result["kind"] == "UnavailableError"
+    # processInitResponseContent: the answer's `error` value, as it is.
+    assert act.result == {"error": {"kind": "UnavailableError", "status": 503, "message": "refused: no key service"}}
+    assert act.error == "refused: no key service"
     assert _containers(srv, wskprops, "broken") == []
     # The next activation tries a fresh container, and fails the same clear way.
-    assert client.invoke("broken", {}).error.startswith("action initialization failed")
+    assert client.invoke("broken", {}).error == "refused: no key service"
 
 
 def test_container_killed_mid_request(platform):
@@ -164,3 +168,106 @@ def test_container_killed_mid_request(platform):
     assert act.status == DEVELOPER_ERROR and "exited unexpectedly" in act.error
     assert _containers(srv, wskprops, "victim") == []
     assert client.invoke("victim", {}).cold                      # a new container
+
+
+def _raw(client: OpenWhiskClient, wskprops: Path, name: str, payload: dict, **query) -> requests.Response:
+    return requests.post(client.url("actions", name, {"blocking": True, **query}), json=payload,
+                         auth=_auth(wskprops), timeout=30)
+
+
+def test_answers_are_classified_as_openwhisk_does(platform):
+    """ActivationResult.processRunResponseContent and Container.scala, case by case."""
+    srv, wskprops, client = platform
+    _deploy(client, "kinds")
+    pid = client.invoke("kinds", {}).result["pid"]
+    arr = _raw(client, wskprops, "kinds", {"answer": "array"})
+    assert arr.status_code == 200 and arr.json() == [1, 2, 3]          # an array is a success, sent alone
+    big = client.invoke("kinds", {"answer": "big"})                     # over 1 MiB: application error
+    assert big.status == APPLICATION_ERROR and "exceeded the allowed length" in big.error
+    assert client.invoke("kinds", {}).result["pid"] == pid              # both kept the container
+    dev = client.invoke("kinds", {"answer": "deverr"})                  # non-200: developer error, {error} only
+    assert dev.status == DEVELOPER_ERROR and dev.result == {"error": "bad request from the fake"}
+    again = client.invoke("kinds", {})
+    assert again.cold and again.result["pid"] != pid                    # ... and the warm container went
+    # 503: the runtime is shutting down. Container destroyed, activation rescheduled once
+    # (it meets 503 again on the new container), then it ends without a result.
+    down = client.invoke("kinds", {"answer": "shutdown"})
+    assert down.status == INTERNAL_ERROR
+    rec = requests.get(client.url("activations", down.activation_id), auth=_auth(wskprops), timeout=5).json()
+    assert "result" not in rec["response"]
+    assert _containers(srv, wskprops, "kinds") == []
+
+
+def test_container_bodies_parameters_and_final(platform):
+    """ContainerProxy.initializeAndRun's bodies; Parameters.merge + partitionArguments; `final`."""
+    srv, wskprops, client = platform
+    client.put_action(ActionSpec("bodies", "fake", 128, 20_000, 1, {"X": "init-value", "N": "1"}, {"p": 1},
+                                 {"final": False}))
+    # The payload wins over an init parameter: it reaches /init's env of the cold
+    # container and is removed from /run's value.
+    act = client.invoke("bodies", {"show": True, "X": "from-payload", "echo": 5})
+    init, run = act.result["init"], act.result["run"]
+    assert set(init) == {"value"} and "code" not in init["value"]
+    assert init["value"]["name"] == "bodies" and init["value"]["main"] == "main" and init["value"]["binary"] is False
+    env = init["value"]["env"]
+    assert env["X"] == "from-payload" and env["N"] == "1"
+    ow = {k for k in env if k.startswith("__OW_")}
+    assert ow == {"__OW_ACTIVATION_ID", "__OW_TRANSACTION_ID", "__OW_DEADLINE", "__OW_NAMESPACE",
+                  "__OW_ACTION_NAME", "__OW_ACTION_VERSION"}                # provide-api-key=false: no key
+    assert all(isinstance(v, str) for v in env.values())
+    assert act.result["proc_api_host"] == client.creds.apihost        # __OW_API_HOST: process env only
+    assert run["value"] == {"show": True, "echo": 5, "p": 1}
+    assert set(run) == {"value", "namespace", "action_name", "action_version", "activation_id", "transaction_id",
+                        "deadline"}
+    assert run["activation_id"] == act.activation_id != run["transaction_id"]
+    # With `final` (what sesemi deploy sets), overriding a defined parameter is a 400.
+    client.put_action(ActionSpec("bodies", "fake", 128, 20_000, 1, {"X": "init-value"}))
+    doc = client.get_action("bodies")
+    ann = {a["key"]: a["value"] for a in doc["annotations"]}
+    assert ann["final"] is True and ann["provide-api-key"] is False and ann["exec"] == "blackbox"
+    r = _raw(client, wskprops, "bodies", {"X": "evil"})
+    assert r.status_code == 400 and r.json()["error"].startswith("Request defines parameters that are not allowed")
+    assert len(r.json()["code"]) == 32
+    with pytest.raises(FormatError):
+        client.invoke("bodies", {"X": "evil"})
+    assert client.invoke("bodies", {"echo": 1}).success
+
+
+def test_records_and_rest_shapes(platform):
+    """WhiskActivation/ActivationResponse.toExtendedJson, ErrorResponse, Activations.scala."""
+    srv, wskprops, client = platform
+    _deploy(client, "recs")
+    before = int(time.time() * 1000)
+    r = _raw(client, wskprops, "recs", {"echo": 1})
+    assert r.status_code == 200 and r.headers["x-openwhisk-activation-id"] == r.json()["activationId"]
+    rec = r.json()
+    assert set(rec["response"]) == {"status", "success", "result", "size"} and "statusCode" not in rec
+    # size: the length of the answer as the container sent it (the fake puts spaces in).
+    assert rec["response"]["size"] == len(json.dumps(rec["response"]["result"]))
+    ann = {a["key"]: a["value"] for a in rec["annotations"]}
+    assert ann["timeout"] is False and {"path", "kind", "limits", "waitTime", "initTime"} <= set(ann)
+    auth = _auth(wskprops)
+    acts = client.url("activations")
+    rows = requests.get(acts, params={"name": "recs", "since": before}, auth=auth, timeout=5).json()
+    assert [x["activationId"] for x in rows] == [rec["activationId"]] and rows[0]["statusCode"] == 0
+    assert requests.get(acts, params={"name": "recs", "upto": before - 1}, auth=auth, timeout=5).json() == []
+    docs = requests.get(acts, params={"name": "recs", "docs": "true"}, auth=auth, timeout=5).json()
+    assert docs[0]["response"]["result"]["echo"] == 1
+    bad = requests.get(acts, params={"limit": 201}, auth=auth, timeout=5)
+    assert bad.status_code == 400 and "range of 0 to 200" in bad.json()["error"] and bad.json()["code"]
+    logs = requests.get(f"{acts}/{rec['activationId']}/logs", auth=auth, timeout=5)
+    assert logs.status_code == 200 and logs.json() == {"logs": []}
+    missing = requests.get(f"{acts}/{'0' * 32}", auth=auth, timeout=5)
+    assert missing.status_code == 404 and set(missing.json()) == {"error", "code"}
+    dup = requests.put(client.url("actions", "recs"), json={"exec": {"kind": "blackbox", "image": "fake"}},
+                       auth=auth, timeout=5)
+    assert dup.status_code == 409 and dup.json()["error"] == "resource already exists" and dup.json()["code"]
+    # ?timeout= (ms) shortens the blocking wait: 202 with the id, then the record.
+    slow = _raw(client, wskprops, "recs", {"sleep": 1.0}, timeout=100)
+    assert slow.status_code == 202 and slow.headers["x-openwhisk-activation-id"] == slow.json()["activationId"]
+    assert _raw(client, wskprops, "recs", {}, timeout=0).status_code == 400
+    # The stock maximum of limits.concurrency is 1 unless the platform raises it: here 64.
+    assert client.put_action(ActionSpec("recs", "fake", 128, 20_000, 64)).get("limits")["concurrency"] == 64
+    with pytest.raises(FormatError, match="limits.concurrency"):
+        client.put_action(ActionSpec("recs", "fake", 128, 20_000, 65))
+    assert client.invoke("recs", {}).status == SUCCESS

@@ -55,7 +55,7 @@ def stack(tmp_path_factory):
                     "--env", f"SESEMI_PACK={pack}", "--env", f"SESEMI_KS_URL={dead_ks}")
         assert p.returncode == 0, p.stderr
         config = write_router_config(work / "router.json", wskprops, {
-            "duo": (MODELS, ["sesemi-duo-1", "sesemi-duo-2"]),
+            "duo": ((*MODELS, "d-ghost"), ["sesemi-duo-1", "sesemi-duo-2"]),  # d-ghost: not in the pack
             "broken": (["d-broken"], ["sesemi-broken-1", "sesemi-broken-2"]),
         }, {"share_limit": 4}, max_attempts=2, queue_timeout_s=20)
         router = start_router(work, config)
@@ -124,6 +124,41 @@ def test_router_refusals_are_clear(stack):
     assert _stats(router)["counters"]["retries"] == before
 
 
+def test_refusals_keep_their_status_and_the_warm_container(stack):
+    """On OpenWhisk a refusal is an application error (200 + structured error):
+    the router answers its status, retries nothing, and no container goes."""
+    world, emulator, wskprops, router = stack
+    x = tensors.encode({"image": np.zeros((1, 8, 8, 1), np.float32)})
+    uid, rk = world.user.principal_id, world.request_keys["d-alpha"]
+    env = envelope.seal(rk, "d-alpha", uid, envelope.new_request_id(), envelope.REQUEST, x).to_json()
+    assert requests.post(router.url + "/v1/infer", json={"value": env}, timeout=30).status_code == 200
+    before = _stats(router)["counters"]
+    pids = {c["pid"] for c in _containers(emulator, wskprops) if c["action"].startswith("sesemi-duo")}
+
+    def post(value: dict) -> requests.Response:
+        return requests.post(router.url + "/v1/infer", json={"value": value}, timeout=30)
+
+    r = post(env)                                                          # the same request again
+    assert r.status_code == 409 and r.json()["kind"] == "ReplayError", r.text
+    ghost = envelope.seal(rk, "d-ghost", uid, envelope.new_request_id(), envelope.REQUEST, x).to_json()
+    r = post(ghost)                                                        # routed, but not in the pack
+    assert r.status_code == 404 and r.json()["kind"] == "NotFound", r.text
+    stranger = world.new_user("stranger")                                  # registered, never granted
+    other = envelope.seal(envelope.new_request_key(), "d-alpha", stranger.principal_id,
+                          envelope.new_request_id(), envelope.REQUEST, x).to_json()
+    r = post(other)
+    assert r.status_code == 403, r.text
+    bad = dict(env, request_id=envelope.new_request_id())                 # AAD no longer matches
+    r = post(bad)
+    assert r.status_code == 400 and r.json()["kind"] == "IntegrityError", r.text
+    extra = dict(env, SESEMI_KS_URL="http://evil")                        # an init setting smuggled in
+    r = post(extra)
+    assert r.status_code == 400, r.text
+    after = _stats(router)["counters"]
+    assert after["retries"] == before["retries"] and after["action_errors"] >= before["action_errors"] + 4
+    assert {c["pid"] for c in _containers(emulator, wskprops) if c["action"].startswith("sesemi-duo")} == pids
+
+
 def test_init_failures_end_in_clear_503_after_bounded_retries(stack):
     world, emulator, wskprops, router = stack
     client = ActionClient(router.url, path="/v1/infer")
@@ -132,7 +167,7 @@ def test_init_failures_end_in_clear_503_after_bounded_retries(stack):
         client.infer("d-broken", world.user.principal_id, world.request_keys["d-alpha"],
                      {"image": np.zeros((1, 8, 8, 1), np.float32)})
     msg = str(err.value)
-    assert "2 attempt(s)" in msg and "action initialization failed" in msg and "cannot reach" in msg, msg
+    assert "2 attempt(s)" in msg and "action developer error" in msg and "cannot reach" in msg, msg
     assert time.monotonic() - t0 < 20
     assert not [c for c in _containers(emulator, wskprops) if c["action"].startswith("sesemi-broken")]
 

@@ -43,6 +43,10 @@ def test_action_body_is_a_blackbox_with_limits_and_init_env():
     assert body["limits"] == {"memory": 512, "timeout": 30_000, "concurrency": 4}
     assert {"key": "SESEMI_KS_URL", "value": "http://ks", "init": True} in body["parameters"]
     assert {"key": "p", "value": 1} in body["parameters"]
+    # final: an invocation may not override init settings (the controller answers 400);
+    # provide-api-key=false: no platform credential in the container.
+    ann = {a["key"]: a["value"] for a in body["annotations"]}
+    assert ann == {"exec": "blackbox", "final": True, "provide-api-key": False, "a": "b"}
     for bad in (dict(memory_mb=64), dict(timeout_ms=10), dict(concurrency=0), dict(name="-x"), dict(image="a b")):
         with pytest.raises(FormatError):
             ActionSpec(**{"name": "ok", "image": "img", **bad}).validate()
@@ -99,3 +103,15 @@ def test_deploy_errors_are_one_line(tmp_path):
     assert p.returncode == 1 and "cannot reach OpenWhisk" in p.stderr and "Traceback" not in p.stderr
     p = _cli("deploy", "a", "--image", "img", "--memory", "1", "--dry-run", env={"WSK_CONFIG_FILE": str(f)})
     assert p.returncode == 2 and "memory" in p.stderr
+
+
+def test_deploy_refuses_a_concurrency_the_image_cannot_serve(tmp_path):
+    f = tmp_path / "props"
+    f.write_text("APIHOST=http://127.0.0.1:3233\n")
+    env = {"WSK_CONFIG_FILE": str(f)}
+    p = _cli("deploy", "a", "--image", "img", "--concurrency", "65", "--dry-run", env=env)
+    assert p.returncode == 2 and "SESEMI_THREADS" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = _cli("deploy", "a", "--image", "img", "--concurrency", "12", "--image-threads", "8", "--dry-run", env=env)
+    assert p.returncode == 2 and "8 connection threads" in p.stderr, p.stderr
+    p = _cli("deploy", "a", "--image", "img", "--concurrency", "8", "--image-threads", "8", "--dry-run", env=env)
+    assert p.returncode == 0 and '"final"' in p.stdout and '"provide-api-key"' in p.stdout, p.stderr

@@ -136,9 +136,19 @@ def test_router_forwards_the_envelope_untouched_and_retries_elsewhere():
 
 
 def test_router_passes_refusals_through_and_gives_up_clearly():
-    fake = FakeOpenWhisk({"a1": [_act(APPLICATION_ERROR, {"error": "inference: access denied", "kind": "AccessDenied"})]})
+    # What OpenWhisk keeps of an action's refusal: {"error": {kind, status, message}}.
+    denied = {"error": {"kind": "AccessDenied", "status": 403, "message": "inference: access denied"}}
+    fake = FakeOpenWhisk({"a1": [_act(APPLICATION_ERROR, denied)]})
     reply = _router(fake).infer(dict(ENVELOPE))
     assert reply.status == 403 and reply.body["kind"] == "AccessDenied" and len(fake.calls) == 1
+    assert reply.body["error"] == "inference: access denied"
+    # A retryable kind is tried on another action; the platform's own string error is a 502.
+    down = {"error": {"kind": "UnavailableError", "status": 503, "message": "key service: cannot reach"}}
+    fake = FakeOpenWhisk({"a1": [_act(APPLICATION_ERROR, down)], "a2": [_act(SUCCESS, {"response": {}})]})
+    assert _router(fake, max_attempts=2).infer(dict(ENVELOPE)).status == 200 and len(fake.calls) == 2
+    fake = FakeOpenWhisk({"a1": [_act(APPLICATION_ERROR, {"error": "response too large"})]})
+    reply = _router(fake).infer(dict(ENVELOPE))
+    assert reply.status == 502 and len(fake.calls) == 1
     fake = FakeOpenWhisk({a: [UnavailableError("invoke: cannot reach OpenWhisk")] for a in ("a1", "a2")})
     reply = _router(fake, max_attempts=2).infer(dict(ENVELOPE))
     assert reply.status == 503 and reply.body["kind"] == "UnavailableError"
