@@ -13,9 +13,11 @@ import statistics
 from collections import deque
 from typing import Any
 
-from sesemi import envelope, tensors
+from sesemi import answer, envelope, tensors
 from sesemi.attestation.backends import make_backend
 from sesemi.client import EnclaveKeyClient
+from sesemi.errors import AccessDenied, IntegrityError, ModelUnavailable, NotFound, SesemiError, UnavailableError
+from sesemi.http_errors import action_error
 from sesemi.measure import action_mrenclave
 from sesemi.pack import Pack
 from sesemi import ISV_PROD_ID, ISV_SVN
@@ -26,6 +28,13 @@ from .models import ModelStore
 from .replay import ReplayWindow
 
 log = logging.getLogger("sesemi.action")
+
+# One answer for "not granted", "granted but no request key" and "does not
+# authenticate under the granted user's key": told apart, they would tell anyone
+# who sends junk which users are granted and enrolled. The key service writes
+# the reason to its audit log; `sesemi user status` tells users their own state.
+NOT_AUTHORISED = "not authorised for this model, or no request key for it (see `sesemi user status`)"
+SEALED_REASON = "request refused; the reason is sealed for the user"
 
 
 class Runtime:
@@ -74,23 +83,41 @@ class Runtime:
         self.pack.entry(req.model_id)  # 404 before any key-service traffic
         # First request for a model fetches both keys in one round trip; after the
         # TTL the request key is fetched again, and that is where revocation bites.
-        _, rk = self.session.keys(req.model_id, req.user_id,
-                                  need_model_key=not self.models.is_loaded(req.model_id))
-        assert rk is not None
-        plain = envelope.open_(rk, req, envelope.REQUEST)  # authenticate before any model work
+        try:
+            _, rk = self.session.keys(req.model_id, req.user_id,
+                                      need_model_key=not self.models.is_loaded(req.model_id))
+            assert rk is not None
+            plain = envelope.open_(rk, req, envelope.REQUEST)  # authenticate before any model work
+        except (AccessDenied, NotFound, IntegrityError):
+            raise AccessDenied(NOT_AUTHORISED) from None
         self.replay.check(req.model_id, req.user_id, req.request_id)
-        model = self.models.acquire(req.model_id)
+        try:
+            outputs = self._infer(req.model_id, plain)
+        except (UnavailableError, ModelUnavailable):
+            raise  # about this action's pack or links, not the request: retryable elsewhere, plain
+        except SesemiError as exc:
+            # The request authenticated: its refusal (wrong shape, dtype...) may name
+            # the model's input signature, so only the user reads it.
+            log.info("/run refused (sealed): %s", type(exc).__name__)
+            body = answer.encode(self.tee.name, self.tee.simulated, error=action_error(exc)["error"])
+            resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body)
+            return {"error": {"kind": "SealedError", "status": exc.http_status, "message": SEALED_REASON,
+                              "response": resp.to_json()}}
+        body = answer.encode(self.tee.name, self.tee.simulated, tensors.encode(outputs))
+        resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body)
+        return {"response": resp.to_json(), **self.labels}
+
+    def _infer(self, model_id: str, plain: bytes) -> dict[str, Any]:
+        model = self.models.acquire(model_id)
         try:
             t0 = time.perf_counter()
             outputs = model.pool.run(tensors.decode(plain))
             dt = time.perf_counter() - t0
             self._invoke_s.append(dt)
-            self.first_inference_s.setdefault(req.model_id, dt)
+            self.first_inference_s.setdefault(model_id, dt)
         finally:
             self.models.release(model)
-        resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE,
-                             tensors.encode(outputs))
-        return {"response": resp.to_json(), **self.labels}
+        return outputs
 
     def stats(self) -> dict[str, Any]:
         return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,

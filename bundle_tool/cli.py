@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = add(user, "enroll", c.cmd_user_enroll, "create a request key for a model and register it")
     a.add_argument("model_id", help="the model to enroll for")
     as_(a, "USER")
+    a = add(user, "status", c.cmd_user_status, "your own standing for a model: granted? request key enrolled? "
+                                               "(signed; the action answers both refusals alike)")
+    a.add_argument("model_id", help="the model")
+    as_(a, "USER")
 
     pack = group("pack", "model packs")
     a = add(pack, "build", c.cmd_pack_build, "bundle sealed models into one pack")

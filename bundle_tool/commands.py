@@ -169,6 +169,19 @@ def cmd_user_enroll(args: argparse.Namespace) -> Out:
                f"enrolled a request key for {args.model_id}")
 
 
+def cmd_user_status(args: argparse.Namespace) -> Out:
+    """The user's own standing for a model: what the action's single refusal
+    ("not authorised ..., or no request key") does not say."""
+    status = _ks(args).user_status(home_of(args).identity(args.as_))
+    row = next((m for m in status["models"] if m["model_id"] == args.model_id), None)
+    granted, keyed = bool(row and row["granted"]), bool(row and row["request_key"])
+    hint = "" if granted and keyed else " (ask the owner for a grant)" if not granted \
+        else f" (run: sesemi user enroll {args.model_id})"
+    return Out({"model_id": args.model_id, "user_id": status["user_id"], "granted": granted, "request_key": keyed},
+               f"{args.model_id}: granted {'yes' if granted else 'no'}, "
+               f"request key {'enrolled' if keyed else 'none'}{hint}")
+
+
 def cmd_pack_build(args: argparse.Namespace) -> Out:
     total = sum(os.path.getsize(p) for p in args.sealed)
     with Bar(f"packing {len(args.sealed)} model(s)", total) as bar:

@@ -144,6 +144,10 @@ def create_app(ks: KeyService) -> Flask:
         ks.put_request_key(authenticate(), model_id, _body())
         return _json({"model_id": model_id, "enrolled": True})
 
+    @app.get("/v1/users/<user_id>/status")
+    def user_status(user_id: str) -> Response:
+        return _json(ks.user_status(authenticate(), user_id))
+
     @app.get("/v1/audit")
     def audit() -> Response:
         return _json({"entries": ks.audit_log(authenticate(), request.args.get("model_id"))})

@@ -190,6 +190,20 @@ class KeyService:
             c.execute("INSERT OR REPLACE INTO request_keys VALUES (?,?,?,?)", (model_id, user, ct, now))
             self.store.audit(c, now, "put_request_key", "ok", principal=user, model_id=model_id, user_id=user)
 
+    def user_status(self, caller: str, user_id: str) -> dict[str, Any]:
+        """A user's own standing, per model: granted, request key enrolled. The
+        action answers "not granted", "no request key" and "does not
+        authenticate" alike (so junk requests learn nothing); this signed call
+        is how users tell them apart, for themselves only."""
+        check_user_id(user_id)
+        if caller != user_id:
+            raise AccessDenied("a user's status is readable by that user only")
+        granted = {r["model_id"] for r in self.store.all("SELECT model_id FROM grants WHERE user_id=?", user_id)}
+        keyed = {r["model_id"] for r in self.store.all("SELECT model_id FROM request_keys WHERE user_id=?",
+                                                       user_id)}
+        return {"user_id": user_id, "models": [{"model_id": m, "granted": m in granted, "request_key": m in keyed}
+                                               for m in sorted(granted | keyed)]}
+
     def audit_log(self, pid: str, model_id: str | None) -> list[dict[str, Any]]:
         if model_id:
             self._require_owner(model_id, pid, "audit")

@@ -174,7 +174,8 @@ class Router:
                     self._release(pack, model, action, self._exec_seconds(act))
                     self._count("action_errors")
                     log.info("model %s -> %s: refused by the action (%s)", model, action,
-                             refusal.body.get("kind", act.status))
+                             refusal.body["error"].get("kind") if isinstance(refusal.body["error"], dict)
+                             else act.status)
                     refusal.headers["X-Sesemi-Action"] = action
                     return refusal
                 last = f"action {action}: {act.status}: {act.error}"
@@ -191,18 +192,20 @@ class Router:
     @staticmethod
     def _refusal(act: Activation) -> Reply | None:
         """An application error is the action's answer (docs/platform.md): its
-        `error` value carries kind, status and message. A retryable kind
-        (key service unreachable, a corrupt pack copy) is tried elsewhere;
+        `error` value carries kind, status and message, and is forwarded as it
+        is (a sealed refusal carries the user's envelope in it). A retryable
+        kind (key service unreachable, a corrupt pack copy) is tried elsewhere;
         developer and platform errors are retried too (None)."""
         if act.status != APPLICATION_ERROR:
             return None
-        parsed = parse_action_error(act.result.get("error"))
+        err = act.result.get("error")
+        parsed = parse_action_error(err)
         if parsed is None:  # the platform's own application error, e.g. a result over its limit
             return Reply(502, {"error": f"the platform refused the action's answer: {act.error}"})
-        kind, status, message, check = parsed
+        kind, status, _, _ = parsed
         if kind in RETRY_KINDS:
             return None
-        return Reply(status, {"error": message, "kind": kind, **({"check": check} if check else {})})
+        return Reply(status, {"error": err})
 
     @staticmethod
     def _exec_seconds(act: Activation) -> float:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import urllib3
 
-from . import envelope, hpke_box, ks_response, signed_call, tensors
+from . import answer, envelope, hpke_box, ks_response, signed_call, tensors
 from .attestation import EvidenceVerifier
 from .call_seq import CallCounter
 from .attestation.claims import Claims
@@ -47,12 +47,13 @@ class KsPin:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def _decode(resp: urllib3.BaseHTTPResponse, what: str) -> Any:
+def _decode(resp: urllib3.BaseHTTPResponse, what: str, check: bool = True) -> Any:
     try:
         body = json_loads(resp.data) if resp.data else {}
     except JSONDecodeError:
         body = {"error": f"non-JSON response (HTTP {resp.status})"}
-    raise_for(resp.status, body, what)
+    if check:
+        raise_for(resp.status, body, what)
     return body
 
 
@@ -77,10 +78,11 @@ class _Http:
 
     def call(self, method: str, path: str, what: str, body: bytes | None = None,
              headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
-             deadline: Deadline | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
+             deadline: Deadline | None = None, check: bool = True) -> tuple[Any, urllib3.BaseHTTPResponse]:
         """`signed_by`: the pinned key-service signing key; the response (error
         or not) must carry its signature over our fresh nonce, or is refused.
-        `deadline`: a total budget this call shares with others."""
+        `deadline`: a total budget this call shares with others. `check=False`:
+        the caller reads error answers itself."""
         headers = dict(headers or {})
         if signed_by is not None:
             headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
@@ -100,7 +102,7 @@ class _Http:
                     # The HTTP server's own refusals (size, malformed request) are unsigned.
                     detail = f" (HTTP {resp.status}, unsigned: {_unsigned_reason(resp)})"
                 raise IntegrityError(f"{what}: {exc}{detail}") from None
-        return _decode(resp, what), resp
+        return _decode(resp, what, check), resp
 
 
 def _check_signer_pin(expect_mrsigner: str | None, isv_prod_id: int | None, min_isv_svn: int | None) -> None:
@@ -236,6 +238,10 @@ class KeyServiceClient:
             "wrapped_key": self._wrap(request_key, "request-key", model_id, user.principal_id),
         })
 
+    def user_status(self, user: Identity) -> dict[str, Any]:
+        """This user's own grants and enrolled request keys (signed; nobody else's)."""
+        return self._signed(user, "GET", f"/v1/users/{user.principal_id}/status", "user status")
+
     def audit(self, identity: Identity, model_id: str | None = None) -> list[dict]:
         path = "/v1/audit" + (f"?model_id={model_id}" if model_id else "")
         return self._signed(identity, "GET", path, "audit")["entries"]
@@ -282,6 +288,9 @@ class EnclaveKeyClient:
         return body
 
 
+_ANSWER_FIELDS = frozenset({"response", "tee", "insecure_simulation"})
+
+
 @dataclass(frozen=True)
 class InferenceResult:
     outputs: dict[str, np.ndarray]
@@ -305,13 +314,34 @@ class ActionClient:
     def infer(self, model_id: str, user_id: str, request_key: bytes, inputs: Mapping[str, np.ndarray]) -> InferenceResult:
         rid = envelope.new_request_id()
         env = envelope.seal(request_key, model_id, user_id, rid, envelope.REQUEST, tensors.encode(inputs))
-        body, _ = self.http.call("POST", self.path, "inference", json_dumps({"value": env.to_json()}),
-                                 {"Content-Type": "application/json"})
+        body, resp = self.http.call("POST", self.path, "inference", json_dumps({"value": env.to_json()}),
+                                    {"Content-Type": "application/json"}, check=False)
         if not isinstance(body, dict):
             raise FormatError("inference: response is not a JSON object")
-        resp = envelope.Envelope.from_json(body.get("response"))
+        err = body.get("error")
+        if isinstance(err, dict) and "response" in err:
+            # A refusal of a request that authenticated: its reason is sealed for us.
+            got = self._open(err["response"], model_id, user_id, rid, request_key)
+            if got.error is None:
+                raise FormatError("inference: a sealed refusal without its reason")
+            raise_for(got.error["status"], {"error": got.error}, "inference")
+        if err is not None or resp.status >= 300:
+            raise_for(resp.status if resp.status >= 300 else 502, body if err is not None else {}, "inference")
+        if set(body) - _ANSWER_FIELDS:
+            raise FormatError("inference: unexpected fields in the answer")
+        got = self._open(body.get("response"), model_id, user_id, rid, request_key)
+        if got.error is not None:
+            raise FormatError("inference: a sealed refusal in a success answer")
+        # The plain copies of the labels must agree with the authenticated ones.
+        for name, value in (("tee", got.tee), ("insecure_simulation", got.insecure_simulation)):
+            if name in body and body[name] != value:
+                raise IntegrityError(f"inference: the answer's {name} label was altered in transit")
+        outputs = tensors.decode(got.body)
+        return InferenceResult({k: np.array(v) for k, v in outputs.items()}, rid, got.tee, got.insecure_simulation)
+
+    @staticmethod
+    def _open(value: Any, model_id: str, user_id: str, rid: str, request_key: bytes) -> answer.Answer:
+        resp = envelope.Envelope.from_json(value)
         if (resp.model_id, resp.user_id, resp.request_id) != (model_id, user_id, rid):
             raise FormatError("inference: response is for another request")
-        outputs = tensors.decode(envelope.open_(request_key, resp, envelope.RESPONSE))
-        return InferenceResult({k: np.array(v) for k, v in outputs.items()}, rid, str(body.get("tee", "?")),
-                               bool(body.get("insecure_simulation", False)))
+        return answer.decode(envelope.open_(request_key, resp, envelope.RESPONSE))

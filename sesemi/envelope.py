@@ -11,6 +11,10 @@ info = (model id, user id, request id, direction, nonce)) with the message's
 random nonce: each derived key encrypts one message, and the request key is
 used only as an HKDF key, which has no such budget. Two messages share a key
 only if they share request id, direction and a 96-bit random nonce.
+
+Version 3: a response's plaintext is an answer (sesemi/answer.py): the
+labels, and a sealed refusal for a request that authenticated, are inside
+the ciphertext, so the platform can neither alter them nor read the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .encoding import b64d, b64e, lp
 from .errors import FormatError, IntegrityError
 from .names import check_model_id
 
-VERSION = 2
+VERSION = 3
 REQUEST = "req"
 RESPONSE = "resp"
 _MAX_ID = 128
@@ -45,13 +49,13 @@ def new_request_id() -> str:
 
 
 def aad(model_id: str, user_id: str, request_id: str, direction: str) -> bytes:
-    return lp("sesemi/envelope/v2", model_id, user_id, request_id, direction)
+    return lp("sesemi/envelope/v3", model_id, user_id, request_id, direction)
 
 
 def message_key(key: bytes, model_id: str, user_id: str, request_id: str, direction: str, nonce: bytes) -> bytes:
     """The one-message AES-256 key (module docstring)."""
     return HKDF(SHA256(), 32, salt=None,
-                info=lp("sesemi/envelope-key/v2", model_id, user_id, request_id, direction, nonce)).derive(key)
+                info=lp("sesemi/envelope-key/v3", model_id, user_id, request_id, direction, nonce)).derive(key)
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,12 @@ def test_cli_full_flow(cli_world):
     assert len(mr) == 64 and measured["trusted_config"]["ks_key"] == pin["signing_public_key"]
     assert sesemi(owner_home, "action", "measure", "--pack", str(pack), "--ks-key", "pinned").stdout.strip() == mr
     sesemi(owner_home, "model", "publish", "digits", "--as", "alice", "--allow-mrenclave", mr)
+    assert "granted no, request key none" in sesemi(None, "user", "status", "digits", "--as", "bob", *uh).stdout
     sesemi(owner_home, "grant", "digits", user_id, "--as", "alice")
+    assert "granted yes, request key none" in sesemi(None, "user", "status", "digits", "--as", "bob", *uh).stdout
     sesemi(None, "user", "enroll", "digits", "--as", "bob", *uh)
+    assert "granted yes, request key enrolled" in sesemi(None, "user", "status", "digits", "--as", "bob",
+                                                         *uh).stdout
 
     # --ks-key pinned: the action pins the key service from the pin in --home
     action = start_action(work, pack=pack, ks_url=ks.url, extra=["--ks-key", "pinned", "--home", str(owner_home)])
@@ -95,8 +99,10 @@ def test_cli_full_flow(cli_world):
     servers.append(fresh)
     p = sesemi(None, "infer", "digits", "--action", fresh.url, "--as", "bob", *uh,
                "--input", str(work / "x.npy"), "--out", str(work / "y2.npz"), ok=False)
-    assert p.returncode != 0 and "not granted" in p.stderr and "Traceback" not in p.stderr
+    # The action says only "not authorised ... or no request key"; the user asks the key service.
+    assert p.returncode != 0 and "not authorised" in p.stderr and "Traceback" not in p.stderr
     assert not (work / "y2.npz").exists()
+    assert "granted no, request key enrolled" in sesemi(None, "user", "status", "digits", "--as", "bob", *uh).stdout
 
     audit = sesemi(owner_home, "ks", "audit", "--as", "alice", "--model-id", "digits").stdout
     assert "event=release outcome=ok" in audit and "event=revoke" in audit
@@ -106,6 +112,7 @@ def test_cli_full_flow(cli_world):
     assert f"mrenclave={mr}" in release and "tee=sim" in release
     entries = sesemi_json(owner_home, "ks", "audit", "--as", "alice", "--model-id", "digits")["entries"]
     assert {"ts", "mrenclave", "tee"} <= set(next(e for e in entries if e["event"] == "release"))
+    assert "event=release outcome=refused" in audit and "reason=not granted" in audit
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import requests
 
-from sesemi import envelope, tensors
+from sesemi import answer, envelope, tensors
 from sesemi.client import ActionClient, EnclaveKeyClient
 from sesemi.encoding import json_dumps
+from sesemi.identity import Identity
 from sesemi.errors import AccessDenied, FormatError, IntegrityError, ModelUnavailable, NotFound, PolicyError, ReplayError
+
+from app.runtime import NOT_AUTHORISED
 
 from ..conftest import DIGITS, plaintext_outputs
 
@@ -55,9 +58,14 @@ def test_ungranted_user_refused(world, action):
     with pytest.raises(AccessDenied, match="not granted"):
         world.enroll(stranger, "digits")
     # Even with a key of its own making, the action cannot get a request key for it.
-    with pytest.raises(AccessDenied, match="not granted"):
+    with pytest.raises(AccessDenied, match="not authorised for this model, or no request key"):
         ActionClient(action.url).infer("digits", stranger.principal_id, envelope.new_request_key(),
                                        {"image": np.zeros((1, 8, 8, 1), np.float32)})
+    # Users learn their own standing from the key service, signed; nobody else's.
+    assert world.ks.user_status(stranger) == {"user_id": stranger.principal_id, "models": []}
+    assert {"model_id": "digits", "granted": True, "request_key": True} in world.ks.user_status(world.user)["models"]
+    with pytest.raises(AccessDenied, match="that user only"):
+        world.ks._signed(stranger, "GET", f"/v1/users/{world.user.principal_id}/status", "user status")
 
 
 def test_revocation_holds_after_ttl(world):
@@ -74,8 +82,12 @@ def test_revocation_holds_after_ttl(world):
     client.infer("digits", user.principal_id, rk, x)
     world.ks.revoke(world.owner, "digits", user.principal_id)
     time.sleep(ttl + 0.5)
-    with pytest.raises(AccessDenied, match="revoked"):
+    with pytest.raises(AccessDenied, match="not authorised for this model"):
         client.infer("digits", user.principal_id, rk, x)
+    # The reason is in the key service's audit log, which the owner reads.
+    entries = world.ks.audit(world.owner, "digits")
+    assert any(e["event"] == "release" and e["outcome"] == "refused" and e.get("user_id") == user.principal_id
+               and "not granted" in (e.get("reason") or "") for e in entries), entries[-3:]
 
 
 def _post_run(url: str, value) -> requests.Response:
@@ -91,16 +103,22 @@ def test_tampered_and_replayed_requests_refused(world, action):
     ct = bytearray(env.ciphertext)
     ct[3] ^= 1
     bad = envelope.Envelope(**{**env.__dict__, "ciphertext": bytes(ct)}).to_json()
-    # Refusals are application errors: 200, and kind and status inside `error`.
+    # Refusals are application errors: 200, and kind and status inside `error`. A
+    # request that does not authenticate under a granted user's key gets exactly
+    # the answer of an ungranted user (issue 13 item 12).
     r = _post_run(action.url, bad)
     assert r.status_code == 200 and set(r.json()) == {"error"}
-    assert r.json()["error"]["status"] == 400 and "does not authenticate" in r.json()["error"]["message"]
+    assert r.json()["error"] == {"kind": "AccessDenied", "status": 403, "message": NOT_AUTHORISED}
     moved = {**good, "request_id": "another-request"}
-    assert _post_run(action.url, moved).json()["error"]["kind"] == "IntegrityError"
+    assert _post_run(action.url, moved).json()["error"]["message"] == NOT_AUTHORISED
+    nobody = envelope.seal(envelope.new_request_key(), "digits", Identity.generate("x").principal_id,
+                           envelope.new_request_id(),
+                           envelope.REQUEST, b"x").to_json()
+    assert _post_run(action.url, nobody).json() == r.json()
     assert "error" not in _post_run(action.url, good).json()
     r = _post_run(action.url, good)
     assert r.json()["error"]["status"] == 409 and "replayed" in r.json()["error"]["message"]
-    for junk in ({"v": 2}, {"v": 2, "model_id": "nope", "user_id": "u", "request_id": "r",
+    for junk in ({"v": 3}, {"v": 3, "model_id": "nope", "user_id": "u", "request_id": "r",
                             "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "A" * 24}):
         r = _post_run(action.url, junk)
         assert r.status_code == 200 and 400 <= r.json()["error"]["status"] < 500, r.text
@@ -109,6 +127,17 @@ def test_tampered_and_replayed_requests_refused(world, action):
 
 
 def test_wrong_input_shape_is_a_clear_error(world, action):
+    # The reason names the model's input signature: it is sealed for the user, and
+    # the platform sees only a status (issue 13 item 13).
+    env = envelope.seal(world.request_key, "digits", world.user.principal_id, envelope.new_request_id(),
+                        envelope.REQUEST, tensors.encode({"image": np.zeros((1, 9, 8, 1), np.float32)}))
+    r = _post_run(action.url, env.to_json())
+    err = r.json()["error"]
+    assert r.status_code == 200 and err["kind"] == "SealedError" and err["status"] == 400
+    assert "shape" not in r.text and "image" not in r.text and "8" not in err["message"]
+    opened = answer.decode(envelope.open_(world.request_key, envelope.Envelope.from_json(err["response"]),
+                                          envelope.RESPONSE))
+    assert opened.error["kind"] == "FormatError" and "shape" in opened.error["message"]
     with pytest.raises(FormatError, match="shape"):
         ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key,
                                        {"image": np.zeros((1, 9, 8, 1), np.float32)})

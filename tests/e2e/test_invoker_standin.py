@@ -109,7 +109,8 @@ def test_invoker_bodies_and_classification(world, bare):
         "replay": (good, 409),
         "unknown model": (envelope.seal(rk, "ghost", uid, envelope.new_request_id(), envelope.REQUEST, x).to_json(),
                           404),
-        "tampered": (dict(good, request_id=envelope.new_request_id()), 400),
+        "tampered": (dict(good, request_id=envelope.new_request_id()), 403),  # as if not granted
+        "malformed": (dict(good, nonce=good["nonce"][:-4]), 400),
         "extra field": (dict(good, SESEMI_KS_URL="http://evil"), 400),
     }
     for what, (value, status) in refusals.items():

@@ -21,7 +21,7 @@ from bundle_tool.platform.local import client_for, start_emulator, start_router,
 from bundle_tool.procs import free_port
 from sesemi import envelope, tensors
 from sesemi.client import ActionClient
-from sesemi.errors import NotFound, UnavailableError
+from sesemi.errors import FormatError, NotFound, UnavailableError
 from sesemi.openwhisk import load_credentials
 
 from ..conftest import DIGITS, make_world, plaintext_outputs
@@ -113,7 +113,7 @@ def test_router_refusals_are_clear(stack):
                         envelope.REQUEST, b"\x00" * 64).to_json()
     env["ciphertext"] = env["ciphertext"][:-4] + ("AAAA" if env["ciphertext"][-4:] != "AAAA" else "BBBB")
     r = requests.post(router.url + "/v1/infer", json={"value": env}, timeout=30)
-    assert r.status_code == 400 and r.json()["kind"] == "IntegrityError", r.text
+    assert r.status_code == 403 and r.json()["error"]["kind"] == "AccessDenied", r.text
     assert _stats(router)["counters"]["retries"] == before
     r = requests.post(router.url + "/v1/infer", data=b"not json", timeout=10)
     assert r.status_code == 400 and "JSON" in r.json()["error"]
@@ -139,21 +139,29 @@ def test_refusals_keep_their_status_and_the_warm_container(stack):
         return requests.post(router.url + "/v1/infer", json={"value": value}, timeout=30)
 
     r = post(env)                                                          # the same request again
-    assert r.status_code == 409 and r.json()["kind"] == "ReplayError", r.text
+    assert r.status_code == 409 and r.json()["error"]["kind"] == "ReplayError", r.text
     ghost = envelope.seal(rk, "d-ghost", uid, envelope.new_request_id(), envelope.REQUEST, x).to_json()
     r = post(ghost)                                                        # routed, but not in the pack
-    assert r.status_code == 404 and r.json()["kind"] == "NotFound", r.text
+    assert r.status_code == 404 and r.json()["error"]["kind"] == "NotFound", r.text
     stranger = world.new_user("stranger")                                  # registered, never granted
     other = envelope.seal(envelope.new_request_key(), "d-alpha", stranger.principal_id,
                           envelope.new_request_id(), envelope.REQUEST, x).to_json()
     r = post(other)
-    assert r.status_code == 403, r.text
-    bad = dict(env, request_id=envelope.new_request_id())                 # AAD no longer matches
+    assert r.status_code == 403 and r.json()["error"]["kind"] == "AccessDenied", r.text
+    # Tampered: malformed on the way (400), or altered ciphertext, which for a granted
+    # user must look exactly like an ungranted one (403, issue 13 item 12).
+    bad = dict(env, nonce=env["nonce"][:-4])
     r = post(bad)
-    assert r.status_code == 400 and r.json()["kind"] == "IntegrityError", r.text
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "FormatError", r.text
+    altered = dict(env, request_id=envelope.new_request_id())
+    r = post(altered)
+    assert r.status_code == 403 and r.json() == post(other).json(), r.text
     extra = dict(env, SESEMI_KS_URL="http://evil")                        # an init setting smuggled in
     r = post(extra)
     assert r.status_code == 400, r.text
+    # A refusal of a request that authenticated comes back sealed; the SDK opens it.
+    with pytest.raises(FormatError, match="dtype"):
+        ActionClient(router.url, path="/v1/infer").infer("d-alpha", uid, rk, {"image": np.zeros((1, 8, 8, 1))})
     after = _stats(router)["counters"]
     assert after["retries"] == before["retries"] and after["action_errors"] >= before["action_errors"] + 4
     assert {c["pid"] for c in _containers(emulator, wskprops) if c["action"].startswith("sesemi-duo")} == pids

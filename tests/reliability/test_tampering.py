@@ -223,8 +223,6 @@ def test_encrypted_response_every_byte(w, genuine_answer):
     _response_flips(w, *genuine_answer, labels=False, masks=FAST_MASKS)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 §3: the labels (tee, insecure_simulation) are not yet "
-                                       "authenticated; label authentication is another helper's item")
 def test_encrypted_response_labels_every_byte(w, genuine_answer):
     _response_flips(w, *genuine_answer, labels=True, masks=FAST_MASKS)
 

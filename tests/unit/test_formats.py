@@ -126,8 +126,8 @@ def test_envelope_binds_context():
 
 
 def test_envelope_rejects_malformed():
-    for bad in (None, [], {"v": 2}, {"v": 2, "model_id": "m"},
-                {"v": 2, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "!!", "ciphertext": "AA=="},
+    for bad in (None, [], {"v": 3}, {"v": 3, "model_id": "m"},
+                {"v": 3, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "!!", "ciphertext": "AA=="},
                 {"v": 1, "model_id": "m", "user_id": "u", "request_id": "r", "nonce": "AAAAAAAAAAAAAAAA",
                  "ciphertext": "AAAAAAAAAAAAAAAAAAAAAA=="}):
         with pytest.raises(FormatError):
@@ -243,4 +243,24 @@ def test_every_envelope_message_has_its_own_key():
     with pytest.raises(Exception):  # the request key itself does not open it
         AESGCM(rk).decrypt(a.nonce, a.ciphertext, aad)
     assert envelope.open_(rk, a, envelope.REQUEST) == b"x"
-    assert envelope.Envelope.from_json(a.to_json()).to_json()["v"] == 2
+    assert envelope.Envelope.from_json(a.to_json()).to_json()["v"] == 3
+
+
+def test_answer_labels_are_inside_and_missing_reads_as_simulated():
+    """Envelope v3: the labels travel in the ciphertext (issue 13 item 14)."""
+    from sesemi import answer
+    from sesemi.encoding import json_dumps
+    import struct
+
+    a = answer.decode(answer.encode("occlum", False, b"outputs"))
+    assert (a.tee, a.insecure_simulation, a.body, a.error) == ("occlum", False, b"outputs", None)
+    bare = json_dumps({})
+    missing = answer.decode(struct.pack(">I", len(bare)) + bare + b"x")
+    assert missing.insecure_simulation is True and missing.tee == "?"
+    err = answer.decode(answer.encode("sim", True, error={"kind": "FormatError", "status": 400, "message": "m"}))
+    assert err.error["status"] == 400 and err.body == b""
+    for bad in (b"", b"\x00\x00\x10\x00{}", struct.pack(">I", 2) + b"[]",
+                struct.pack(">I", 12) + b'{"tee":true}', struct.pack(">I", 10) + b'{"other":1}',
+                struct.pack(">I", 29) + b'{"insecure_simulation":"no"}'):
+        with pytest.raises(FormatError):
+            answer.decode(bad)
