@@ -17,19 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, available, model_input, pct, progress, parse_args, write_result  # noqa: E402
+from bench.common import (MODELS, available, cpu_s, model_input, parse_args, pct, progress,  # noqa: E402
+                          write_result)
 from bundle_tool.local import LocalWorld  # noqa: E402
 from sesemi.client import ActionClient  # noqa: E402
 
 CONFIGS = [  # (pool size, interpreter threads)
     (1, 1), (2, 1), (1, 2), (2, 2),
 ]
-
-
-def _cpu_s(pid: int) -> float:
-    """user + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def in_process_scaling(model: Path, name: str, seconds: float) -> dict[str, float]:
@@ -94,7 +89,7 @@ def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float,
         t.start()
     for t in warm:
         t.join()
-    cpu0_client, cpu0_server = _cpu_s(os.getpid()), _cpu_s(server_pid)
+    cpu0_client, cpu0_server = cpu_s(os.getpid()), cpu_s(server_pid)
     t0 = time.perf_counter()
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in ts:
@@ -102,7 +97,7 @@ def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float,
     for t in ts:
         t.join()
     elapsed = time.perf_counter() - t0
-    cpu_client, cpu_server = _cpu_s(os.getpid()) - cpu0_client, _cpu_s(server_pid) - cpu0_server
+    cpu_client, cpu_server = cpu_s(os.getpid()) - cpu0_client, cpu_s(server_pid) - cpu0_server
     all_lat = [v for xs in lat for v in xs]
     n = max(1, len(all_lat))
     return {"clients": clients, "throughput_rps": len(all_lat) / elapsed, "p50_ms": pct(all_lat, 50) * 1e3,

@@ -273,6 +273,51 @@ def platform_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def router_section(d: dict) -> list[str]:
+    """One router's capacity with the action's work excluded (bench/bench_router.py)."""
+    lines = ["## Router capacity (through the local OpenWhisk emulator)", "",
+             f"Containers answer at once (a fake action), so this is the router and the emulator alone; "
+             f"{d['actions']} actions of {d['slots_per_action']} slots, clients never queue. Paths: *emulator* = "
+             "blocking invokes straight to the emulator (the platform alone), *router* = one router before it, "
+             f"*front* = the front end before that router. {d['rounds']} interleaved rounds of "
+             f"{d['seconds_per_run']:g} s per cell. CPU ms per request per process from /proc: the router's is "
+             "what sizes it (one core ≈ 1000 / that many requests/s) and moves less with other load than "
+             f"requests/s. Load average before the run: {' / '.join(f'{x:.1f}' for x in d['loadavg_before'])}.", ""]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for j, (p, paths) in enumerate(d["results"].items()):
+        lines += [f"**{int(p):,} B per request**", "",
+                  "| path | clients | req/s | p50 ms | p99 ms | CPU ms/req: router | emulator | front | client "
+                  "| cores busy |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for path, rows in paths.items():
+            for r in rows:
+                c = r["cpu_ms_per_request"]
+                lines.append(f"| {path} | {r['clients']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} "
+                             f"| {r['p99_ms']:.2f} | {c['router']:.2f} | {c['emulator']:.2f} | {c['front']:.2f} "
+                             f"| {c['client']:.2f} | {r['cores_busy']:.2f} |")
+            ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows], marker="o",
+                    linestyle="-" if j == 0 else "--", label=f"{path}, {int(p) // 1024} KiB")
+        ra, cap = d["ratios"][p], d["capacity"][p]
+        lines += ["", "router / emulator req/s by clients: " + ", ".join(
+                      f"{c}: {x:.2f}" for c, x in zip(d["levels"], ra["router_over_emulator"]))
+                  + "; front / router: " + ", ".join(
+                      f"{c}: {x:.2f}" for c, x in zip(d["levels"], ra["front_over_router"])) + ".",
+                  f"Router: **{cap['router_cpu_ms_per_request']:.2f} CPU ms per request** (median over levels), "
+                  f"≈ {cap['router_rps_per_core']:.0f} requests/s per core; peak measured "
+                  f"{cap['peak_router_rps']:.0f} req/s with the emulator on the same 2 cores. Front end: "
+                  f"{cap['front_cpu_ms_per_request']:.2f} CPU ms per request (≈ {cap['front_rps_per_core']:.0f}/s "
+                  f"per core). Added p50 at 1 client: router {cap['router_added_p50_ms_1_client']:.2f} ms, "
+                  f"front end {cap['front_added_p50_ms_1_client']:.2f} ms.", ""]
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("requests/s")
+    ax.set_title("Router capacity, action work excluded")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "perf-router.png", dpi=110)
+    plt.close(fig)
+    return lines + ["![router capacity](img/perf-router.png)", ""]
+
+
 def flask_section(d: dict) -> list[str]:
     keep = d["keep_if"]
     lines = ["## The action's handler as a Flask app (issue 9 §4)", "",
@@ -298,7 +343,7 @@ def flask_section(d: dict) -> list[str]:
 
 def machine_section() -> list[str]:
     runs = {n: d for n in ("latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory",
-                           "platform")
+                           "platform", "router")
             if (d := load(n)) is not None}
     if not runs:
         return []
@@ -324,7 +369,7 @@ def main() -> None:
     for name, fn in (("latency", latency_section), ("cold_start", cold_section),
                      ("concurrency", concurrency_section), ("flask", flask_section), ("packing", packing_section),
                      ("keyservice", keyservice_section), ("memory", memory_section),
-                     ("platform", platform_section)):
+                     ("platform", platform_section), ("router", router_section)):
         d = load(name)
         if d is None:
             parts += [f"## {name}", "", "not run", ""]

@@ -23,6 +23,7 @@ STEPS = [
     ("key service", ["bench_keyservice.py"]),
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
+    ("router capacity", ["bench_router.py"]),
     ("report", ["report.py"]),
 ]
 

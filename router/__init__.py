@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_front"]
 
 
 def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, threads: int = 64) -> None:
@@ -36,3 +36,27 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         return create_app(router)
 
     gunicorn_serve(factory, host=host, port=port, threads=threads, name="sesemi-router")
+
+
+def serve_front(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 64,
+                workers: int = 1) -> None:
+    """Serve the front end for several routers. It keeps no shared state, so
+    unlike the router it may run several worker processes. Config errors
+    (including two routers claiming one model) raise before binding."""
+    from sesemi.gunicorn_serve import serve as gunicorn_serve
+
+    from . import front_config
+    from .front import Front, create_app
+
+    cfg = front_config.load(config_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s front %(levelname)s %(message)s")
+
+    def factory():
+        front = Front(cfg, pool_maxsize=threads)
+        logging.getLogger("sesemi.router.front").info(
+            "front end on %s:%d: %d router(s), %d model(s): %s", host, port, len(cfg.backends), len(front.routes),
+            ", ".join(f"{b.name} at {b.url} ({len(b.models)} models, read bound {b.read_timeout_s:g} s)"
+                      for b in cfg.backends))
+        return create_app(front)
+
+    gunicorn_serve(factory, host=host, port=port, threads=threads, name="sesemi-router-front", workers=workers)

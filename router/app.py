@@ -20,13 +20,14 @@ from .service import Router
 log = logging.getLogger("sesemi.router")
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json_dumps(obj), status=status, mimetype="application/json", headers=headers)
 
 
-def create_app(router: Router) -> Flask:
-    app = Flask("sesemi.router")
-    app.config["MAX_CONTENT_LENGTH"] = router.cfg.max_body_bytes
+def json_app(name: str, max_body_bytes: int, what: str) -> Flask:
+    """A Flask app whose every error, its own and werkzeug's, is a JSON body with a reason."""
+    app = Flask(name)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
     # before any error handler runs: route those to the JSON 404 instead.
     app.url_map.merge_slashes = False
@@ -34,19 +35,24 @@ def create_app(router: Router) -> Flask:
 
     @app.errorhandler(SesemiError)
     def _sesemi_error(exc: SesemiError) -> Response:
-        return _json(error_body(exc), exc.http_status)
+        return json_response(error_body(exc), exc.http_status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
-            return _json({"error": f"request body over {router.cfg.max_body_bytes} bytes", "kind": "FormatError"},
-                         413)
-        return _json({"error": exc.description or exc.name}, exc.code or 400)
+            return json_response({"error": f"request body over {max_body_bytes} bytes", "kind": "FormatError"}, 413)
+        return json_response({"error": exc.description or exc.name}, exc.code or 400)
 
     @app.errorhandler(Exception)
     def _internal(exc: Exception) -> Response:
-        log.error("internal error on %s: %s", request.path, type(exc).__name__)
-        return _json({"error": "internal error in the router", "kind": "UnavailableError"}, 500)
+        log.error("internal error in %s on %s: %s", what, request.path, type(exc).__name__)
+        return json_response({"error": f"internal error in {what}", "kind": "UnavailableError"}, 500)
+
+    return app
+
+
+def create_app(router: Router) -> Flask:
+    app = json_app("sesemi.router", router.cfg.max_body_bytes, "the router")
 
     def infer() -> Response:
         try:
@@ -56,17 +62,18 @@ def create_app(router: Router) -> Flask:
         if not isinstance(body, dict) or not isinstance(body.get("value"), dict):
             raise FormatError("body must be {\"value\": envelope}")
         reply = router.infer(body["value"])
-        return _json(reply.body, reply.status, reply.headers)
+        return json_response(reply.body, reply.status, reply.headers)
 
     app.add_url_rule("/run", "run", infer, methods=["POST"])
     app.add_url_rule("/v1/infer", "infer", infer, methods=["POST"])
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return _json({"ok": True, "packs": len(router.pools), "policy": router.cfg.policy_kind})
+        return json_response({"ok": True, "packs": len(router.pools), "policy": router.cfg.policy_kind,
+                      "models": len(router.pack_of), "models_sha256": router.cfg.models_digest()})
 
     @app.get("/stats")
     def stats() -> Response:
-        return _json(router.stats())
+        return json_response(router.stats())
 
     return app

@@ -4,6 +4,7 @@ and where OpenWhisk is. Example in docs/packing.md."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +15,10 @@ from sesemi.names import check_model_id
 from sesemi.openwhisk import Credentials, check_action_name, load_credentials
 
 from .policy import POLICIES, PolicyParams
+
+# The default `poll_bound_s` of sesemi.openwhisk.OpenWhiskClient.invoke: how
+# long the router polls an activation record after OpenWhisk's 202.
+INVOKE_POLL_BOUND_S = 60.0
 
 
 OPENWHISK_KEYS = frozenset({"wskprops", "apihost", "auth", "namespace", "insecure", "cacert"})
@@ -48,30 +53,43 @@ class RouterConfig:
         ow = dict(self.openwhisk or {})
         return {"insecure": bool(ow.get("insecure", False)), "cacert": ow.get("cacert")}
 
+    def models_digest(self) -> str:
+        """What a front end compares with the router it forwards to (/healthz):
+        a router restarted with another config than the front end read differs."""
+        return hashlib.sha256("\n".join(sorted(self.pack_of())).encode()).hexdigest()
+
+    def answer_bound_s(self) -> float:
+        """The longest this router takes to answer one request: the queue wait,
+        then each attempt's blocking invoke and, after a 202, its polling
+        (`OpenWhiskClient.invoke`'s `poll_bound_s`, which the router leaves at
+        its default). A front end waits this long, and no longer."""
+        return self.queue_timeout_s + self.max_attempts * (self.activation_timeout_s + INVOKE_POLL_BOUND_S)
+
     def credentials(self) -> Credentials:
         ow = dict(self.openwhisk or {})
         return load_credentials(ow.get("wskprops"), apihost=ow.get("apihost"), auth=ow.get("auth"),
                                 namespace=ow.get("namespace"))
 
 
-def _read(path: Path) -> Any:
+def read_document(path: Path, what: str = "router config") -> Any:
+    """A JSON file, or YAML when it is named .yaml/.yml and PyYAML is installed."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise FormatError(f"cannot read router config {path}: {exc.strerror or exc}") from None
+        raise FormatError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise FormatError("a YAML router config needs PyYAML (pip install pyyaml), or use JSON") from None
+            raise FormatError(f"a YAML {what} needs PyYAML (pip install pyyaml), or use JSON") from None
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise FormatError(f"router config {path}: invalid YAML ({type(exc).__name__})") from None
+            raise FormatError(f"{what} {path}: invalid YAML ({type(exc).__name__})") from None
     try:
         return json_loads(text)
     except JSONDecodeError:
-        raise FormatError(f"router config {path}: invalid JSON") from None
+        raise FormatError(f"{what} {path}: invalid JSON") from None
 
 
 def _str_list(v: Any, what: str) -> list[str]:
@@ -143,4 +161,4 @@ def parse(doc: Any) -> RouterConfig:
 
 
 def load(path: str | Path) -> RouterConfig:
-    return parse(_read(Path(path)))
+    return parse(read_document(Path(path)))

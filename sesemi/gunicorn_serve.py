@@ -26,9 +26,10 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve(factory: Callable[[], Any], *, host: str, port: int, threads: int, name: str,
-          on_exit: Callable[[], None] | None = None, graceful_timeout: int = 5) -> None:
+          on_exit: Callable[[], None] | None = None, graceful_timeout: int = 5, workers: int = 1) -> None:
     """Block serving `factory()` (called in the worker process, so threads it
-    starts live there). `on_exit` runs in the worker when it stops."""
+    starts live there). `on_exit` runs in the worker when it stops. More than
+    one worker only for a stateless app (the routers' front end)."""
     from gunicorn.app.base import BaseApplication
 
     check_port_free(host, port)
@@ -38,7 +39,7 @@ def serve(factory: Callable[[], Any], *, host: str, port: int, threads: int, nam
 
     options = {
         "bind": f"{host}:{port}",
-        "workers": 1,
+        "workers": workers,
         "worker_class": "gthread",
         "threads": threads,
         "graceful_timeout": graceful_timeout,

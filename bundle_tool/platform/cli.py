@@ -1,4 +1,4 @@
-"""`sesemi deploy`, `sesemi platform serve`, `sesemi router serve`. Each server
+"""`sesemi deploy`, `sesemi platform serve`, `sesemi router serve|front`. Each server
 command imports its server lazily, so the rest of the CLI does not load
 gunicorn."""
 
@@ -120,6 +120,14 @@ def cmd_router_serve(args: argparse.Namespace) -> None:
     router.serve(args.config, host=args.host, port=args.port, threads=args.threads)
 
 
+def cmd_router_front(args: argparse.Namespace) -> None:
+    import router
+
+    if args.workers < 1 or args.threads < 1:
+        raise FormatError("--workers and --threads must be at least 1")
+    router.serve_front(args.config, host=args.host, port=args.port, threads=args.threads, workers=args.workers)
+
+
 def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: Callable[..., Any]) -> None:
     a = add(sub, "deploy", cmd_deploy, "create or update blackbox actions through OpenWhisk's REST API")
     a.add_argument("names", nargs="+", metavar="NAME", help="action name(s)")
@@ -185,3 +193,11 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
     a.add_argument("--host", default="127.0.0.1", help="address to listen on")
     a.add_argument("--port", type=int, default=8000, metavar="N", help="port to listen on")
     a.add_argument("--threads", type=int, default=64, metavar="N", help="request threads")
+    a = add(rt, "front", cmd_router_front, "one URL in front of several routers: forward by model id")
+    a.add_argument("--config", required=True, metavar="FILE",
+                   help="the routers: url and config file of each (JSON or YAML); see docs/packing.md")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    a.add_argument("--port", type=int, default=8080, metavar="N", help="port to listen on")
+    a.add_argument("--threads", type=int, default=64, metavar="N", help="request threads per worker")
+    a.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes (the front end is stateless; default 1)")

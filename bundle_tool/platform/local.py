@@ -1,6 +1,7 @@
 """A local serverless deployment for the demo, the tests and the benchmarks:
 the OpenWhisk emulator as a process, action pools deployed through the REST
-API (the same client `sesemi deploy` uses), and the router as a process."""
+API (the same client `sesemi deploy` uses), the router as a process, and the
+front end before several routers."""
 
 from __future__ import annotations
 
@@ -56,10 +57,26 @@ def write_router_config(path: Path, wskprops: Path, packs: Mapping[str, tuple[Se
     return path
 
 
-def start_router(work: Path, config: Path, name: str = "router") -> Server:
-    port = free_port()
+def start_router(work: Path, config: Path, name: str = "router", port: int | None = None) -> Server:
+    port = port or free_port()
     return start(name, ["router", "serve", "--config", str(config), "--port", str(port)], port, work / "logs",
                  "/healthz")
+
+
+def write_front_config(path: Path, routers: Mapping[str, tuple[str, Path]], **settings: Any) -> Path:
+    """`routers` maps a router's name to (its URL, its config file)."""
+    doc = {"routers": [{"name": name, "url": url, "config": str(cfg)} for name, (url, cfg) in routers.items()],
+           **settings}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def start_front(work: Path, config: Path, name: str = "front", extra: Sequence[str] = (),
+                port: int | None = None) -> Server:
+    port = port or free_port()
+    return start(name, ["router", "front", "--config", str(config), "--port", str(port), *extra], port,
+                 work / "logs", "/healthz")
 
 
 @dataclass

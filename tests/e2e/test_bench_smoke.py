@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory", "platform"]
+RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory", "platform", "router"]
 
 
 def test_every_benchmark_runs_in_smoke_mode(tmp_path):
@@ -26,6 +26,6 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path):
     assert lat["sesemi"]["n"] > 0 and lat["action_invoke"]["n"] > 0
     text = (tmp_path / "docs" / "performance.md").read_text()
     assert "not run" not in text
-    for img in ("perf-latency", "perf-cold", "perf-concurrency", "perf-packing", "perf-invoke"):
+    for img in ("perf-latency", "perf-cold", "perf-concurrency", "perf-packing", "perf-invoke", "perf-router"):
         assert (tmp_path / "docs" / "img" / f"{img}.png").stat().st_size > 0
     assert report.stat().st_mtime_ns == before, "a smoke run must not overwrite the committed report"

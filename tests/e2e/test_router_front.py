@@ -1,0 +1,138 @@
+"""Several routers behind one front end (issue 14 §8), all real processes on
+loopback: the OpenWhisk emulator, two routers (one per group of packs), the
+front end, and fake action containers (tests/e2e/fake_action.py, which answer
+at once). Two more routers exist only in the front end's table: one whose
+port is closed and one that accepts and never answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from bundle_tool.platform.local import (deploy_pool, start_emulator, start_front, start_router, write_front_config,
+                                        write_router_config)
+from bundle_tool.procs import free_port
+
+from ..reliability.silent import accepts_but_never_answers
+
+FAKE = Path(__file__).with_name("fake_action.py")
+MAX_BODY = 64 << 10
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    work = tmp_path_factory.mktemp("front")
+    servers = []
+    with accepts_but_never_answers() as silent_url:
+        try:
+            emulator, wskprops = start_emulator(work, keep_alive_s=60, max_containers=4,
+                                                extra=["--image", f"fake={sys.executable} {FAKE}"])
+            servers.append(emulator)
+            pool_a = deploy_pool(wskprops, "fa", 2, {}, image="fake", concurrency=4, memory_mb=128)
+            pool_b = deploy_pool(wskprops, "fb", 1, {}, image="fake", concurrency=4, memory_mb=128)
+            cfg_a = write_router_config(work / "a.json", wskprops, {"a": (["m-a1", "m-a2"], pool_a)})
+            cfg_b = write_router_config(work / "b.json", wskprops, {"b": (["m-b1"], pool_b)})
+            cfg_c = write_router_config(work / "c.json", wskprops, {"c": (["m-c1"], ["fc-1"])})
+            cfg_d = write_router_config(work / "d.json", wskprops, {"d": (["m-d1"], ["fd-1"])})
+            port_a, port_b, port_f = free_port(), free_port(), free_port()
+            with ThreadPoolExecutor(3) as ex:
+                fa = ex.submit(start_router, work, cfg_a, "router-a", port_a)
+                fb = ex.submit(start_router, work, cfg_b, "router-b", port_b)
+                servers += [fa.result(), fb.result()]
+                # Router b keeps running what it read; its file now says more: the front end reads the
+                # new file (a config changed without restarting the router), so /routers says drift.
+                write_router_config(cfg_b, wskprops, {"b": (["m-b1", "m-b2"], pool_b)})
+                front_cfg = write_front_config(work / "front.json", {
+                    "a": (f"http://127.0.0.1:{port_a}", cfg_a), "b": (f"http://127.0.0.1:{port_b}", cfg_b),
+                    "c": (f"http://127.0.0.1:{free_port()}", cfg_c), "d": (silent_url, cfg_d)},
+                    connect_timeout_s=1, max_body_bytes=MAX_BODY)
+                doc = json.loads(front_cfg.read_text())
+                doc["routers"][3]["read_timeout_s"] = 1
+                front_cfg.write_text(json.dumps(doc))
+                servers.append(start_front(work, front_cfg, port=port_f))
+            yield servers[-1].url, work
+        finally:
+            with ThreadPoolExecutor(len(servers) or 1) as ex:  # each takes ~1 s (gunicorn's shutdown)
+                list(ex.map(lambda s: s.stop(), servers))
+
+
+def _post(url: str, model: str | None, path: str = "/v1/infer", **value) -> requests.Response:
+    body = {"value": {"model_id": model, "ciphertext": "AAAA", **value}} if model else value
+    return requests.post(url + path, json=body, timeout=30)
+
+
+def test_front_routes_each_model_to_its_router_and_forwards_unchanged(fleet):
+    url, _ = fleet
+    payload = {"nested": [1, 2.5, "x" * 1000], "k": None}
+    for model, router, pool in (("m-a1", "a", "fa-"), ("m-a2", "a", "fa-"), ("m-b1", "b", "fb-")):
+        for path in ("/v1/infer", "/run"):
+            r = _post(url, model, path, echo=payload)
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Sesemi-Router"] == router and r.headers["X-Sesemi-Action"].startswith(pool)
+            assert r.json()["echo"] == payload              # the envelope reached the action as sent
+    stats = requests.get(url + "/stats", timeout=5).json()
+    assert stats["forwarded_per_router"] == {"a": 4, "b": 2, "c": 0, "d": 0}
+
+
+def test_unknown_model_and_bad_input_get_json_4xx_with_a_reason(fleet):
+    url, _ = fleet
+    r = _post(url, "m-zzz")
+    assert r.status_code == 404 and r.json()["kind"] == "NotFound"
+    assert "not served by any router" in r.json()["error"]
+    r = _post(url, "bad/id")
+    assert r.status_code == 400 and "model id" in r.json()["error"]
+    r = requests.post(url + "/v1/infer", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = requests.post(url + "/v1/infer", json={"value": "x"}, timeout=10)
+    assert r.status_code == 400 and "envelope" in r.json()["error"]
+    r = _post(url, "m-a1", echo="x" * MAX_BODY)
+    assert r.status_code == 413 and r.json()["kind"] == "FormatError"
+    for method, path, code in (("GET", "/v1/infer", 405), ("GET", "/nope", 404)):
+        r = requests.request(method, url + path, timeout=10)
+        assert r.status_code == code and r.json()["error"], (method, path, r.text)
+
+
+def test_a_router_down_or_silent_is_named_within_its_bound(fleet):
+    url, _ = fleet
+    r = _post(url, "m-c1")
+    assert r.status_code == 503 and r.headers["Retry-After"] and r.headers["X-Sesemi-Router"] == "c"
+    assert r.json()["kind"] == "UnavailableError" and "router c" in r.json()["error"], r.text
+    t0 = time.monotonic()
+    r = _post(url, "m-d1")
+    took = time.monotonic() - t0
+    assert r.status_code == 503 and r.json()["kind"] == "TimeoutExpired", r.text
+    assert "read timeout (1 s) expired" in r.json()["error"] and took < 10
+    assert _post(url, "m-a1").status_code == 200                # the others are unaffected
+
+
+def test_routers_probe_names_down_and_drifted_routers(fleet):
+    url, _ = fleet
+    r = requests.get(url + "/routers", timeout=15)
+    assert r.status_code == 503 and r.json()["ok"] is False
+    states = {row["name"]: row["state"] for row in r.json()["routers"]}
+    assert states == {"a": "ok", "b": "drift", "c": "down", "d": "down"}
+    # What drift does to a request: the front end routes m-b2 to b, which refuses it clearly.
+    r = _post(url, "m-b2")
+    assert r.status_code == 404 and "not served by this router" in r.json()["error"]
+    assert r.headers["X-Sesemi-Router"] == "b"
+
+
+def _front_cli(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bundle_tool", "router", "front", "--config", str(config),
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+
+
+def test_front_refuses_two_routers_claiming_one_model(fleet):
+    _, work = fleet
+    bad = write_front_config(work / "bad.json", {"a": ("http://127.0.0.1:1", work / "a.json"),
+                                                 "b2": ("http://127.0.0.1:2", work / "a.json")})
+    p = _front_cli(bad)
+    assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
+    assert "model m-a1 is claimed by routers a and b2" in p.stderr
