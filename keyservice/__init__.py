@@ -15,6 +15,21 @@ from .serving import ServingLimits
 __all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
 
 
+def _every(period_s: float, fn, log: logging.Logger) -> None:
+    """Run `fn` every period on a daemon thread; a failure is logged, not fatal."""
+    import threading
+
+    def loop() -> None:
+        while True:
+            time.sleep(period_s)
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - the timer must survive a bad round
+                log.error("maintenance failed: %s", type(exc).__name__)
+
+    threading.Thread(target=loop, name="ks-maintenance", daemon=True).start()
+
+
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
           host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
           pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
@@ -52,6 +67,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
         log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
                  ks.audience)
 
-    ks.store.purge_expired(time.time())
+    ks.maintenance()
+    _every(30.0, ks.maintenance, log)
     serving.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
                   limits=limits or ServingLimits(max_body_bytes=config.max_body_bytes), on_listening=listening)

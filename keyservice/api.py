@@ -14,6 +14,7 @@ from sesemi.errors import AuthError, FormatError, SesemiError
 from sesemi.http_errors import error_body
 from sesemi.identity import check_public_key, principal_id
 
+from .limits import RateLimiter
 from .service import KeyService
 
 log = logging.getLogger("sesemi.keyservice")
@@ -51,6 +52,9 @@ def _request_body() -> bytes:
 def create_app(ks: KeyService) -> Flask:
     app = Flask("sesemi.keyservice")
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
+    # Anonymous writes, per client address (issue 13, item 8).
+    nonce_limit = RateLimiter("attestation nonces", *ks.config.nonces_per_address)
+    registration_limit = RateLimiter("registrations", *ks.config.registrations_per_address)
     # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
     # before any error handler runs: route those to the JSON 404 instead.
     app.url_map.merge_slashes = False
@@ -111,6 +115,7 @@ def create_app(ks: KeyService) -> Flask:
 
     @app.post("/v1/principals")
     def register() -> Response:
+        registration_limit.take(request.remote_addr or "")
         body = _body()
         pub = b64d(body.get("public_key") if isinstance(body, dict) else None, "public_key")
         pid = principal_id(check_public_key(pub))
@@ -154,6 +159,7 @@ def create_app(ks: KeyService) -> Flask:
 
     @app.post("/v1/enclave/nonce")
     def enclave_nonce() -> Response:
+        nonce_limit.take(request.remote_addr or "")
         return _json(ks.new_enclave_nonce())
 
     @app.post("/v1/enclave/attest")

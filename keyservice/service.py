@@ -25,6 +25,7 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
+from .limits import RefusalCounter
 from .store import Store
 
 def check_user_id(user_id: str) -> str:
@@ -65,6 +66,7 @@ class KeyService:
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
+        self.refusals = RefusalCounter()
 
     # --- the service's own attestation ------------------------------------
     def self_attestation(self, nonce: bytes) -> dict[str, Any]:
@@ -87,6 +89,18 @@ class KeyService:
         row = self.store.one("SELECT public_key FROM principals WHERE id=?", pid)
         return None if row is None else bytes(row["public_key"])
 
+    def maintenance(self) -> None:
+        """On a timer (serve() runs it): purge expired nonces and tokens, and
+        write the window's refusal counts as one audit row per check."""
+        now = self.clock()
+        self.store.purge_expired(now)
+        counts = self.refusals.drain()
+        if counts:
+            with self.store.tx() as c:
+                for (event, check), (n, first) in sorted(counts.items()):
+                    self.store.audit(c, now, event, "refused", reason=f"{check}: {first} ({n} refusal(s) "
+                                     "without a credential in this window)"[:300])
+
     def claim_call_seq(self, pid: str, seq: int) -> None:
         """Per principal and persisted: no clock, restart or other principal's call
         changes which of this principal's calls are accepted."""
@@ -98,8 +112,10 @@ class KeyService:
     def register_principal(self, public_key: bytes) -> str:
         pid = principal_id(check_public_key(public_key))
         with self.store.tx() as c:
-            c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)", (pid, public_key, self.clock()))
-            self.store.audit(c, self.clock(), "register", "ok", principal=pid)
+            new = c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)",
+                            (pid, public_key, self.clock())).rowcount
+            if new:  # registering again changes nothing and writes nothing
+                self.store.audit(c, self.clock(), "register", "ok", principal=pid)
         return pid
 
     def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
@@ -216,9 +232,13 @@ class KeyService:
 
     # --- enclaves: RCAR (request, challenge, attestation, response) --------
     def new_enclave_nonce(self) -> dict[str, Any]:
+        """Anyone may ask (rate-limited per address by the API). The table is
+        capped: beyond `max_outstanding_nonces` the oldest are dropped, so an
+        enclave that uses its nonce promptly still attests during a flood."""
         nonce = secrets.token_bytes(32)
         with self.store.tx() as c:
             c.execute("INSERT INTO att_nonces VALUES (?,?)", (nonce.hex(), self.clock() + self.config.nonce_ttl_s))
+            self.store.trim_expiring(c, "att_nonces", self.config.max_outstanding_nonces)
         return {"nonce": nonce.hex(), "expires_in": self.config.nonce_ttl_s}
 
     def evidence_claims(self, evidence: Any) -> Claims:
@@ -234,6 +254,8 @@ class KeyService:
             c.execute("INSERT INTO tokens VALUES (?,?,?,?)",
                       (hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(), public_key,
                        now + self.config.token_ttl_s))
+            # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
+            self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
         return {"token": token.hex(), "expires_in": self.config.token_ttl_s, "claims": claims.to_json(),
                 "insecure_simulation": claims.simulated}
@@ -259,10 +281,8 @@ class KeyService:
             claims = self.evidence_claims(body.get("evidence"))
             check_binding(claims, nonce, pub)
         except SesemiError as exc:
-            check = getattr(exc, "check", None)
-            reason = f"{check}: {exc}" if check else str(exc)
-            with self.store.tx() as c:
-                self.store.audit(c, now, "attest", "refused", reason=reason[:200])
+            # No credential: counted, one audit row per check and window (maintenance()).
+            self.refusals.count("attest", getattr(exc, "check", None) or type(exc).__name__, str(exc))
             raise
         return self.open_session(claims, pub)
 

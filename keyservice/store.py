@@ -120,6 +120,16 @@ class Store:
                 return value
             return float(row["value"])
 
+    _EXPIRING = {"att_nonces": "nonce", "tokens": "token_hash"}
+
+    def trim_expiring(self, c: sqlite3.Connection, table: str, keep: int) -> None:
+        """Cap a table that callers without a credential grow: beyond `keep` rows,
+        drop those that expire first."""
+        key = self._EXPIRING[table]
+        if c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] > keep:
+            c.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY expires DESC "
+                      "LIMIT -1 OFFSET ?)", (keep,))
+
     def purge_expired(self, now: float) -> None:
         with self.tx() as c:
             c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))

@@ -81,6 +81,12 @@ class Conflict(SesemiError):
     http_status = 409
 
 
+class RateLimited(SesemiError):
+    """A caller without a credential asked for more than its share (retry later)."""
+
+    http_status = 429
+
+
 class PinMismatch(SesemiError):
     """The key service's key differs from the one this client pinned."""
 
