@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from sesemi import logsafe
+
 from .api import create_app
 from .config import KeyServiceConfig
 from . import serving
@@ -40,7 +42,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
     /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s keyservice %(levelname)s %(message)s")
+    logsafe.configure("keyservice")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.keyservice")
     if not collateral_file and not pccs_url:
         pccs_url = pccs_url_from_qcnl()

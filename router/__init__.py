@@ -13,6 +13,7 @@ __all__ = ["serve", "serve_front"]
 def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, threads: int = 64) -> None:
     """Serve the router with gunicorn (one worker, `threads` threads: claims and
     queues are shared in-process state). Config errors raise before binding."""
+    from sesemi import logsafe
     from sesemi.gunicorn_serve import serve as gunicorn_serve
     from sesemi.openwhisk import OpenWhiskClient
 
@@ -22,7 +23,7 @@ def serve(config_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
 
     cfg = config_mod.load(config_path)
     creds = cfg.credentials()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s router %(levelname)s %(message)s")
+    logsafe.configure("router")  # one line per record, control characters escaped
     if cfg.tls()["insecure"]:
         logging.getLogger("sesemi.router").warning(
             "INSECURE: openwhisk.insecure is set: the API host's TLS certificate is not verified")

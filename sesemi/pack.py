@@ -7,8 +7,11 @@ sealed blob, its plaintext size and its seal id (version 2). It holds no
 secret (ids and sizes only); each entry must agree with its blob's sealed
 header. Its digest is measured
 into the action's mrenclave, so swapping or editing models in a pack changes
-the measurement and the key service stops releasing keys to it; the per-blob
-digest gives a clear error before any decryption is tried.
+the measurement and the key service stops releasing keys to it. A blob is
+streamed, never held whole: an edited byte is refused by the AES-GCM tag of
+its chunk as that chunk is decrypted (no unauthenticated plaintext is used),
+and the per-blob digest, checked after the last chunk over exactly the bytes
+that were decrypted, names the tampering ("does not match the pack manifest").
 """
 
 from __future__ import annotations

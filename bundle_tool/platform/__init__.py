@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sesemi import logsafe
+
 from .emulator import Platform, Settings
 from .images import ImageMap
 
@@ -24,7 +26,7 @@ def serve(settings: Settings, images: ImageMap, auth: str, *, host: str = "127.0
 
     from .api import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s platform %(levelname)s %(message)s")
+    logsafe.configure("platform")  # one line per record, control characters escaped
     settings.work_dir = Path(settings.work_dir)
     holder: dict[str, Platform] = {}
 

@@ -152,3 +152,12 @@ def test_a_slowly_sent_request_is_cut_off(ks):
                 closed = True
                 break
         assert closed, "a trickled header kept its connection for 20 s (bound: 2 s)"
+
+
+def test_a_percent_encoded_newline_forges_no_log_line(ks):
+    """Issue 13 item 30: the key service logged the decoded path."""
+    status, _ = _exchange(ks, b"GET /v1/models/x%0A2026-01-01%20keyservice%20INFO%20forged HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert 400 <= status < 500
+    time.sleep(0.2)
+    assert not [line for line in ks.log_text().splitlines() if line.startswith("2026-01-01 keyservice INFO forged")]
