@@ -12,7 +12,7 @@ from collections import deque
 import time
 from typing import Callable
 
-from sesemi import hpke_box
+from sesemi import envelope, hpke_box
 from sesemi.attestation.claims import report_data_binding
 from sesemi.client import EnclaveKeyClient
 from sesemi.encoding import b64d
@@ -23,6 +23,7 @@ from .keycache import TtlCache
 
 _REFRESH_MARGIN_S = 5.0
 _FETCH_STRIPES = 64
+_REFETCH_GAP_S = 1.0  # at most one refetch for a newer request-key version per (model, user) per second
 
 
 class EnclaveSession:
@@ -80,10 +81,28 @@ class EnclaveSession:
     def _lock_for(self, key: tuple) -> threading.Lock:
         return self._fetch_locks[hash(key) % _FETCH_STRIPES]
 
-    def keys(self, model_id: str, user_id: str | None, need_model_key: bool) -> tuple[bytes | None, bytes | None]:
-        """(model_key, request_key), from cache or one key-service round trip."""
+    def _held_request_key(self, model_id: str, user_id: str, key_version: int | None) -> tuple[bytes | None, bool]:
+        """(the cached request key, one use counted, or None to fetch; whether the
+        fetch is for a newer version than the one held, i.e. the user re-enrolled).
+        At most one such refetch per (model, user) per second: the version comes
+        from an unauthenticated envelope, and a junk request claiming a newer one
+        would otherwise cost a round trip each time. Held back, it simply fails
+        to authenticate under the held key."""
+        entry = self.cache.get(("r", model_id, user_id))
+        if entry is None:
+            return None, False
+        rk, version, version_refetched_at = entry
+        if key_version is not None and version < key_version \
+                and self.clock() - version_refetched_at >= _REFETCH_GAP_S:
+            return None, True
+        return rk, False
+
+    def keys(self, model_id: str, user_id: str | None, need_model_key: bool,
+             key_version: int | None = None) -> tuple[bytes | None, bytes | None]:
+        """(model_key, request_key), from cache or one key-service round trip.
+        `key_version`: the request-key version the request names."""
         mk = self.cache.get(("m", model_id)) if need_model_key else None
-        rk = self.cache.get(("r", model_id, user_id)) if user_id is not None else None
+        rk, _ = self._held_request_key(model_id, user_id, key_version) if user_id is not None else (None, False)
         if (mk is not None or not need_model_key) and (rk is not None or user_id is None):
             return mk, rk
         # One fetch per missing key set, however many threads ask at once.
@@ -91,8 +110,12 @@ class EnclaveSession:
         lock = self._lock_for((model_id, user_id, need_model_key))
         self._take(lock, deadline)
         try:
-            mk = self.cache.get(("m", model_id)) if need_model_key else None
-            rk = self.cache.get(("r", model_id, user_id)) if user_id is not None else None
+            # Only what was missing: each get counts a use of the key.
+            if need_model_key and mk is None:
+                mk = self.cache.get(("m", model_id))
+            for_newer_version = False
+            if user_id is not None and rk is None:
+                rk, for_newer_version = self._held_request_key(model_id, user_id, key_version)
             want_m = need_model_key and mk is None
             want_r = user_id is not None and rk is None
             if not (want_m or want_r):
@@ -112,14 +135,24 @@ class EnclaveSession:
                                     deadline, seal_id=seal_id)
             self.key_fetches += 1
             self.fetch_seconds.append(time.perf_counter() - t0)
+            # The release states (signed) how many requests a released key may serve:
+            # the bound that holds when the TTL's clock, the host's, is stalled.
+            max_uses = body.get("max_requests")
+            if type(max_uses) is not int or not 1 <= max_uses <= 1 << 31:
+                raise FormatError("key release lacks a valid max_requests (an older key service?)")
             if want_m:
                 assert seal_id is not None
                 mk = self._unwrap(body.get("model_key"), "release-model-key", model_id, seal_id)
-                self.cache.put(("m", model_id), mk)
+                self.cache.put(("m", model_id), mk, max_uses - 1)  # this load is the first use
             if want_r:
                 assert user_id is not None
-                rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id)
-                self.cache.put(("r", model_id, user_id), rk)
+                version = body.get("request_key_version")
+                if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
+                    raise FormatError("key release lacks a valid request_key_version")
+                rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id, str(version))
+                refetched_at = self.clock() if for_newer_version else float("-inf")
+                self.cache.put(("r", model_id, user_id), (rk, version, refetched_at),
+                               max_uses - 1)  # this request is the first use
             return mk, rk
         finally:
             lock.release()

@@ -1,36 +1,49 @@
 """Keys released to this enclave, held in memory for a bounded time.
 
-The TTL is what bounds revocation: after it, the next request refetches and
-the key service judges the grant and the policy again.
+The TTL and a count bound revocation: after the TTL, or after the number of
+uses the key service stated (signed) in the release, whichever comes first,
+the next request refetches and the key service judges the grant and the
+policy again. The count matters because the TTL runs on this enclave's
+clock, which under SGX is the host's: a host that stalls the clock still
+cannot stretch a revoked grant past the count.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 
 class TtlCache:
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.clock = clock
-        self._items: dict[Hashable, tuple[float, bytes]] = {}
+        self._items: dict[Hashable, list] = {}  # key -> [expiry, value, uses left or None]
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> bytes | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if item[0] <= self.clock():
-            with self._lock:
-                self._items.pop(key, None)
-            return None
-        return item[1]
-
-    def put(self, key: Hashable, value: bytes) -> None:
+    def get(self, key: Hashable) -> Any:
+        """The value, counting one use; None once expired or used up."""
         with self._lock:
-            self._items[key] = (self.clock() + self.ttl_s, value)
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] <= self.clock():
+                del self._items[key]
+                return None
+            if item[2] is not None:
+                item[2] -= 1
+                if item[2] <= 0:
+                    del self._items[key]  # this was the last use
+            return item[1]
+
+    def put(self, key: Hashable, value: Any, max_uses: int | None = None) -> None:
+        """`max_uses`: the uses left (None: the TTL alone); 0 keeps nothing."""
+        with self._lock:
+            if max_uses is not None and max_uses <= 0:
+                self._items.pop(key, None)
+                return
+            self._items[key] = [self.clock() + self.ttl_s, value, max_uses]
 
     def clear(self) -> None:
         with self._lock:

@@ -85,7 +85,8 @@ class Runtime:
         # TTL the request key is fetched again, and that is where revocation bites.
         try:
             _, rk = self.session.keys(req.model_id, req.user_id,
-                                      need_model_key=not self.models.is_loaded(req.model_id))
+                                      need_model_key=not self.models.is_loaded(req.model_id),
+                                      key_version=req.key_version)
             assert rk is not None
             plain = envelope.open_(rk, req, envelope.REQUEST)  # authenticate before any model work
         except (AccessDenied, NotFound, IntegrityError):
@@ -100,11 +101,13 @@ class Runtime:
             # the model's input signature, so only the user reads it.
             log.info("/run refused (sealed): %s", type(exc).__name__)
             body = answer.encode(self.tee.name, self.tee.simulated, error=action_error(exc)["error"])
-            resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body)
+            resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body,
+                                 req.key_version)
             return {"error": {"kind": "SealedError", "status": exc.http_status, "message": SEALED_REASON,
                               "response": resp.to_json()}}
         body = answer.encode(self.tee.name, self.tee.simulated, tensors.encode(outputs))
-        resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body)
+        resp = envelope.seal(rk, req.model_id, req.user_id, req.request_id, envelope.RESPONSE, body,
+                             req.key_version)
         return {"response": resp.to_json(), **self.labels}
 
     def _infer(self, model_id: str, plain: bytes) -> dict[str, Any]:

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--collateral-file", metavar="PATH", help="DCAP collateral from this file (air-gapped)")
     a.add_argument("--min-tcb-eval", type=int, default=0, metavar="N",
                    help="refuse DCAP collateral whose tcbEvaluationDataNumber is below N")
+    a.add_argument("--release-max-requests", type=s.positive_int, default=10_000, metavar="N",
+                   help="stated in every key release: an action serves at most N requests with a released "
+                   "key before fetching it again, whatever its clock says (measured; default 10000)")
     a.add_argument("--max-connections", type=s.positive_int, default=400, metavar="N",
                    help="open connections in total; beyond, the longest-idle one is closed")
     a.add_argument("--connections-per-address", type=s.positive_int, default=32, metavar="N",

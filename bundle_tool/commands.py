@@ -163,10 +163,11 @@ def cmd_user_enroll(args: argparse.Namespace) -> Out:
     home = home_of(args)
     user = home.identity(args.as_)
     key = new_request_key()
-    _ks(args).enroll(user, args.model_id, key)
-    home.save_request_key(user.principal_id, args.model_id, key)
-    return Out({"model_id": args.model_id, "user_id": user.principal_id},
-               f"enrolled a request key for {args.model_id}")
+    version = _ks(args).enroll(user, args.model_id, key)
+    home.save_request_key(user.principal_id, args.model_id, key, version)
+    return Out({"model_id": args.model_id, "user_id": user.principal_id, "version": version},
+               f"enrolled a request key for {args.model_id} (version {version}; actions switch to it on its "
+               "first use)")
 
 
 def cmd_user_status(args: argparse.Namespace) -> Out:
@@ -215,7 +216,9 @@ def cmd_infer(args: argparse.Namespace) -> Out:
     home = home_of(args)
     user = home.identity(args.as_)
     key = home.request_key(user.principal_id, args.model_id)
-    result = ActionClient(args.action, _timeouts(args, T.INFERENCE), path=args.path).infer(args.model_id, user.principal_id, key, inputs)
+    version = home.request_key_version(user.principal_id, args.model_id)
+    result = ActionClient(args.action, _timeouts(args, T.INFERENCE), path=args.path).infer(
+        args.model_id, user.principal_id, key, inputs, key_version=version)
     np.savez(args.out, **result.outputs)
     if result.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)

@@ -2,7 +2,7 @@
 
     identities/NAME.pem             Ed25519 identity keys
     model_keys/MODEL_ID.json        model keys made by `sesemi model seal`
-    request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll`
+    request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll` (base64 key, version)
     ks_pin.json                     the attested key service
     call_seq/PID                    the last signed-call sequence number of each identity
 """
@@ -80,20 +80,30 @@ class Home:
         self._model_key_path(model_id)
         return self.root / "request_keys" / pid / f"{model_id}.key"
 
-    def save_request_key(self, pid: str, model_id: str, key: bytes) -> None:
-        write_private_file(self._request_key_path(pid, model_id), b64e(key).encode())
+    def save_request_key(self, pid: str, model_id: str, key: bytes, version: int = 1) -> None:
+        write_private_file(self._request_key_path(pid, model_id), f"{b64e(key)}\n{version}\n".encode())
 
-    def request_key(self, pid: str, model_id: str) -> bytes:
+    def _request_key_file(self, pid: str, model_id: str) -> tuple[bytes, int]:
         path = self._request_key_path(pid, model_id)
         if not path.exists():
             raise NotFound(f"no request key for model {model_id!r} (run: sesemi user enroll {model_id} --as ...)")
+        lines = path.read_text(errors="replace").split()
+        version = lines[1] if len(lines) == 2 else "1"  # one line: written before key versions
         try:
-            key = b64d(path.read_text().strip(), "request key")
-        except (ValueError, FormatError):
+            key = b64d(lines[0], "request key") if 1 <= len(lines) <= 2 else b""
+        except FormatError:
             key = b""
-        if len(key) != 32:
-            raise FormatError(f"{path} is damaged: it holds no 32-byte request key (enroll again)")
-        return key
+        if len(key) != 32 or not (version.isascii() and version.isdigit() and 0 < len(version) <= 10) \
+                or int(version) < 1:
+            raise FormatError(f"{path} is damaged: it holds no 32-byte request key and version (enroll again)")
+        return key, int(version)
+
+    def request_key(self, pid: str, model_id: str) -> bytes:
+        return self._request_key_file(pid, model_id)[0]
+
+    def request_key_version(self, pid: str, model_id: str) -> int:
+        """The version the key service gave the key at enrolment; envelopes name it."""
+        return self._request_key_file(pid, model_id)[1]
 
     def call_counter(self) -> FileCallCounter:
         return FileCallCounter(self.root / "call_seq")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sesemi import sealed_model
 from sesemi.client import KeyServiceClient, attest_key_service
@@ -47,6 +47,7 @@ class LocalWorld:
     # not carry trusted settings, so they run unpinned (allowed with tee=sim only).
     pin_ks: bool = True
     request_keys: dict[str, bytes] = field(default_factory=dict)
+    key_versions: dict[tuple[str, str], int] = field(default_factory=dict)  # (user id, model id) -> version
     model_keys: dict[str, bytes] = field(default_factory=dict)
     seal_ids: dict[str, str] = field(default_factory=dict)
 
@@ -57,9 +58,9 @@ class LocalWorld:
         return mrenclave_for(pack, key_ttl_s, debug, self.ks_key(pinned))
 
     @classmethod
-    def start(cls, work: Path, insecure_sim: bool = True) -> "LocalWorld":
+    def start(cls, work: Path, insecure_sim: bool = True, ks_args: Sequence[str] = ()) -> "LocalWorld":
         work.mkdir(parents=True, exist_ok=True)
-        ks_srv = start_keyservice(work, insecure_sim=insecure_sim)
+        ks_srv = start_keyservice(work, insecure_sim=insecure_sim, extra=ks_args)
         try:
             home = Home(work / "home")
             pin = attest_key_service(ks_srv.url, insecure_sim=True)
@@ -91,7 +92,8 @@ class LocalWorld:
 
     def enroll(self, user: Identity, model_id: str) -> bytes:
         rk = new_request_key()
-        self.ks.enroll(user, model_id, rk)
+        version = self.ks.enroll(user, model_id, rk)
+        self.key_versions[(user.principal_id, model_id)] = version
         if user is self.user:
             self.request_keys[model_id] = rk
         return rk

@@ -39,7 +39,7 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
     keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
                      token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
                      tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
-                     min_tcb_eval=args.min_tcb_eval, limits=limits)
+                     min_tcb_eval=args.min_tcb_eval, limits=limits, release_max_requests=args.release_max_requests)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:

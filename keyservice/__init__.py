@@ -35,7 +35,7 @@ def _every(period_s: float, fn, log: logging.Logger) -> None:
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
           host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
           pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
-          limits: ServingLimits | None = None) -> None:
+          limits: ServingLimits | None = None, release_max_requests: int = 10_000) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
@@ -51,7 +51,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
     config = KeyServiceConfig(db_path=Path(db_path), insecure_sim_attestation=insecure_sim_attestation,
                               token_ttl_s=token_ttl_s, tee=tee, pccs_url=pccs_url,
                               collateral_file=Path(collateral_file) if collateral_file else None,
-                              min_tcb_eval=min_tcb_eval)
+                              min_tcb_eval=min_tcb_eval, release_max_requests=release_max_requests)
     ks = KeyService(config)
 
     def listening() -> None:

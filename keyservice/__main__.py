@@ -10,4 +10,5 @@ serve(os.environ.get("SESEMI_KS_DB", "/data/ks.db"),
       host=os.environ.get("SESEMI_HOST", "0.0.0.0"), port=int(os.environ.get("SESEMI_PORT", "8443")),
       threads=int(os.environ.get("SESEMI_THREADS", "8")),
       tee=os.environ.get("SESEMI_TEE", "sim"), pccs_url=os.environ.get("SESEMI_PCCS_URL") or None,
-      min_tcb_eval=int(os.environ.get("SESEMI_MIN_TCB_EVAL", "0")))
+      min_tcb_eval=int(os.environ.get("SESEMI_MIN_TCB_EVAL", "0")),
+      release_max_requests=int(os.environ.get("SESEMI_RELEASE_MAX_REQUESTS", "10000")))

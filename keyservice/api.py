@@ -146,8 +146,8 @@ def create_app(ks: KeyService) -> Flask:
 
     @app.put("/v1/models/<model_id>/request-key")
     def request_key(model_id: str) -> Response:
-        ks.put_request_key(authenticate(), model_id, _body())
-        return _json({"model_id": model_id, "enrolled": True})
+        version = ks.put_request_key(authenticate(), model_id, _body())
+        return _json({"model_id": model_id, "enrolled": True, "version": version})
 
     @app.get("/v1/users/<user_id>/status")
     def user_status(user_id: str) -> Response:

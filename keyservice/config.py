@@ -14,6 +14,9 @@ class KeyServiceConfig:
     collateral_file: Path | None = None
     min_tcb_eval: int = 0            # refuse collateral with a lower tcbEvaluationDataNumber
     token_ttl_s: int = 600           # enclave attestation tokens
+    # Stated (signed) in every release: an action serves at most this many requests
+    # with a released key, whatever its clock (the host's) says about the TTL.
+    release_max_requests: int = 10_000
     nonce_ttl_s: int = 60            # attestation nonces: single use, short-lived
     max_body_bytes: int = 1 << 20
     # What callers without a credential may make the service keep (issue 13, item 8).
@@ -31,4 +34,4 @@ class KeyServiceConfig:
         """The settings that change what the service releases: measured in sim."""
         return {"insecure_sim_attestation": self.insecure_sim_attestation,
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
-                "min_tcb_eval": self.min_tcb_eval}
+                "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests}

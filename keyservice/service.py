@@ -192,7 +192,8 @@ class KeyService:
     def _granted(self, model_id: str, user_id: str) -> bool:
         return self.store.one("SELECT 1 FROM grants WHERE model_id=? AND user_id=?", model_id, user_id) is not None
 
-    def put_request_key(self, user: str, model_id: str, body: Any) -> None:
+    def put_request_key(self, user: str, model_id: str, body: Any) -> int:
+        """Returns the new key's version, which the user's envelopes name."""
         self._model_row(model_id)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
@@ -204,7 +205,10 @@ class KeyService:
         now = self.clock()
         with self.store.tx() as c:
             c.execute("INSERT OR REPLACE INTO request_keys VALUES (?,?,?,?)", (model_id, user, ct, now))
-            self.store.audit(c, now, "put_request_key", "ok", principal=user, model_id=model_id, user_id=user)
+            version = self.store.bump_request_key_version(c, model_id, user)
+            self.store.audit(c, now, "put_request_key", "ok", principal=user, model_id=model_id, user_id=user,
+                             reason=f"version {version}")
+        return version
 
     def user_status(self, caller: str, user_id: str) -> dict[str, Any]:
         """A user's own standing, per model: granted, request key enrolled. The
@@ -314,7 +318,8 @@ class KeyService:
         if not isinstance(want_model, bool):
             raise FormatError("model_key: expected true or false")
         now = self.clock()
-        out: dict[str, Any] = {"model_id": model_id, "insecure_simulation": claims.simulated}
+        out: dict[str, Any] = {"model_id": model_id, "insecure_simulation": claims.simulated,
+                               "max_requests": self.config.release_max_requests}
 
         def refuse(exc: SesemiError, reason: str) -> None:
             with self.store.tx() as c:
@@ -340,11 +345,14 @@ class KeyService:
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
-            rk = self.store.one("SELECT key_ct FROM request_keys WHERE model_id=? AND user_id=?", model_id, user_id)
+            rk = self.store.request_key(model_id, user_id)
             if rk is None:
                 refuse(NotFound("this user has not enrolled a request key for the model"), "no request key")
             key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
-            out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id)))
+            version = int(rk["version"])
+            out["request_key_version"] = version
+            out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
+                                                                           str(version))))
         with self.store.tx() as c:
             self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
                              mrenclave=claims.mrenclave, tee=claims.tee,

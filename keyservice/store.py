@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS request_keys (
     model_id TEXT NOT NULL, user_id TEXT NOT NULL, key_ct BLOB NOT NULL, updated REAL NOT NULL,
     PRIMARY KEY (model_id, user_id));
+CREATE TABLE IF NOT EXISTS request_key_versions (
+    model_id TEXT NOT NULL, user_id TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (model_id, user_id));
 CREATE TABLE IF NOT EXISTS call_seqs (principal TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_seals (
@@ -119,6 +121,21 @@ class Store:
                 c.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", ("mark:" + name, value))
                 return value
             return float(row["value"])
+
+    def bump_request_key_version(self, c: sqlite3.Connection, model_id: str, user_id: str) -> int:
+        """The version of the request key being enrolled: one above the last."""
+        row = c.execute("SELECT version FROM request_key_versions WHERE model_id=? AND user_id=?",
+                        (model_id, user_id)).fetchone()
+        version = 1 if row is None else int(row["version"]) + 1
+        c.execute("INSERT OR REPLACE INTO request_key_versions VALUES (?,?,?)", (model_id, user_id, version))
+        return version
+
+    def request_key(self, model_id: str, user_id: str) -> sqlite3.Row | None:
+        """(key_ct, version) read together, so a concurrent enrolment never pairs
+        one key with another's version. Keys enrolled before versions: 1."""
+        return self.one("SELECT k.key_ct AS key_ct, COALESCE(v.version, 1) AS version FROM request_keys k "
+                        "LEFT JOIN request_key_versions v ON v.model_id = k.model_id AND v.user_id = k.user_id "
+                        "WHERE k.model_id=? AND k.user_id=?", model_id, user_id)
 
     _EXPIRING = {"att_nonces": "nonce", "tokens": "token_hash"}
 

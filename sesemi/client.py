@@ -233,10 +233,15 @@ class KeyServiceClient:
     def revoke(self, owner: Identity, model_id: str, user_id: str) -> None:
         self._signed(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
 
-    def enroll(self, user: Identity, model_id: str, request_key: bytes) -> None:
-        self._signed(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
+    def enroll(self, user: Identity, model_id: str, request_key: bytes) -> int:
+        """Returns the key's version: envelopes sealed under it must name it."""
+        body = self._signed(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
             "wrapped_key": self._wrap(request_key, "request-key", model_id, user.principal_id),
         })
+        version = body.get("version") if isinstance(body, dict) else None
+        if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
+            raise FormatError("enroll: the key service did not state the key's version (an older key service?)")
+        return version
 
     def user_status(self, user: Identity) -> dict[str, Any]:
         """This user's own grants and enrolled request keys (signed; nobody else's)."""
@@ -311,9 +316,12 @@ class ActionClient:
         self.url = self.http.url
         self.path = path
 
-    def infer(self, model_id: str, user_id: str, request_key: bytes, inputs: Mapping[str, np.ndarray]) -> InferenceResult:
+    def infer(self, model_id: str, user_id: str, request_key: bytes, inputs: Mapping[str, np.ndarray],
+              key_version: int = 1) -> InferenceResult:
+        """`key_version`: what `enroll` returned for `request_key` (1 for a first enrolment)."""
         rid = envelope.new_request_id()
-        env = envelope.seal(request_key, model_id, user_id, rid, envelope.REQUEST, tensors.encode(inputs))
+        env = envelope.seal(request_key, model_id, user_id, rid, envelope.REQUEST, tensors.encode(inputs),
+                            key_version)
         body, resp = self.http.call("POST", self.path, "inference", json_dumps({"value": env.to_json()}),
                                     {"Content-Type": "application/json"}, check=False)
         if not isinstance(body, dict):
@@ -321,7 +329,7 @@ class ActionClient:
         err = body.get("error")
         if isinstance(err, dict) and "response" in err:
             # A refusal of a request that authenticated: its reason is sealed for us.
-            got = self._open(err["response"], model_id, user_id, rid, request_key)
+            got = self._open(err["response"], model_id, user_id, rid, request_key, key_version)
             if got.error is None:
                 raise FormatError("inference: a sealed refusal without its reason")
             raise_for(got.error["status"], {"error": got.error}, "inference")
@@ -329,7 +337,7 @@ class ActionClient:
             raise_for(resp.status if resp.status >= 300 else 502, body if err is not None else {}, "inference")
         if set(body) - _ANSWER_FIELDS:
             raise FormatError("inference: unexpected fields in the answer")
-        got = self._open(body.get("response"), model_id, user_id, rid, request_key)
+        got = self._open(body.get("response"), model_id, user_id, rid, request_key, key_version)
         if got.error is not None:
             raise FormatError("inference: a sealed refusal in a success answer")
         # The plain copies of the labels must agree with the authenticated ones.
@@ -340,8 +348,9 @@ class ActionClient:
         return InferenceResult({k: np.array(v) for k, v in outputs.items()}, rid, got.tee, got.insecure_simulation)
 
     @staticmethod
-    def _open(value: Any, model_id: str, user_id: str, rid: str, request_key: bytes) -> answer.Answer:
+    def _open(value: Any, model_id: str, user_id: str, rid: str, request_key: bytes,
+              key_version: int) -> answer.Answer:
         resp = envelope.Envelope.from_json(value)
-        if (resp.model_id, resp.user_id, resp.request_id) != (model_id, user_id, rid):
+        if (resp.model_id, resp.user_id, resp.request_id, resp.key_version) != (model_id, user_id, rid, key_version):
             raise FormatError("inference: response is for another request")
         return answer.decode(envelope.open_(request_key, resp, envelope.RESPONSE))

@@ -15,6 +15,11 @@ only if they share request id, direction and a 96-bit random nonce.
 Version 3: a response's plaintext is an answer (sesemi/answer.py): the
 labels, and a sealed refusal for a request that authenticated, are inside
 the ciphertext, so the platform can neither alter them nor read the reason.
+Version 4: an envelope names the version of the request key that sealed it
+(`kv`, from `sesemi user enroll`; authenticated in the AAD). An action that
+holds an older version of that user's key fetches the new one at once, so a
+re-enrolment takes effect on the next request instead of after the key TTL,
+and a request under the old version no longer authenticates there.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from .encoding import b64d, b64e, lp
 from .errors import FormatError, IntegrityError
 from .names import check_model_id
 
-VERSION = 3
+VERSION = 4
+MAX_KEY_VERSION = 1 << 31
 REQUEST = "req"
 RESPONSE = "resp"
 _MAX_ID = 128
-_FIELDS = frozenset({"v", "model_id", "user_id", "request_id", "nonce", "ciphertext"})
+_FIELDS = frozenset({"v", "kv", "model_id", "user_id", "request_id", "nonce", "ciphertext"})
 
 
 def new_request_key() -> bytes:
@@ -48,8 +54,8 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
-def aad(model_id: str, user_id: str, request_id: str, direction: str) -> bytes:
-    return lp("sesemi/envelope/v3", model_id, user_id, request_id, direction)
+def aad(model_id: str, user_id: str, request_id: str, direction: str, key_version: int = 1) -> bytes:
+    return lp("sesemi/envelope/v4", model_id, user_id, request_id, direction, str(key_version))
 
 
 def message_key(key: bytes, model_id: str, user_id: str, request_id: str, direction: str, nonce: bytes) -> bytes:
@@ -65,10 +71,12 @@ class Envelope:
     request_id: str
     nonce: bytes
     ciphertext: bytes
+    key_version: int = 1  # of the request key that sealed it
 
     def to_json(self) -> dict[str, Any]:
         return {
             "v": VERSION,
+            "kv": self.key_version,
             "model_id": self.model_id,
             "user_id": self.user_id,
             "request_id": self.request_id,
@@ -103,20 +111,24 @@ class Envelope:
         ct = b64d(obj.get("ciphertext"), "envelope.ciphertext")
         if len(ct) < 16:
             raise FormatError("envelope.ciphertext: shorter than a GCM tag")
-        return cls(nonce=nonce, ciphertext=ct, **fields)
+        kv = obj.get("kv")
+        if type(kv) is not int or not 1 <= kv <= MAX_KEY_VERSION:
+            raise FormatError(f"envelope: 'kv' (request key version) must be an integer in 1..{MAX_KEY_VERSION}")
+        return cls(nonce=nonce, ciphertext=ct, key_version=kv, **fields)
 
 
-def seal(key: bytes, model_id: str, user_id: str, request_id: str, direction: str, plaintext: bytes) -> Envelope:
+def seal(key: bytes, model_id: str, user_id: str, request_id: str, direction: str, plaintext: bytes,
+         key_version: int = 1) -> Envelope:
     nonce = os.urandom(12)
     ct = AESGCM(message_key(key, model_id, user_id, request_id, direction, nonce)).encrypt(
-        nonce, plaintext, aad(model_id, user_id, request_id, direction))
-    return Envelope(model_id, user_id, request_id, nonce, ct)
+        nonce, plaintext, aad(model_id, user_id, request_id, direction, key_version))
+    return Envelope(model_id, user_id, request_id, nonce, ct, key_version)
 
 
 def open_(key: bytes, env: Envelope, direction: str) -> bytes:
     try:
         return AESGCM(message_key(key, env.model_id, env.user_id, env.request_id, direction, env.nonce)).decrypt(
-            env.nonce, env.ciphertext, aad(env.model_id, env.user_id, env.request_id, direction)
+            env.nonce, env.ciphertext, aad(env.model_id, env.user_id, env.request_id, direction, env.key_version)
         )
     except InvalidTag as exc:
         raise IntegrityError(

@@ -36,8 +36,8 @@ class World(LocalWorld):
         return super().seal(model_id, src)
 
 
-def make_world(work: Path, insecure_sim: bool = True, pin_ks: bool = True) -> World:
-    base = LocalWorld.start(work, insecure_sim=insecure_sim)
+def make_world(work: Path, insecure_sim: bool = True, pin_ks: bool = True, ks_args: tuple[str, ...] = ()) -> World:
+    base = LocalWorld.start(work, insecure_sim=insecure_sim, ks_args=ks_args)
     w = World(**{**base.__dict__, "pin_ks": pin_ks})
     w.pack = w.deploy_pack("main", {"digits": DIGITS})
     w.sealed = work / "digits.sealed"
