@@ -33,8 +33,12 @@ def _stats(srv) -> dict:
     return requests.get(srv.url + "/stats", timeout=10).json()
 
 
-def test_a_released_key_serves_at_most_the_stated_number_of_requests(world):
-    act = world.action()  # key TTL 60 s: only the count can end the key's use in this test
+@pytest.fixture(scope="module")
+def act(world):
+    return world.action()  # key TTL 60 s: only the count can end a key's use in these tests
+
+
+def test_a_released_key_serves_at_most_the_stated_number_of_requests(world, act):
     user = world.new_user("counted")
     world.ks.grant(world.owner, "digits", user.principal_id)
     rk = world.enroll(user, "digits")
@@ -51,8 +55,7 @@ def test_a_released_key_serves_at_most_the_stated_number_of_requests(world):
         client.infer("digits", user.principal_id, rk, X)  # within the TTL, yet refused: revoked
 
 
-def test_re_enrolment_takes_effect_on_the_next_request(world):
-    act = world.action()
+def test_re_enrolment_takes_effect_on_the_next_request(world, act):
     user = world.new_user("rotates")
     world.ks.grant(world.owner, "digits", user.principal_id)
     old = world.enroll(user, "digits")

@@ -19,7 +19,7 @@ from sesemi.timeouts import Timeouts
 
 @pytest.fixture(scope="module")
 def ks(tmp_path_factory):
-    srv = start_keyservice(tmp_path_factory.mktemp("ks"), extra=["--read-timeout-s", "2"])
+    srv = start_keyservice(tmp_path_factory.mktemp("ks"), extra=["--read-timeout-s", "1"])
     yield srv
     srv.stop()
 
@@ -151,7 +151,7 @@ def test_a_slowly_sent_request_is_cut_off(ks):
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
-        assert closed, "a trickled header kept its connection for 20 s (bound: 2 s)"
+        assert closed, "a trickled header kept its connection for 20 s (bound: 1 s)"
 
 
 def test_a_percent_encoded_newline_forges_no_log_line(ks):
