@@ -156,7 +156,7 @@ def cmd_grant(args: argparse.Namespace) -> Out:
 def cmd_revoke(args: argparse.Namespace) -> Out:
     _ks(args).revoke(home_of(args).identity(args.as_), args.model_id, args.user_id)
     return Out({"model_id": args.model_id, "user_id": args.user_id, "granted": False},
-               f"revoked {args.user_id} on {args.model_id} (actions drop cached keys within their key TTL)")
+               f"revoked {args.user_id} on {args.model_id} (actions drop cached keys within their key TTL or the release's request count)")
 
 
 def cmd_user_enroll(args: argparse.Namespace) -> Out:

@@ -25,6 +25,9 @@ from . import timeouts as T
 from .timeouts import Deadline, Timeouts
 
 
+_SEQ_ATTEMPTS = 4  # a stale sequence number: resend above the last accepted one, a few times at most
+
+
 @dataclass(frozen=True)
 class KsPin:
     """What `sesemi ks attest` verified and later calls insist on."""
@@ -188,7 +191,7 @@ class KeyServiceClient:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
         pid = identity.principal_id
         seq = self.counter.next(pid)
-        for retry in (False, True):
+        for attempt in range(_SEQ_ATTEMPTS):
             headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock(), seq)
             headers["Content-Type"] = "application/json"
             try:
@@ -197,8 +200,9 @@ class KeyServiceClient:
                 break
             except StaleSequence as exc:
                 # Signed by the pinned key service over our nonce: our counter is behind
-                # (a new machine, a restored home). The call was not carried out.
-                if retry:
+                # (a new machine, a restored home), or a concurrent call of ours got there
+                # first. The call was not carried out, so sending it again is safe.
+                if attempt == _SEQ_ATTEMPTS - 1:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
