@@ -90,3 +90,22 @@ def test_cli_refuses_bad_timeout(tmp_path, capsys):
                  "--insecure-sim"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "connect timeout" in err, err
+
+
+def test_router_openwhisk_client_bounds_named():
+    """The router's (and `sesemi deploy`'s) client of OpenWhisk: both bounds configurable and named."""
+    from router.config import parse
+    from sesemi.openwhisk import Credentials, OpenWhiskClient
+
+    cfg = parse({"packs": [{"name": "p", "models": ["m"], "actions": ["a"]}], "connect_timeout_s": 2,
+                 "activation_timeout_s": 0.5})
+    assert (cfg.connect_timeout_s, cfg.activation_timeout_s) == (2.0, 0.5)
+    with accepts_but_never_answers() as url:
+        client = OpenWhiskClient(Credentials(url, "u:p"), timeout=cfg.activation_timeout_s,
+                                 connect_timeout=cfg.connect_timeout_s)
+        with pytest.raises(TimeoutExpired, match=r"read timeout \(0.5 s\) expired"):
+            client.invoke("a", {})
+    with never_accepts() as url:
+        client = OpenWhiskClient(Credentials(url, "u:p"), timeout=5, connect_timeout=0.5)
+        with pytest.raises(TimeoutExpired, match=r"connect timeout \(0.5 s\) expired"):
+            client.invoke("a", {})

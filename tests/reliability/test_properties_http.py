@@ -106,18 +106,12 @@ def test_keyservice_raw_http_soak(w):
     _still_serves(w)
 
 
-_ACTION_PENDING = pytest.mark.xfail(strict=True, reason="issue 12 §1 (action): http.server's own answers are "
-                                    "HTML or plain text (501, 414, 431, 400); fix pending elsewhere")
-
-
-@_ACTION_PENDING
 def test_action_raw_http(w):
     _action[0](w)
     _still_serves(w)
 
 
 @pytest.mark.soak
-@_ACTION_PENDING
 def test_action_raw_http_soak(w):
     _action[1](w)
     _still_serves(w)
