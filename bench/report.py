@@ -288,13 +288,13 @@ def router_section(d: dict) -> list[str]:
         lines += [f"**{int(p):,} B per request**", "",
                   "| path | clients | req/s | p50 ms | p99 ms | CPU ms/req: router | emulator | front | client "
                   "| cores busy |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for path, rows in paths.items():
+        for k, (path, rows) in enumerate(paths.items()):
             for r in rows:
                 c = r["cpu_ms_per_request"]
                 lines.append(f"| {path} | {r['clients']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} "
                              f"| {r['p99_ms']:.2f} | {c['router']:.2f} | {c['emulator']:.2f} | {c['front']:.2f} "
                              f"| {c['client']:.2f} | {r['cores_busy']:.2f} |")
-            ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows], marker="o",
+            ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows], marker="o", color=f"C{k}",
                     linestyle="-" if j == 0 else "--", label=f"{path}, {int(p) // 1024} KiB")
         ra, cap = d["ratios"][p], d["capacity"][p]
         lines += ["", "router / emulator req/s by clients: " + ", ".join(
@@ -308,6 +308,7 @@ def router_section(d: dict) -> list[str]:
                   f"per core). Added p50 at 1 client: router {cap['router_added_p50_ms_1_client']:.2f} ms, "
                   f"front end {cap['front_added_p50_ms_1_client']:.2f} ms.", ""]
     ax.set_xscale("log", base=2)
+    ax.set_xticks(d["levels"], [str(c) for c in d["levels"]])
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("requests/s")
     ax.set_title("Router capacity, action work excluded")

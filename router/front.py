@@ -12,6 +12,7 @@ the body unchanged, holds no key and never logs a body.
 - `GET /healthz`: the front end itself.
 - `GET /routers`: probes each router's /healthz; 503 naming every router that
   is down or runs another model set than the front end read (drift).
+- `GET /stats`: counters of the worker process that answers.
 """
 
 from __future__ import annotations

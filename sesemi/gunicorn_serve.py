@@ -4,7 +4,8 @@ no fork, so the action and the key service do not use this (DESIGN.md §5).
 
 One worker process with threads: the router's claims and queue, and the
 emulator's containers, are in-memory state that must be shared by all
-requests, so they cannot be split across prefork workers.
+requests, so they cannot be split across prefork workers (the routers' front
+end, which has no such state, may take several).
 """
 
 from __future__ import annotations
@@ -12,7 +13,22 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable
 
+from .encoding import json_dumps
 from .errors import UnavailableError
+
+
+def json_write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answer to a request it cannot parse (a bad request line
+    or header, before any app code runs), as the JSON error body every other
+    layer gives instead of gunicorn's HTML page. Same signature as
+    gunicorn.util.write_error, which gunicorn's workers call."""
+    from gunicorn import util
+
+    kind = "FormatError" if status_int < 500 else "UnavailableError"
+    body = json_dumps({"error": f"{reason}: {mesg[:200]}" if mesg else reason, "kind": kind})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -30,9 +46,12 @@ def serve(factory: Callable[[], Any], *, host: str, port: int, threads: int, nam
     """Block serving `factory()` (called in the worker process, so threads it
     starts live there). `on_exit` runs in the worker when it stops. More than
     one worker only for a stateless app (the routers' front end)."""
+    from gunicorn import util
     from gunicorn.app.base import BaseApplication
 
     check_port_free(host, port)
+    # gunicorn's workers call util.write_error; this process serves only us.
+    util.write_error = json_write_error
     def worker_exit(_server: Any, _worker: Any) -> None:
         if on_exit is not None:
             on_exit()

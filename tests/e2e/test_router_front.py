@@ -7,10 +7,13 @@ port is closed and one that accepts and never answers."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,10 +29,28 @@ FAKE = Path(__file__).with_name("fake_action.py")
 MAX_BODY = 64 << 10
 
 
+class _NotARouter(BaseHTTPRequestHandler):
+    """Something else listening where a router should be: answers HTML."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     work = tmp_path_factory.mktemp("front")
     servers = []
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _NotARouter)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
     with accepts_but_never_answers() as silent_url:
         try:
             emulator, wskprops = start_emulator(work, keep_alive_s=60, max_containers=4,
@@ -41,6 +62,7 @@ def fleet(tmp_path_factory):
             cfg_b = write_router_config(work / "b.json", wskprops, {"b": (["m-b1"], pool_b)})
             cfg_c = write_router_config(work / "c.json", wskprops, {"c": (["m-c1"], ["fc-1"])})
             cfg_d = write_router_config(work / "d.json", wskprops, {"d": (["m-d1"], ["fd-1"])})
+            cfg_e = write_router_config(work / "e.json", wskprops, {"e": (["m-e1"], ["fe-1"])})
             port_a, port_b, port_f = free_port(), free_port(), free_port()
             with ThreadPoolExecutor(3) as ex:
                 fa = ex.submit(start_router, work, cfg_a, "router-a", port_a)
@@ -51,14 +73,17 @@ def fleet(tmp_path_factory):
                 write_router_config(cfg_b, wskprops, {"b": (["m-b1", "m-b2"], pool_b)})
                 front_cfg = write_front_config(work / "front.json", {
                     "a": (f"http://127.0.0.1:{port_a}", cfg_a), "b": (f"http://127.0.0.1:{port_b}", cfg_b),
-                    "c": (f"http://127.0.0.1:{free_port()}", cfg_c), "d": (silent_url, cfg_d)},
+                    "c": (f"http://127.0.0.1:{free_port()}", cfg_c), "d": (silent_url, cfg_d),
+                    "e": (f"http://127.0.0.1:{other.server_address[1]}", cfg_e)},
                     connect_timeout_s=1, max_body_bytes=MAX_BODY)
                 doc = json.loads(front_cfg.read_text())
                 doc["routers"][3]["read_timeout_s"] = 1
                 front_cfg.write_text(json.dumps(doc))
-                servers.append(start_front(work, front_cfg, port=port_f))
-            yield servers[-1].url, work
+                # Two worker processes: the front end is stateless, any worker serves any request.
+                servers.append(start_front(work, front_cfg, port=port_f, extra=["--workers", "2"]))
+            yield servers[-1].url, work, servers[1].url
         finally:
+            other.shutdown()
             with ThreadPoolExecutor(len(servers) or 1) as ex:  # each takes ~1 s (gunicorn's shutdown)
                 list(ex.map(lambda s: s.stop(), servers))
 
@@ -69,7 +94,7 @@ def _post(url: str, model: str | None, path: str = "/v1/infer", **value) -> requ
 
 
 def test_front_routes_each_model_to_its_router_and_forwards_unchanged(fleet):
-    url, _ = fleet
+    url, *_ = fleet
     payload = {"nested": [1, 2.5, "x" * 1000], "k": None}
     for model, router, pool in (("m-a1", "a", "fa-"), ("m-a2", "a", "fa-"), ("m-b1", "b", "fb-")):
         for path in ("/v1/infer", "/run"):
@@ -77,12 +102,12 @@ def test_front_routes_each_model_to_its_router_and_forwards_unchanged(fleet):
             assert r.status_code == 200, r.text
             assert r.headers["X-Sesemi-Router"] == router and r.headers["X-Sesemi-Action"].startswith(pool)
             assert r.json()["echo"] == payload              # the envelope reached the action as sent
-    stats = requests.get(url + "/stats", timeout=5).json()
-    assert stats["forwarded_per_router"] == {"a": 4, "b": 2, "c": 0, "d": 0}
+    stats = requests.get(url + "/stats", timeout=5).json()  # one worker's counters
+    assert set(stats["forwarded_per_router"]) == {"a", "b", "c", "d", "e"}
 
 
 def test_unknown_model_and_bad_input_get_json_4xx_with_a_reason(fleet):
-    url, _ = fleet
+    url, *_ = fleet
     r = _post(url, "m-zzz")
     assert r.status_code == 404 and r.json()["kind"] == "NotFound"
     assert "not served by any router" in r.json()["error"]
@@ -100,7 +125,7 @@ def test_unknown_model_and_bad_input_get_json_4xx_with_a_reason(fleet):
 
 
 def test_a_router_down_or_silent_is_named_within_its_bound(fleet):
-    url, _ = fleet
+    url, *_ = fleet
     r = _post(url, "m-c1")
     assert r.status_code == 503 and r.headers["Retry-After"] and r.headers["X-Sesemi-Router"] == "c"
     assert r.json()["kind"] == "UnavailableError" and "router c" in r.json()["error"], r.text
@@ -109,15 +134,32 @@ def test_a_router_down_or_silent_is_named_within_its_bound(fleet):
     took = time.monotonic() - t0
     assert r.status_code == 503 and r.json()["kind"] == "TimeoutExpired", r.text
     assert "read timeout (1 s) expired" in r.json()["error"] and took < 10
+    r = _post(url, "m-e1")
+    assert r.status_code == 502 and "without a JSON body" in r.json()["error"]
     assert _post(url, "m-a1").status_code == 200                # the others are unaffected
 
 
+def test_unparsable_http_gets_json_from_the_http_server_itself(fleet):
+    """gunicorn answers a bad request line before any app code: JSON too, at the front end and a router."""
+    url, _, router_url = fleet
+    for u in (url, router_url):
+        host, port = u.rsplit(":", 1)
+        with socket.create_connection((host.split("//")[1], int(port)), timeout=10) as s:
+            s.sendall(b"GARBAGE\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"Content-Type: application/json" in head, data
+        assert json.loads(body)["kind"] == "FormatError" and json.loads(body)["error"], body
+
+
 def test_routers_probe_names_down_and_drifted_routers(fleet):
-    url, _ = fleet
+    url, *_ = fleet
     r = requests.get(url + "/routers", timeout=15)
     assert r.status_code == 503 and r.json()["ok"] is False
     states = {row["name"]: row["state"] for row in r.json()["routers"]}
-    assert states == {"a": "ok", "b": "drift", "c": "down", "d": "down"}
+    assert states == {"a": "ok", "b": "drift", "c": "down", "d": "down", "e": "down"}
     # What drift does to a request: the front end routes m-b2 to b, which refuses it clearly.
     r = _post(url, "m-b2")
     assert r.status_code == 404 and "not served by this router" in r.json()["error"]
@@ -130,7 +172,7 @@ def _front_cli(config: Path) -> subprocess.CompletedProcess:
 
 
 def test_front_refuses_two_routers_claiming_one_model(fleet):
-    _, work = fleet
+    _, work, _ = fleet
     bad = write_front_config(work / "bad.json", {"a": ("http://127.0.0.1:1", work / "a.json"),
                                                  "b2": ("http://127.0.0.1:2", work / "a.json")})
     p = _front_cli(bad)

@@ -78,3 +78,19 @@ def test_missing_or_broken_front_config(tmp_path):
     (tmp_path / "f.json").write_text("{")
     with pytest.raises(FormatError, match="front end config .* invalid JSON"):
         front_config.load(tmp_path / "f.json")
+
+
+def test_the_documented_example_parses(tmp_path):
+    """docs/packing.md's front.json, with router files for its two names."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "packing.md").read_text()
+    section = text[text.index("## Routers at scale"):]
+    example = section[section.index("```json") + len("```json"):]
+    (tmp_path / "front.json").write_text(example[:example.index("```")])
+    _router(tmp_path, "router-vision", ["mobilenet", "resnet"])
+    _router(tmp_path, "router-digits", ["digits"])
+    cfg = front_config.load(tmp_path / "front.json")
+    assert {m: b.name for m, b in cfg.routes().items()} == {"mobilenet": "vision", "resnet": "vision",
+                                                             "digits": "digits"}
+    assert cfg.connect_timeout_s == 2 and cfg.routes()["digits"].read_timeout_s == 120
+    # The default read bound the page quotes for a router with default settings.
+    assert cfg.routes()["resnet"].read_timeout_s == 440
