@@ -54,6 +54,8 @@ class KeyService:
             allow_sim=config.insecure_sim_attestation,
             dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
                                        min_tcb_eval=config.min_tcb_eval) if source is not None else None)
+        if self.verifier.dcap is not None:
+            self.verifier.dcap.time_floor()  # persists the built-in seed at first start
         if not config.secrets_path.exists() and self.store.one(
                 "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
             # New secrets would leave every stored key undecryptable and break every pin.

@@ -456,3 +456,40 @@ def test_pccs_url_from_qcnl_conf(tmp_path):
                     "#USE_SECURE_CERT=FALSE\n")
     assert pccs_url_from_qcnl(conf) == "https://localhost:8081/sgx/certification/v3/"
     assert pccs_url_from_qcnl(tmp_path / "absent.conf") is None
+
+
+def test_a_silent_pccs_times_out_and_is_negatively_cached():
+    """dcap-qvl's own fetch against a PCCS that accepts and never answers."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    accepted: list = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        src = PccsCollateral(f"http://127.0.0.1:{srv.getsockname()[1]}", fetch_timeout_s=0.5, negative_ttl_s=30)
+        with pytest.raises(UnavailableError, match="timed out after 0.5 s"):
+            src.get(fx.quote(), fx.INSIDE)
+        n = src.fetches
+        with pytest.raises(UnavailableError, match="failed recently"):
+            src.get(fx.quote(), fx.INSIDE + 1)
+        assert src.fetches == n == 1
+    finally:
+        stop.set()
+        t.join(5)
+        for c in accepted:
+            c.close()
+        srv.close()

@@ -82,7 +82,10 @@ def test_clock_set_back_into_the_window_after_later_collateral_refuses_the_expir
     verified quote makes (as the first half shows with the fixture itself)."""
     from sesemi.attestation.dcap import FLOOR_MARK
 
+    from sesemi.attestation.dcap import TIME_FLOOR_SEED
+
     ks = make_ks(tmp_path, at=fx.INSIDE)
+    assert ks.store.mark(FLOOR_MARK) == TIME_FLOOR_SEED  # seeded at first start, from the code
     ks.evidence_claims(evidence_for_quote(fx.quote()))
     assert ks.store.mark(FLOOR_MARK) == fx.WINDOW_START  # raised by the fixture's own signed dates
     later = fx.WINDOW_END + 30 * 86400
