@@ -264,3 +264,36 @@ def test_answer_labels_are_inside_and_missing_reads_as_simulated():
                 struct.pack(">I", 29) + b'{"insecure_simulation":"no"}'):
         with pytest.raises(FormatError):
             answer.decode(bad)
+
+
+def test_base64_accepts_exactly_what_re_encodes_to_itself():
+    """b64d's fast canonical check (last quantum only) against the definition:
+    accepted iff valid strict base64 whose re-encoding is the input."""
+    import base64
+    import random
+
+    from sesemi.encoding import b64d, b64e
+
+    alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n -_"
+    rnd = random.Random(28)
+    for _ in range(20000):
+        t = list(b64e(os.urandom(rnd.randrange(0, 10))))
+        for _ in range(rnd.randrange(0, 3)):
+            op = rnd.randrange(3)
+            if op == 0 and t:
+                t[rnd.randrange(len(t))] = rnd.choice(alpha)
+            elif op == 1:
+                t.insert(rnd.randrange(len(t) + 1), rnd.choice(alpha))
+            elif t:
+                del t[rnd.randrange(len(t))]
+        text = "".join(t)
+        try:
+            expected = b64e(base64.b64decode(text, validate=True)) == text
+        except ValueError:
+            expected = False
+        try:
+            b64d(text)
+            accepted = True
+        except FormatError:
+            accepted = False
+        assert accepted == expected, text
