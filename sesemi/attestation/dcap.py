@@ -490,8 +490,10 @@ def claims_from_report(doc: Any) -> Claims:
         raise AttestationError(f"dcap-qvl returned a report without a valid {exc.args[0] if exc.args else 'field'}",
                                check="report_shape") from None
     # Key separation and sharing (KSS): with it an enclave also carries
-    # ISVEXTPRODID, ISVFAMILYID, CONFIGID and CONFIGSVN, which dcap-qvl reports
-    # only as reserved bytes and no policy here checks, so two enclaves this
+    # ISVEXTPRODID, ISVFAMILYID, CONFIGID and CONFIGSVN (sgx_report_body_t in
+    # intel/linux-sgx common/inc/sgx_report.h; SGX_FLAGS_KSS in sgx_attributes.h),
+    # which dcap-qvl's EnclaveReport (src/quote.rs) reports only as reserved1/3/4
+    # bytes, and no policy here checks, so two enclaves this
     # policy cannot tell apart could differ in them. Refused; and without KSS
     # those bytes are architecturally zero.
     if attributes[0] & _ATTR_KSS or any(reserved):
