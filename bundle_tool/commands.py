@@ -68,7 +68,7 @@ def _dcap_verifier(args: argparse.Namespace):
 
     source = collateral_source(pccs_url=args.pccs_url or (None if args.collateral_file else pccs_url_from_qcnl()),
                                collateral_file=args.collateral_file)
-    return DcapVerifier(source) if source is not None else None
+    return DcapVerifier(source, marks=home_of(args).dcap_marks()) if source is not None else None
 
 
 def cmd_ks_attest(args: argparse.Namespace) -> Out:

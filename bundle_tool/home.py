@@ -5,6 +5,7 @@
     request_keys/PID/MODEL_ID.key   request keys made by `sesemi user enroll` (base64 key, version)
     ks_pin.json                     the attested key service
     call_seq/PID                    the last signed-call sequence number of each identity
+    dcap_marks.json                 the DCAP time floor and TCB evaluation numbers `ks attest` has verified
 """
 
 from __future__ import annotations
@@ -18,6 +19,38 @@ from sesemi.encoding import b64d, b64e, canonical_json, json_loads
 from sesemi.errors import FormatError, NotFound, SesemiError
 from sesemi.identity import Identity, write_private_file
 from sesemi.names import check_local_name, check_model_id
+
+
+class FileMarks:
+    """DCAP marks (sesemi.attestation.dcap.Marks) in one file: `ks attest` runs
+    keep the time floor and evaluation numbers they have verified, so a clock
+    set back on a later run does not revive expired collateral either."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, float]:
+        try:
+            doc = json_loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise FormatError(f"{self.path}: not a marks file (restore or delete it)") from None
+        if not isinstance(doc, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                for v in doc.values()):
+            raise FormatError(f"{self.path}: not a marks file (restore or delete it)")
+        return doc
+
+    def mark(self, name: str) -> float | None:
+        return self._load().get(name)
+
+    def raise_mark(self, name: str, value: float) -> float:
+        marks = self._load()
+        if name in marks and marks[name] >= value:
+            return marks[name]
+        marks[name] = value
+        write_private_file(self.path, canonical_json(marks))
+        return value
 
 
 class Home:
@@ -42,6 +75,9 @@ class Home:
         if not path.exists():
             raise NotFound(f"no identity {name!r} in {self.root} (create it: sesemi identity new {name})")
         return Identity.load(name, path)
+
+    def dcap_marks(self) -> FileMarks:
+        return FileMarks(self.root / "dcap_marks.json")
 
     # model keys
     def _model_key_path(self, model_id: str) -> Path:

@@ -172,6 +172,9 @@ def test_cli_passes_collateral_and_statuses_through(fake_ks, tmp_path, capsys, m
     assert seen["accept_tcb_statuses"] == ["SWHardeningNeeded", fx.STATUS]
     assert isinstance(seen["dcap_verifier"], DcapVerifier)
     assert isinstance(seen["dcap_verifier"].collateral, FileCollateral)
+    from bundle_tool.home import FileMarks
+
+    assert isinstance(seen["dcap_verifier"].marks, FileMarks)  # the floor outlives the run
     assert seen["expect_mrenclave"] == fx.MRENCLAVE
 
 
@@ -196,3 +199,23 @@ def test_cli_publish_carries_tcb_statuses_and_advisory_denylist(tmp_path, capsys
     assert policy.tcb_statuses == ("UpToDate", fx.STATUS)
     assert policy.advisory_denylist == ("INTEL-SA-00615",)
     assert policy.advisory_allowlist == ("INTEL-SA-00289",)
+
+
+def test_ks_attest_keeps_its_time_floor_in_home(tmp_path):
+    from bundle_tool.home import Home
+    from sesemi.attestation.dcap import FLOOR_MARK
+
+    def verifier():
+        return DcapVerifier(FileCollateral(fx.COLLATERAL_PATH), clock=fx.clock(fx.INSIDE),
+                            marks=Home(tmp_path / "home").dcap_marks())
+
+    verifier().verify_quote(fx.quote())
+    marks = Home(tmp_path / "home").dcap_marks()
+    assert marks.mark(FLOOR_MARK) == fx.WINDOW_START and marks.mark("dcap/tcb_eval/00A067110000") == 17
+    marks.raise_mark(FLOOR_MARK, fx.WINDOW_END + 86400)  # a later run verified newer collateral
+    with pytest.raises(AttestationError) as ei:          # this run's clock is set back into the window
+        verifier().verify_quote(fx.quote())
+    assert ei.value.check == "clock_behind_floor"
+    (tmp_path / "home" / "dcap_marks.json").write_text("[1]")
+    with pytest.raises(FormatError, match="not a marks file"):
+        verifier().verify_quote(fx.quote())
