@@ -144,8 +144,8 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
     a.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
                    help="annotation (repeatable; a JSON value is passed structured)")
     a.add_argument("--image-threads", type=int, default=DEFAULT_ACTION_THREADS, metavar="N",
-                   help="connection threads the image serves (its SESEMI_THREADS; default "
-                        f"{DEFAULT_ACTION_THREADS}): --concurrency may not exceed it")
+                   help="connection threads the image serves (its SESEMI_THREADS): the concurrency "
+                        "may not exceed it")
     a.add_argument("--replicas", type=int, default=1, metavar="N",
                    help="deploy NAME-1 .. NAME-N (a router pool) instead of NAME")
     a.add_argument("--wskprops", metavar="PATH",
@@ -176,11 +176,11 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
     a.add_argument("--max-payload-mb", type=float, default=1.0, metavar="MB",
                    help="invocation payload limit (OpenWhisk's default: 1 MB)")
     a.add_argument("--max-memory", type=int, default=512, metavar="MB",
-                   help="largest limits.memory (whisk.memory.max; a stock deployment: 512)")
+                   help="largest limits.memory in MB, as OpenWhisk's whisk.memory.max (stock: 512)")
     a.add_argument("--max-timeout", type=int, default=300_000, metavar="MS",
-                   help="largest limits.timeout (whisk.time-limit.max; a stock deployment: 300000)")
+                   help="largest limits.timeout in ms, as OpenWhisk's time limit max (stock: 300000)")
     a.add_argument("--max-concurrency", type=int, default=1, metavar="N",
-                   help="largest limits.concurrency (whisk.concurrency-limit.max; a stock deployment: 1)")
+                   help="largest limits.concurrency, as OpenWhisk's concurrency limit max (stock: 1)")
     a.add_argument("--image", action="append", default=[], metavar="NAME=COMMAND",
                    help="map an image to a local command ({port} and $PORT give its port); "
                         "built in: sesemi-action")

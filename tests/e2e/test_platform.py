@@ -271,3 +271,33 @@ def test_records_and_rest_shapes(platform):
     with pytest.raises(FormatError, match="limits.concurrency"):
         client.put_action(ActionSpec("recs", "fake", 128, 20_000, 65))
     assert client.invoke("recs", {}).status == SUCCESS
+
+
+def test_throttling_is_a_429_without_a_record_and_publish_is_kept(tmp_path):
+    """Throttled activations leave no record (OpenWhisk refuses them before one
+    exists); an update without `publish` keeps it (Actions.scala)."""
+    srv, wskprops = start_emulator(tmp_path, max_containers=1,
+                                   extra=["--image", f"fake={sys.executable} {FAKE}", "--max-wait", "0"])
+    try:
+        client = client_for(wskprops)
+        auth = _auth(wskprops)
+        r = requests.put(client.url("actions", "one", {"overwrite": True}), auth=auth, timeout=10,
+                         json={"exec": {"kind": "blackbox", "image": "fake"}, "publish": True})
+        assert r.json()["publish"] is True
+        r = requests.put(client.url("actions", "one", {"overwrite": True}), auth=auth, timeout=10,
+                         json={"limits": {"memory": 128}})
+        assert r.json()["publish"] is True and r.json()["version"] == "0.0.2"
+        busy = requests.post(client.url("actions", "one"), json={"sleep": 2.0}, auth=auth, timeout=10)
+        assert busy.status_code == 202
+        deadline = time.monotonic() + 10
+        while not any(c["inflight"] for c in _containers(srv, wskprops)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = _raw(client, wskprops, "one", {})
+        assert r.status_code == 429 and set(r.json()) == {"error", "code"}, r.text
+        assert "Too many concurrent requests" in r.json()["error"]
+        aid = r.headers["x-openwhisk-activation-id"]
+        assert requests.get(client.url("activations", aid), auth=auth, timeout=5).status_code == 404
+        rows = requests.get(client.url("activations"), auth=auth, timeout=5).json()
+        assert aid not in {x["activationId"] for x in rows}
+    finally:
+        srv.stop()
