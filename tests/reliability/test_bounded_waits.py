@@ -3,8 +3,6 @@ job and configurable, and its error names the bound that expired."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -66,21 +64,23 @@ def test_defaults_per_job_and_environment(monkeypatch):
         Timeouts(0, 1)
 
 
-def test_cli_infer_read_timeout_one_line(tmp_path):
+def test_cli_infer_read_timeout_one_line(tmp_path, capsys):
     """The CLI's `infer` against an endpoint that accepts and never answers."""
+    from bundle_tool.cli import main
+
     home = Home(tmp_path / "home")
     user = home.new_identity("u")
     home.save_request_key(user.principal_id, "digits", envelope.new_request_key())
     np.save(tmp_path / "x.npy", X["image"])
     with accepts_but_never_answers() as url:
         t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "bundle_tool", "--home", str(home.root), "--read-timeout", "1",
-                            "infer", "digits", "--action", url, "--as", "u", "--input", str(tmp_path / "x.npy"),
-                            "--out", str(tmp_path / "y.npz")], capture_output=True, text=True, timeout=60)
+        code = main(["--home", str(home.root), "--read-timeout", "1", "infer", "digits", "--action", url, "--as", "u",
+                     "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz")])
         took = time.monotonic() - t0
-    assert p.returncode != 0 and "Traceback" not in p.stderr
-    assert p.stderr.count("\n") == 1 and "read timeout (1 s) expired" in p.stderr, p.stderr
-    assert took < 20  # the interpreter's start-up included; the wait itself is 1 s
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert err.count("\n") == 1 and "read timeout (1 s) expired" in err, err
+    assert took < 5
 
 
 def test_cli_refuses_bad_timeout(tmp_path, capsys):

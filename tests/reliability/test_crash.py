@@ -262,7 +262,7 @@ def _run(tmp_path: Path, n_ops: int, kills: int, seed: int) -> None:
 
 
 def test_crash_consistency_small(tmp_path):
-    _run(tmp_path, n_ops=40, kills=2, seed=1)
+    _run(tmp_path, n_ops=30, kills=2, seed=1)
 
 
 @pytest.mark.soak

@@ -106,7 +106,7 @@ def _ks_request(w, route, m, u, query, headers, body, signed, token=None):
     _answer(resp, f"{method} {path}")
 
 
-@twin(st.sampled_from(KS_ROUTES), _segment, _segment, _query, _headers, _bodies, st.booleans(), fast=80, soak=3000)
+@twin(st.sampled_from(KS_ROUTES), _segment, _segment, _query, _headers, _bodies, st.booleans(), fast=50, soak=3000)
 def _ks_rest(w, route, m, u, query, headers, body, signed):
     _ks_request(w, route, m, u, query, headers, body, signed)
 
@@ -208,7 +208,7 @@ def _action_prop(w):
     @twin(st.sampled_from([("POST", "/run"), ("POST", "/run"), ("POST", "/run"), ("POST", "/init"),
                            ("GET", "/stats"), ("POST", "/x"), ("GET", "/run")]),
           _envelope_variants(w), st.one_of(st.none(), st.binary(max_size=200)),
-          st.sampled_from(["application/json", "text/plain", ""]), fast=80, soak=3000)
+          st.sampled_from(["application/json", "text/plain", ""]), fast=50, soak=3000)
     def prop(route, value, raw, ctype):
         _action_request(w, route[0], route[1], value, raw, ctype)
 

@@ -67,7 +67,7 @@ def _refuses(fn, *a) -> None:
         pass
 
 
-@twin(mutated(SEALED), fast=150, soak=3000)
+@twin(mutated(SEALED), fast=100, soak=3000)
 def _sealed(blob):
     b = io.BytesIO(blob)
     _refuses(sealed_model.open_stream, b.read, len(blob), KEY, "m")
@@ -76,7 +76,7 @@ def _sealed(blob):
 test_sealed_model, test_sealed_model_soak = _sealed
 
 
-@twin(mutated(TENSORS), fast=150, soak=3000)
+@twin(mutated(TENSORS), fast=100, soak=3000)
 def _tensors(blob):
     _refuses(tensors.decode, blob)
 
@@ -92,7 +92,7 @@ def _env_variants():
                      st.tuples(keys, json_values).map(lambda kv: {**_ENV, kv[0]: kv[1]}))
 
 
-@twin(_env_variants(), fast=150, soak=3000)
+@twin(_env_variants(), fast=100, soak=3000)
 def _envelope(obj):
     count("property cases: parsers")
     try:
@@ -122,7 +122,7 @@ def _evidence_variants():
                      st.binary(max_size=2000).map(lambda q: {"type": "sgx-dcap", "quote": b64e(q)}))
 
 
-@twin(_evidence_variants(), fast=150, soak=3000)
+@twin(_evidence_variants(), fast=100, soak=3000)
 def _evidence(ev):
     _refuses(EvidenceVerifier(allow_sim=True).claims, ev)
 
@@ -140,7 +140,7 @@ _timestamps = st.one_of(st.text("0123456789\u00b2\u00b3\u00b9\u0663\uff11", min_
 
 @twin(st.one_of(st.dictionaries(st.sampled_from(sorted(_HEADERS)), _header_text, max_size=4),
                 _timestamps.map(lambda ts: {signed_call.H_TIMESTAMP: ts}),
-                _timestamps.map(lambda seq: {signed_call.H_SEQ: seq})), fast=150, soak=3000)
+                _timestamps.map(lambda seq: {signed_call.H_SEQ: seq})), fast=100, soak=3000)
 def _signed_headers(changes):
     _refuses(signed_call.verify, {**_HEADERS, **changes}, "GET", "/v1/audit", "aa", b"", time.time(),
              lambda pid: _ID.public_raw if pid == _ID.principal_id else None, lambda *a: True)
@@ -152,7 +152,7 @@ _POLICY = EnclavePolicy(mrenclave=("ab" * 32,)).to_json()
 
 
 @twin(st.one_of(json_values, st.tuples(st.sampled_from(sorted(_POLICY) + ["x"]), json_values)
-                .map(lambda kv: {**_POLICY, kv[0]: kv[1]})), fast=150, soak=3000)
+                .map(lambda kv: {**_POLICY, kv[0]: kv[1]})), fast=100, soak=3000)
 def _policy(doc):
     _refuses(EnclavePolicy.from_json, doc)
 
