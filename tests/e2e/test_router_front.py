@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import example
 
 from bundle_tool.platform.local import (deploy_pool, start_emulator, start_front, start_router, write_front_config,
                                         write_router_config)
 from bundle_tool.procs import free_port
 
+from ..reliability.figures import twin
 from ..reliability.silent import accepts_but_never_answers
+from ..reliability.test_properties_http import _check, _request
 
 FAKE = Path(__file__).with_name("fake_action.py")
 MAX_BODY = 64 << 10
@@ -178,3 +181,28 @@ def test_front_refuses_two_routers_claiming_one_model(fleet):
     p = _front_cli(bad)
     assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
     assert "model m-a1 is claimed by routers a and b2" in p.stderr
+
+
+@twin(_request, fast=40, soak=1500)
+@example(("GARBAGE", "", "", None, [], b"", 0))
+@example(("GET", "/" + "a" * 70000, "HTTP/1.1", None, [], b"", 0))
+@example(("POST", "/v1/infer", "HTTP/1.1", "abc", [], b"", 0))
+def _raw_gunicorn(url, parts):
+    _check(url, parts)
+
+
+def test_front_end_and_router_raw_http(fleet):
+    """Issue 12 §3's raw-HTTP property (tests/reliability) against the front end and a router (both
+    gunicorn): JSON 4xx, never HTML or a 5xx; both still serve afterwards."""
+    url, _, router_url = fleet
+    _raw_gunicorn[0](url)
+    _raw_gunicorn[0](router_url)
+    assert _post(url, "m-a1").status_code == 200
+
+
+@pytest.mark.soak
+def test_front_end_and_router_raw_http_soak(fleet):
+    url, _, router_url = fleet
+    _raw_gunicorn[1](url)
+    _raw_gunicorn[1](router_url)
+    assert _post(url, "m-a1").status_code == 200
