@@ -108,9 +108,8 @@ class KeyService:
         changes which of this principal's calls are accepted."""
         last = self.store.claim_call_seq(pid, seq)
         if last is not None:
-            raise StaleSequence(f"call sequence number {seq} was used already or is too far below {last}, the "
-                                "highest accepted for this principal (a replayed call, or a client counter that "
-                                "fell behind)", last)
+            raise StaleSequence(f"call sequence number {seq} is not above {last}, the last accepted for this "
+                                "principal (a replayed or withheld call, or a client counter that fell behind)", last)
 
     def register_principal(self, public_key: bytes) -> str:
         pid = principal_id(check_public_key(public_key))

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sesemi.signed_call import accept_seq
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS principals (
     id TEXT PRIMARY KEY, public_key BLOB NOT NULL, created REAL NOT NULL);
@@ -30,8 +28,7 @@ CREATE TABLE IF NOT EXISTS request_keys (
     PRIMARY KEY (model_id, user_id));
 CREATE TABLE IF NOT EXISTS request_key_versions (
     model_id TEXT NOT NULL, user_id TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (model_id, user_id));
-CREATE TABLE IF NOT EXISTS call_windows (
-    principal TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS call_seqs (principal TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_seals (
     model_id TEXT PRIMARY KEY REFERENCES models(model_id), seal_id TEXT NOT NULL);
@@ -94,15 +91,13 @@ class Store:
         )
 
     def claim_call_seq(self, principal: str, seq: int) -> int | None:
-        """Record `seq` as used by the principal if its window accepts it (durably,
-        before the call is carried out); else return the highest number accepted."""
+        """Make `seq` the principal's newest signed call if it exceeds the last one
+        (durably, before the call is carried out); else return the last one."""
         with self.tx() as c:
-            row = c.execute("SELECT last_seq, seen FROM call_windows WHERE principal=?", (principal,)).fetchone()
-            last, seen = (0, 0) if row is None else (int(row["last_seq"]), int(row["seen"]))
-            new = accept_seq(last, seen, seq)
-            if new is None:
-                return last
-            c.execute("INSERT OR REPLACE INTO call_windows VALUES (?,?,?)", (principal, *new))
+            row = c.execute("SELECT last_seq FROM call_seqs WHERE principal=?", (principal,)).fetchone()
+            if row is not None and seq <= row["last_seq"]:
+                return int(row["last_seq"])
+            c.execute("INSERT OR REPLACE INTO call_seqs VALUES (?,?)", (principal, seq))
         return None
 
     # The seal a model's key is released for (set with the key, in its transaction).

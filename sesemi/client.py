@@ -4,6 +4,7 @@ talk to the key service and to inference actions."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -184,11 +185,24 @@ class KeyServiceClient:
         self.http = _Http(pin.url, timeouts or T.KEY_SERVICE.with_env())
         self.clock = clock
         self.counter = counter or CallCounter()
+        self._locks: dict[str, threading.Lock] = {}  # per principal: this client's own identities
+        self._locks_guard = threading.Lock()
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
         raw = json_dumps(obj) if obj is not None else b""
         if not self.pin.signing_public_key:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
+        pid = identity.principal_id
+        with self._sending(pid):
+            return self._send_signed(identity, method, path, what, raw)
+
+    def _sending(self, pid: str) -> threading.Lock:
+        """One signed call per principal in flight from this client: numbers must
+        arrive in order (the key service takes no late ones)."""
+        with self._locks_guard:
+            return self._locks.setdefault(pid, threading.Lock())
+
+    def _send_signed(self, identity: Identity, method: str, path: str, what: str, raw: bytes) -> Any:
         pid = identity.principal_id
         seq = self.counter.next(pid)
         for attempt in range(_SEQ_ATTEMPTS):
@@ -200,8 +214,8 @@ class KeyServiceClient:
                 break
             except StaleSequence as exc:
                 # Signed by the pinned key service over our nonce: our counter is behind
-                # (a new machine, a restored home), or a concurrent call of ours got there
-                # first. The call was not carried out, so sending it again is safe.
+                # (a new machine, a restored home), or another process of ours sent a
+                # later number first. The call was not carried out: resending is safe.
                 if attempt == _SEQ_ATTEMPTS - 1:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)

@@ -8,11 +8,12 @@ cannot be replayed against another key service.
 
 Replays against this one are stopped by the sequence number, not the clock:
 the key service keeps, per principal, the highest number it has accepted and
-which of the WINDOW numbers below it were used (`accept_seq`), and accepts
-each number at most once, across restarts and whatever the host does to its
-clock. The window lets a principal's concurrent calls arrive out of order;
-a number older than it is refused. One principal's calls never touch
-another's state.
+refuses any call that does not exceed it, across restarts and whatever the
+host does to its clock. Strictly increasing, with no window for calls that
+arrive out of order: a call the network withheld and delivers after a later
+one (a `grant` held back until after the `revoke`) must fail, so the SDK
+sends one signed call per principal at a time. One principal's calls never
+touch another's counter.
 The timestamp is only a coarse bound on how long a call withheld in transit
 stays deliverable. The nonce makes the signed response (ks_response.py)
 fresh.
@@ -48,21 +49,6 @@ MAX_SEQ = 2**63 - 1  # fits every database's signed 64-bit integer
 _MAX_TS_DIGITS = 12  # year 33658: a longer "timestamp" is junk, not a date
 _TARGET = re.compile(r"/[A-Za-z0-9_./-]*(\?[A-Za-z0-9_.=&-]+)?")
 _NONCE = re.compile(r"[0-9a-f]{32}")
-
-
-SEQ_WINDOW = 63  # numbers below the highest that may still arrive (fits a signed 64-bit bitmap)
-
-
-def accept_seq(last: int, seen: int, seq: int) -> tuple[int, int] | None:
-    """The anti-replay window (as IPsec's, RFC 4303 §3.4.3): `seen` bit i means
-    `last - i` was accepted. Returns the new (last, seen), or None to refuse."""
-    if seq > last:
-        shift = seq - last
-        return seq, ((seen << shift) | 1) & ((1 << SEQ_WINDOW) - 1) if shift < SEQ_WINDOW else 1
-    i = last - seq
-    if i >= SEQ_WINDOW or seen >> i & 1:
-        return None
-    return last, seen | 1 << i
 
 
 def check_target(target: str) -> str:

@@ -106,8 +106,8 @@ def test_a_client_whose_counter_fell_behind_resyncs_once(shared_ks):
 
 
 def test_concurrent_calls_of_one_principal_all_go_through(shared_ks):
-    """Numbers drawn in order may arrive out of order: the late one is refused
-    unexecuted, with a signed last_seq, and resent above it."""
+    """The SDK sends one signed call per principal at a time, so its numbers
+    arrive in order and none is refused as late."""
     from concurrent.futures import ThreadPoolExecutor
 
     srv, _ = shared_ks

@@ -22,7 +22,7 @@ from sesemi.client import attest_key_service
 from sesemi.encoding import b64e, json_dumps
 from sesemi.identity import Identity
 
-TABLES = ("principals", "call_windows", "models", "grants", "request_keys", "att_nonces", "tokens", "audit")
+TABLES = ("principals", "call_seqs", "models", "grants", "request_keys", "att_nonces", "tokens", "audit")
 
 
 def _counts(db) -> dict[str, int]:
@@ -76,7 +76,7 @@ def _run(tmp_path, n: int) -> None:
               f"table growth {growth}")
         # Registrations: a burst of 100, then 1/s per address.
         assert growth["principals"] <= 100 + elapsed + 1, growth
-        assert growth["call_windows"] <= growth["principals"]
+        assert growth["call_seqs"] <= growth["principals"]
         # Nonces: a burst of 200, then 20/s per address (and a cap, purged on a timer).
         assert growth["att_nonces"] <= 200 + 20 * elapsed + 1, growth
         # Audit: one row per new principal; refusals are counted, not written one by one.

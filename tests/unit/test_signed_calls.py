@@ -69,6 +69,22 @@ def test_restart_and_clock_games_do_not_reopen_a_revocation(tmp_path):
     assert svc.ks.get_model(owner.principal_id, "m")["grants"] == []
 
 
+def test_a_withheld_call_delivered_after_a_later_one_is_refused(tmp_path):
+    """Reorder: the network holds back a grant and delivers it after the revoke
+    that followed it; it must not re-grant."""
+    svc = Service(tmp_path / "ks.db", T0)
+    owner, user = Identity.generate("o"), Identity.generate("u")
+    svc.register(owner)
+    svc.register(user)
+    _publish(svc, owner)
+    target = f"/v1/models/m/grants/{user.principal_id}"
+    withheld = svc.headers(owner, "PUT", target, seq=2)
+    assert svc.call("PUT", target, svc.headers(owner, "PUT", target, seq=3)).status_code == 200  # the retry
+    assert svc.call("DELETE", target, svc.headers(owner, "DELETE", target, seq=4)).status_code == 200
+    assert svc.call("PUT", target, withheld).status_code == 409
+    assert svc.ks.get_model(owner.principal_id, "m")["grants"] == []
+
+
 def test_one_principal_cannot_lock_out_another(tmp_path):
     """Item 2: a fresh key's registration dated 115 s ahead moves no shared mark."""
     svc = Service(tmp_path / "ks.db", T0)
@@ -138,5 +154,5 @@ def test_a_counter_that_fell_behind_is_told_the_last_number(tmp_path):
     svc = Service(tmp_path / "ks.db", T0)
     a = Identity.generate("a")
     svc.register(a, seq=500)
-    r = svc.call("GET", "/v1/audit", svc.headers(a, "GET", "/v1/audit", seq=7))  # below the window
+    r = svc.call("GET", "/v1/audit", svc.headers(a, "GET", "/v1/audit", seq=7))
     assert r.status_code == 409 and r.get_json()["last_seq"] == 500
