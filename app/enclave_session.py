@@ -23,7 +23,8 @@ from .keycache import TtlCache
 
 _REFRESH_MARGIN_S = 5.0
 _FETCH_STRIPES = 64
-_REFETCH_GAP_S = 1.0  # at most one refetch for a newer request-key version per (model, user) per second
+# Refetches for a newer request-key version, all users together: 2 a second, bursts of 5.
+_REFETCH_RATE, _REFETCH_BURST = 2.0, 5.0
 
 
 class EnclaveSession:
@@ -48,6 +49,8 @@ class EnclaveSession:
         # Striped, not one lock per (model, user): the user id comes from an
         # unauthenticated envelope, so a dict of locks would grow without bound.
         self._fetch_locks = [threading.Lock() for _ in range(_FETCH_STRIPES)]
+        self._refetch_lock = threading.Lock()
+        self._refetch_tokens, self._refetch_at = _REFETCH_BURST, clock()
         self.key_fetches = 0
         self.fetch_seconds: deque[float] = deque(maxlen=100)
 
@@ -81,28 +84,39 @@ class EnclaveSession:
     def _lock_for(self, key: tuple) -> threading.Lock:
         return self._fetch_locks[hash(key) % _FETCH_STRIPES]
 
-    def _held_request_key(self, model_id: str, user_id: str, key_version: int | None) -> tuple[bytes | None, bool]:
-        """(the cached request key, one use counted, or None to fetch; whether the
-        fetch is for a newer version than the one held, i.e. the user re-enrolled).
-        At most one such refetch per (model, user) per second: the version comes
-        from an unauthenticated envelope, and a junk request claiming a newer one
-        would otherwise cost a round trip each time. Held back, it simply fails
-        to authenticate under the held key."""
+    def _refetch_allowed(self) -> bool:
+        """A token bucket shared by all (model, user): refetches for a newer
+        request-key version, which an unauthenticated envelope can claim."""
+        with self._refetch_lock:
+            now = self.clock()
+            self._refetch_tokens = min(_REFETCH_BURST, self._refetch_tokens + (now - self._refetch_at) * _REFETCH_RATE)
+            self._refetch_at = now
+            if self._refetch_tokens < 1:
+                return False
+            self._refetch_tokens -= 1
+            return True
+
+    def _held_request_key(self, model_id: str, user_id: str, key_version: int | None) -> bytes | None:
+        """The cached request key (one use counted), or None to fetch: also when the
+        request names a newer version than the one held (the user re-enrolled).
+        Such refetches are rate-limited (`_refetch_allowed`): the version comes from
+        an unauthenticated envelope, and a junk request claiming a newer one would
+        otherwise cost a round trip each. Held back, it simply fails to
+        authenticate under the held key."""
         entry = self.cache.get(("r", model_id, user_id))
         if entry is None:
-            return None, False
-        rk, version, version_refetched_at = entry
-        if key_version is not None and version < key_version \
-                and self.clock() - version_refetched_at >= _REFETCH_GAP_S:
-            return None, True
-        return rk, False
+            return None
+        rk, version = entry
+        if key_version is not None and version < key_version and self._refetch_allowed():
+            return None
+        return rk
 
     def keys(self, model_id: str, user_id: str | None, need_model_key: bool,
              key_version: int | None = None) -> tuple[bytes | None, bytes | None]:
         """(model_key, request_key), from cache or one key-service round trip.
         `key_version`: the request-key version the request names."""
         mk = self.cache.get(("m", model_id)) if need_model_key else None
-        rk, _ = self._held_request_key(model_id, user_id, key_version) if user_id is not None else (None, False)
+        rk = self._held_request_key(model_id, user_id, key_version) if user_id is not None else None
         if (mk is not None or not need_model_key) and (rk is not None or user_id is None):
             return mk, rk
         # One fetch per missing key set, however many threads ask at once.
@@ -113,9 +127,8 @@ class EnclaveSession:
             # Only what was missing: each get counts a use of the key.
             if need_model_key and mk is None:
                 mk = self.cache.get(("m", model_id))
-            for_newer_version = False
             if user_id is not None and rk is None:
-                rk, for_newer_version = self._held_request_key(model_id, user_id, key_version)
+                rk = self._held_request_key(model_id, user_id, key_version)
             want_m = need_model_key and mk is None
             want_r = user_id is not None and rk is None
             if not (want_m or want_r):
@@ -150,9 +163,7 @@ class EnclaveSession:
                 if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
                     raise FormatError("key release lacks a valid request_key_version")
                 rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id, str(version))
-                refetched_at = self.clock() if for_newer_version else float("-inf")
-                self.cache.put(("r", model_id, user_id), (rk, version, refetched_at),
-                               max_uses - 1)  # this request is the first use
+                self.cache.put(("r", model_id, user_id), (rk, version), max_uses - 1)  # this request: the first use
             return mk, rk
         finally:
             lock.release()

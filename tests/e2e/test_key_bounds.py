@@ -68,3 +68,30 @@ def test_re_enrolment_takes_effect_on_the_next_request(world, act):
     client.infer("digits", user.principal_id, new, X, key_version=v_new)  # no wait for the TTL
     with pytest.raises(SesemiError):
         client.infer("digits", user.principal_id, old, X, key_version=v_old)  # the old key is done here
+
+
+def test_junk_claiming_a_newer_key_version_costs_at_most_one_fetch_a_second(world, act):
+    """`kv` comes unauthenticated: it may trigger a refetch, but not one per
+    request (a burst of 5, then 2 a second; and, in this world, every 3rd
+    use ends a release's count, junk included: it is counted conservatively)."""
+    import time
+
+    import requests
+
+    from sesemi import envelope, tensors
+    from sesemi.encoding import json_dumps
+
+    user = world.new_user("targeted")
+    world.ks.grant(world.owner, "digits", user.principal_id)
+    rk = world.enroll(user, "digits")
+    ActionClient(act.url).infer("digits", user.principal_id, rk, X)  # the action now holds version 1
+    before = _stats(act)["key_fetches"]
+    t0 = time.monotonic()
+    for _ in range(30):  # with 3 uses per release, some 10 fetches are the count's
+        junk = envelope.seal(envelope.new_request_key(), "digits", user.principal_id, envelope.new_request_id(),
+                             envelope.REQUEST, tensors.encode(X), key_version=999)
+        r = requests.post(act.url + "/run", data=json_dumps({"value": junk.to_json()}),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        assert "error" in r.json() and "response" not in r.json(), r.text
+    elapsed = time.monotonic() - t0
+    assert _stats(act)["key_fetches"] - before <= 5 + 2 * elapsed + 30 / 3 + 1
