@@ -71,5 +71,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
 
     ks.maintenance()
     _every(30.0, ks.maintenance, log)
-    serving.serve(create_app(ks), host=host, port=port, threads=threads, ident="sesemi-keyservice",
+    # Two threads are kept for calls with a credential (signed calls, key fetches).
+    serving.serve(create_app(ks, anonymous_slots=max(1, threads - 2)), host=host, port=port, threads=threads,
+                  ident="sesemi-keyservice",
                   limits=limits or ServingLimits(max_body_bytes=config.max_body_bytes), on_listening=listening)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from sesemi import ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
-from sesemi.errors import AuthError, FormatError, SesemiError
+from sesemi.errors import AuthError, FormatError, SesemiError, UnavailableError
 from sesemi.http_errors import error_body
 from sesemi.identity import check_public_key, principal_id
 
@@ -49,8 +50,34 @@ def _request_body() -> bytes:
         return b""
 
 
-def create_app(ks: KeyService) -> Flask:
+def _credentialed() -> bool:
+    """Carries a signed-call signature or an attestation token (checked later)."""
+    return bool(request.headers.get(signed_call.H_SIGNATURE)) or \
+        request.headers.get("Authorization", "").startswith("Bearer ")
+
+
+def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
+    """`anonymous_slots`: how many requests without a credential may run at once
+    (serve() passes its thread count less a reserve), so that slow anonymous
+    work, such as attestations waiting on a PCCS, never takes the threads that
+    signed calls and enclave key fetches need."""
     app = Flask("sesemi.keyservice")
+    slots = threading.BoundedSemaphore(anonymous_slots) if anonymous_slots else None
+
+    @app.before_request
+    def _take_slot() -> None:
+        if slots is None or _credentialed():
+            return
+        if not slots.acquire(blocking=False):
+            raise UnavailableError("the key service is busy with requests without a credential: retry shortly")
+        g.sesemi_slot = True
+
+    @app.teardown_request
+    def _give_slot(_exc: BaseException | None) -> None:
+        if g.pop("sesemi_slot", False):
+            assert slots is not None
+            slots.release()
+
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
     # Anonymous writes, per client address (issue 13, item 8).
     nonce_limit = RateLimiter("attestation nonces", *ks.config.nonces_per_address)

@@ -161,3 +161,71 @@ def test_a_percent_encoded_newline_forges_no_log_line(ks):
     assert 400 <= status < 500
     time.sleep(0.2)
     assert not [line for line in ks.log_text().splitlines() if line.startswith("2026-01-01 keyservice INFO forged")]
+
+
+def test_slow_anonymous_work_leaves_threads_for_signed_calls(tmp_path):
+    """Item 7's reserve: attestations stuck on a PCCS that never answers hold
+    at most the anonymous share of the threads; a signed call still runs."""
+    import base64
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import urllib3
+
+    from sesemi.encoding import json_dumps
+
+    from ..unit import dcap_fixture as fx
+
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)  # accepts, never answers
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        blackhole.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(blackhole.accept()[0])
+            except OSError:
+                pass
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    srv = start_keyservice(tmp_path, extra=["--threads", "4", "--pccs-url",
+                                            f"http://127.0.0.1:{blackhole.getsockname()[1]}"])
+    try:
+        http = urllib3.PoolManager(maxsize=8, retries=False, timeout=urllib3.Timeout(connect=5, read=40))
+        pin = attest_key_service(srv.url, insecure_sim=True, timeouts=Timeouts(5, 10))
+        client = KeyServiceClient(pin, Timeouts(5, 10))
+        owner = Identity.generate("o")
+        client.register(owner)
+        quote = base64.b64encode(fx.quote()).decode()
+
+        def stuck_attestation(_):
+            r = http.request("POST", srv.url + "/v1/enclave/nonce")
+            if r.status != 200:
+                return r.status  # busy: the anonymous share is taken
+            nonce = json_loads(r.data)["nonce"]
+            body = json_dumps({"nonce": nonce, "evidence": {"type": "sgx-dcap", "quote": quote},
+                               "public_key": base64.b64encode(bytes(range(1, 33))).decode()})
+            return http.request("POST", srv.url + "/v1/enclave/attest", body=body,
+                                headers={"Content-Type": "application/json"}).status
+
+        pool = ThreadPoolExecutor(6)
+        pending = [pool.submit(stuck_attestation, i) for i in range(6)]
+        time.sleep(1.0)  # they are now waiting on the PCCS, or were refused as busy
+        t0 = time.perf_counter()
+        client.audit(owner)
+        latency = time.perf_counter() - t0
+        refused = [f.result() for f in pending if f.done() and f.exception() is None]
+        assert latency < 5, latency  # before: every thread waited on the PCCS (10 s and more)
+        assert refused and set(refused) == {503}, refused
+        srv.stop()  # the stuck ones end with it
+        pool.shutdown(wait=True)
+    finally:
+        stop.set()
+        srv.stop()
+        for s in held:
+            s.close()
+        blackhole.close()
