@@ -43,6 +43,16 @@ def test_ttl_cache_expires_by_injected_clock():
     assert c.get("k") is None
 
 
+def test_ttl_cache_ends_a_key_after_its_stated_uses_with_the_clock_stalled():
+    """Issue 13 item 4: the count holds when the clock (the host's) does not move."""
+    c = TtlCache(60, clock=lambda: 100.0)
+    c.put("k", b"v", max_uses=2)
+    assert c.get("k") == b"v" and c.get("k") == b"v"
+    assert c.get("k") is None
+    c.put("k", b"v", max_uses=0)  # a release of one use, already spent by its fetch
+    assert c.get("k") is None
+
+
 def test_a_forged_header_costs_one_chunk_before_its_refusal(tmp_path):
     """A header claiming 512 MiB, in a (sparse) file that really is that long:
     the old code allocated the whole claim before the first tag failed."""
