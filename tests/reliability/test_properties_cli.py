@@ -56,6 +56,14 @@ FILES = {
 ORIGINAL = {k: p.read_bytes() for k, (p, _) in FILES.items()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup():
+    yield
+    import shutil
+
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -98,3 +106,4 @@ def test_cli_file_inputs_soak(kind):
         _check(kind, blob)
 
     prop[1]()
+
