@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Sequence
 
 from sesemi.attestation.backends import TEE_NAMES
@@ -20,13 +19,25 @@ from . import serve_commands as s
 from .output import Out
 
 
-def _version() -> str:
-    try:
-        return version("sesemi")
-    except PackageNotFoundError:  # run from a source tree without installing
-        import sesemi
+class _Version(argparse.Action):
+    """--version, reading the installed distribution only when asked
+    (importlib.metadata costs every other command ~20 ms at start)."""
 
-        return sesemi.__version__
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("sesemi")
+        except PackageNotFoundError:  # run from a source tree without installing
+            import sesemi
+
+            v = sesemi.__version__
+        print(f"sesemi {v}")
+        parser.exit()
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -36,7 +47,7 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         d = action.default
         if (not action.option_strings or d in (None, False, argparse.SUPPRESS) or d == []
-                or "default" in text.lower() or isinstance(action, argparse._VersionAction)):
+                or "default" in text.lower() or isinstance(action, _Version)):
             return text
         shown = f"{d:g}" if isinstance(d, float) else str(d)
         return f"{text} (default: {shown.replace('%', '%%')})"
@@ -61,7 +72,7 @@ def add_global_options(p: argparse.ArgumentParser, top: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sesemi", description="SeSeMI: secure serverless model inference.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--version", action="version", version=f"sesemi {_version()}")
+    p.add_argument("--version", action=_Version)
     add_global_options(p, top=True)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 

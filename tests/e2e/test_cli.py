@@ -58,7 +58,6 @@ def test_cli_full_flow(cli_world):
     sesemi(owner_home, "identity", "new", "alice")
     user_id = sesemi(None, "identity", "new", "bob", *uh).stdout.strip()
     assert user_id.startswith("p") and len(user_id) == 41
-    assert sesemi_json(None, "identity", "show", "bob", *uh) == {"name": "bob", "principal_id": user_id}
     sesemi(owner_home, "ks", "register", "--as", "alice")
     sesemi(None, "ks", "register", "--as", "bob", *uh)
     sealed, pack = work / "digits.sealed", work / "models.pack"
@@ -68,7 +67,6 @@ def test_cli_full_flow(cli_world):
     measured = sesemi_json(owner_home, "action", "measure", "--pack", str(pack), "--ks-key", "pinned")
     mr = measured["mrenclave"]
     assert len(mr) == 64 and measured["trusted_config"]["ks_key"] == pin["signing_public_key"]
-    assert sesemi(owner_home, "action", "measure", "--pack", str(pack), "--ks-key", "pinned").stdout.strip() == mr
     sesemi(owner_home, "model", "publish", "digits", "--as", "alice", "--allow-mrenclave", mr)
     assert "granted no, request key none" in sesemi(None, "user", "status", "digits", "--as", "bob", *uh).stdout
     sesemi(owner_home, "grant", "digits", user_id, "--as", "alice")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bundle_tool.cli import HelpFormatter, build_parser
+from bundle_tool.cli import HelpFormatter, _Version, build_parser
 from bundle_tool.procs import free_port
 from router.config import parse as parse_router_config
 from sesemi.errors import FormatError, UnavailableError
@@ -51,7 +51,7 @@ def test_every_option_has_help_and_shows_its_default():
         assert isinstance(parser.formatter_class, type) and issubclass(parser.formatter_class, HelpFormatter), path
         text = " ".join(parser.format_help().split())
         for action in parser._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            if isinstance(action, (argparse._HelpAction, _Version)):
                 continue
             name = "/".join(action.option_strings) or action.dest
             assert action.help, f"sesemi {' '.join(path)}: {name} has no help text"
