@@ -81,13 +81,15 @@ def test_global_options_work_after_the_command(tmp_path):
     assert p.stdout.strip() == pid
 
 
-def test_keyservice_serve_on_a_taken_port_is_one_line(tmp_path):
+@pytest.mark.parametrize("server", ["keyservice", "action"])
+def test_serve_on_a_taken_port_is_one_line(tmp_path, server):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        p = sesemi(None, "keyservice", "serve", "--db", str(tmp_path / "ks.db"), "--port", str(port),
-                   "--insecure-sim-attestation", ok=False)
+        args = (("keyservice", "serve", "--db", str(tmp_path / "ks.db"), "--insecure-sim-attestation")
+                if server == "keyservice" else ("action", "serve"))
+        p = sesemi(None, *args, "--port", str(port), ok=False)
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert lines == [f"sesemi: error: cannot listen on 127.0.0.1:{port}: Address already in use"], p.stderr
