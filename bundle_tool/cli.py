@@ -53,12 +53,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def add_global_options(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """--home and --json, accepted before the command or after it. Below the top
-    level their default is SUPPRESS, so a value given earlier is not reset."""
+def add_global_options(p: argparse.ArgumentParser, top: bool = False, client: bool = True) -> None:
+    """--home, --json and the client timeouts, accepted before the command or
+    after it. Below the top level their default is SUPPRESS, so a value given
+    earlier is not reset. Servers (`client=False`) take --home only: a client
+    --read-timeout there would be a silent no-op beside their own limits."""
     default = None if top else argparse.SUPPRESS
     p.add_argument("--home", metavar="DIR", default=default,
                    help="state directory: identities, keys, the key-service pin (default: $SESEMI_HOME or ~/.sesemi)")
+    if not client:
+        return
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="print the command's data as JSON (commands that print data)")
     p.add_argument("--connect-timeout", type=float, metavar="S", default=default,
@@ -79,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(parent, name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         sp.set_defaults(fn=fn)
-        add_global_options(sp)
+        add_global_options(sp, client=name not in ("serve", "demo"))  # every server's command is `serve`
         return sp
 
     def group(name: str, help_: str):

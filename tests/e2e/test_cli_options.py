@@ -66,6 +66,8 @@ def test_every_option_has_help_and_shows_its_default():
 def test_help_of_a_subcommand_shows_defaults():
     out = sesemi(None, "keyservice", "serve", "--help").stdout
     assert "(default: 8443)" in out and "(default: 600)" in out and "--db PATH" in out
+    # a server takes --home, not the client's --json or timeouts (they would do nothing there)
+    assert "--home DIR" in out and "--json" not in out and "--connect-timeout" not in out
 
 
 def test_global_options_work_after_the_command(tmp_path):
