@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sesemi demo
+	@echo "the sesemi command: . $(VENV)/bin/activate puts it on PATH (README: a session by hand)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

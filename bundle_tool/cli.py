@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Sequence
 
 from sesemi.attestation.backends import TEE_NAMES
@@ -20,13 +19,25 @@ from . import serve_commands as s
 from .output import Out
 
 
-def _version() -> str:
-    try:
-        return version("sesemi")
-    except PackageNotFoundError:  # run from a source tree without installing
-        import sesemi
+class _Version(argparse.Action):
+    """--version, reading the installed distribution only when asked
+    (importlib.metadata costs every other command ~20 ms at start)."""
 
-        return sesemi.__version__
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("sesemi")
+        except PackageNotFoundError:  # run from a source tree without installing
+            import sesemi
+
+            v = sesemi.__version__
+        print(f"sesemi {v}")
+        parser.exit()
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -36,18 +47,22 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         d = action.default
         if (not action.option_strings or d in (None, False, argparse.SUPPRESS) or d == []
-                or "default" in text.lower() or isinstance(action, argparse._VersionAction)):
+                or "default" in text.lower() or isinstance(action, _Version)):
             return text
         shown = f"{d:g}" if isinstance(d, float) else str(d)
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def add_global_options(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """--home and --json, accepted before the command or after it. Below the top
-    level their default is SUPPRESS, so a value given earlier is not reset."""
+def add_global_options(p: argparse.ArgumentParser, top: bool = False, client: bool = True) -> None:
+    """--home, --json and the client timeouts, accepted before the command or
+    after it. Below the top level their default is SUPPRESS, so a value given
+    earlier is not reset. Servers (`client=False`) take --home only: a client
+    --read-timeout there would be a silent no-op beside their own limits."""
     default = None if top else argparse.SUPPRESS
     p.add_argument("--home", metavar="DIR", default=default,
                    help="state directory: identities, keys, the key-service pin (default: $SESEMI_HOME or ~/.sesemi)")
+    if not client:
+        return
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="print the command's data as JSON (commands that print data)")
     p.add_argument("--connect-timeout", type=float, metavar="S", default=default,
@@ -61,14 +76,14 @@ def add_global_options(p: argparse.ArgumentParser, top: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sesemi", description="SeSeMI: secure serverless model inference.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--version", action="version", version=f"sesemi {_version()}")
+    p.add_argument("--version", action=_Version)
     add_global_options(p, top=True)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(parent, name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         sp.set_defaults(fn=fn)
-        add_global_options(sp)
+        add_global_options(sp, client=name not in ("serve", "demo"))  # every server's command is `serve`
         return sp
 
     def group(name: str, help_: str):

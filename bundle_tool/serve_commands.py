@@ -4,7 +4,10 @@ the demo. Servers are imported lazily, so the client commands do not load them."
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
+
+from sesemi.errors import UnavailableError
 
 from .cli_inputs import check_url
 from .commands import check_key_ttl, resolve_ks_key
@@ -53,7 +56,12 @@ def cmd_action_serve(args: argparse.Namespace) -> None:
         "SESEMI_PACK": args.pack, "SESEMI_KS_URL": args.ks, "SESEMI_KEY_TTL": args.key_ttl, "SESEMI_TEE": args.tee,
         "SESEMI_KS_KEY": resolve_ks_key(args) or None,
         "SESEMI_POOL_SIZE": args.pool_size}.items() if v is not None}
-    app.serve(settings, host=args.host, port=args.port, threads=args.threads, init_now=args.init)
+    try:
+        app.serve(settings, host=args.host, port=args.port, threads=args.threads, init_now=args.init)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) or exc.filename:
+            raise
+        raise UnavailableError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

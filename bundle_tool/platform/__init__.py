@@ -11,20 +11,37 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sesemi import logsafe
 
-from .emulator import Platform, Settings
-from .images import ImageMap
+if TYPE_CHECKING:
+    from .emulator import Platform, Settings
+    from .images import ImageMap
 
 __all__ = ["ImageMap", "Platform", "Settings", "serve"]
 
 
-def serve(settings: Settings, images: ImageMap, auth: str, *, host: str = "127.0.0.1", port: int = 3233,
+def __getattr__(name: str) -> Any:
+    """Loaded on first use: every `sesemi` command imports bundle_tool.platform.cli,
+    and the emulator's import (~90 ms) would otherwise delay each of them."""
+    if name in ("Platform", "Settings"):
+        from . import emulator
+
+        return getattr(emulator, name)
+    if name == "ImageMap":
+        from .images import ImageMap
+
+        return ImageMap
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def serve(settings: "Settings", images: "ImageMap", auth: str, *, host: str = "127.0.0.1", port: int = 3233,
           threads: int = 64) -> None:
     from sesemi.gunicorn_serve import serve as gunicorn_serve
 
     from .api import create_app
+    from .emulator import Platform
 
     logsafe.configure("platform")  # one line per record, control characters escaped
     settings.work_dir = Path(settings.work_dir)

@@ -5,6 +5,7 @@ real errors are not."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pty
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from bundle_tool.cli import main
 from bundle_tool.home import Home
 from bundle_tool.progress import Bar, Steps
 from sesemi import sealed_model
@@ -29,17 +31,26 @@ def one_line_error(p: subprocess.CompletedProcess, needle: str) -> None:
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda d: b"", "empty file"),
-    (lambda d: (REPO / "README.md").read_bytes(), "not a TFLite model"),
-    (lambda d: d[:4000], "does not load it"),                       # truncated
-    (lambda d: d[:8] + bytes(len(d) - 8), "does not load it"),      # right identifier, garbage after it
+def in_process(home, *argv: str) -> subprocess.CompletedProcess:
+    """The command line's main() in this process: the variants of a case whose
+    first instance runs as a subprocess (each subprocess costs a Python start)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--home", str(home), *argv])
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize("make,needle,run", [
+    (lambda d: (REPO / "README.md").read_bytes(), "not a TFLite model", "subprocess"),
+    (lambda d: b"", "empty file", "in_process"),
+    (lambda d: d[:4000], "does not load it", "in_process"),                   # truncated
+    (lambda d: d[:8] + bytes(len(d) - 8), "does not load it", "in_process"),  # right identifier, garbage after
 ])
-def test_seal_refuses_what_the_interpreter_does_not_load(tmp_path, make, needle):
+def test_seal_refuses_what_the_interpreter_does_not_load(tmp_path, make, needle, run):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(make(DIGITS.read_bytes()))
-    out = tmp_path / "bad.sealed"
-    p = sesemi(tmp_path / "home", "model", "seal", str(bad), "--model-id", "m", "--out", str(out), ok=False)
+    argv = ("model", "seal", str(bad), "--model-id", "m", "--out", str(tmp_path / "bad.sealed"))
+    p = sesemi(tmp_path / "home", *argv, ok=False) if run == "subprocess" else in_process(tmp_path / "home", *argv)
     one_line_error(p, needle)
     assert os.listdir(tmp_path) == ["bad.tflite"], "a refused seal wrote something"
 
@@ -47,7 +58,7 @@ def test_seal_refuses_what_the_interpreter_does_not_load(tmp_path, make, needle)
 def test_failed_seal_leaves_no_tmp_file(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()  # renaming OUT.tmp over a directory fails after sealing
-    p = sesemi(tmp_path / "home", "model", "seal", str(DIGITS), "--model-id", "m", "--out", str(out), ok=False)
+    p = in_process(tmp_path / "home", "model", "seal", str(DIGITS), "--model-id", "m", "--out", str(out))
     one_line_error(p, "Is a directory")
     assert sorted(os.listdir(tmp_path)) == ["taken"]
     # the library too: a bad model id used to leave a 0-byte OUT.tmp
@@ -61,17 +72,18 @@ def _truncated_npz(path):
     path.write_bytes(path.read_bytes()[:300])
 
 
-@pytest.mark.parametrize("name,make", [
-    ("empty.npy", lambda p: p.write_bytes(b"")),
-    ("trunc.npz", _truncated_npz),
-    ("garbage.npy", lambda p: p.write_bytes(b"\x93NUMPY garbage")),
-    ("pickled.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object))),
+@pytest.mark.parametrize("name,make,run", [
+    ("empty.npy", lambda p: p.write_bytes(b""), "subprocess"),
+    ("trunc.npz", _truncated_npz, "subprocess"),
+    ("garbage.npy", lambda p: p.write_bytes(b"\x93NUMPY garbage"), "in_process"),
+    ("pickled.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "in_process"),
 ])
-def test_infer_on_a_broken_input_is_one_line(tmp_path, name, make):
+def test_infer_on_a_broken_input_is_one_line(tmp_path, name, make, run):
     src = tmp_path / name
     make(src)
-    p = sesemi(tmp_path / "home", "infer", "m", "--action", "http://127.0.0.1:9", "--as", "u",
-               "--input", str(src), "--out", str(tmp_path / "y.npz"), ok=False)
+    argv = ("infer", "m", "--action", "http://127.0.0.1:9", "--as", "u", "--input", str(src),
+            "--out", str(tmp_path / "y.npz"))
+    p = sesemi(tmp_path / "home", *argv, ok=False) if run == "subprocess" else in_process(tmp_path / "home", *argv)
     one_line_error(p, f"cannot read input {src}")
 
 
@@ -90,9 +102,9 @@ def test_damaged_pin_is_a_clear_error(tmp_path, damage):
 
 def test_damaged_pin_from_the_command_line(tmp_path):
     (tmp_path / "ks_pin.json").write_bytes(b"{not json")
-    sesemi(tmp_path, "identity", "new", "a")
+    Home(tmp_path).new_identity("a")
     one_line_error(sesemi(tmp_path, "ks", "register", "--as", "a", ok=False), "ks_pin.json is damaged")
-    one_line_error(sesemi(tmp_path, "action", "measure", "--pack", "p", "--ks-key", "pinned", ok=False),
+    one_line_error(in_process(tmp_path, "action", "measure", "--pack", "p", "--ks-key", "pinned"),
                    "ks_pin.json is damaged")
 
 
@@ -137,10 +149,10 @@ def test_seal_and_pack_show_a_bar_on_a_terminal_only(tmp_path):
     rc, shown = _on_pty([*cli, "pack", "build", "--out", str(tmp_path / "p.pack"), str(tmp_path / "m.sealed")],
                         env)
     assert rc == 0 and "\rpacking 1 model(s) [" in shown and "100%" in shown, shown
-    # piped: the result line only
-    p = sesemi(tmp_path / "home2", "model", "seal", str(DIGITS), "--model-id", "m", "--out",
-               str(tmp_path / "m2.sealed"), env={"TERM": "xterm"})
-    assert p.stderr == "" and p.stdout.startswith("sealed m: ")
+    # not a terminal: the result line only
+    p = in_process(tmp_path / "home2", "model", "seal", str(DIGITS), "--model-id", "m", "--out",
+                   str(tmp_path / "m2.sealed"))
+    assert p.returncode == 0 and p.stderr == "" and p.stdout.startswith("sealed m: ")
 
 
 def test_bar_and_steps_follow_the_stream():
@@ -197,7 +209,7 @@ def test_pin_with_an_unusable_hpke_key_is_one_line(tmp_path):
                         signing_public_key="00" * 32))
     home.new_identity("o")
     home.save_model_key("m", sealed_model.new_model_key(), sealed_model.new_seal_id())
-    p = sesemi(tmp_path, "model", "publish", "m", "--as", "o", "--allow-mrenclave", "ab" * 32, ok=False)
+    p = in_process(tmp_path, "model", "publish", "m", "--as", "o", "--allow-mrenclave", "ab" * 32)
     one_line_error(p, "not a usable X25519 key")
 
 
@@ -212,19 +224,22 @@ def test_identity_with_a_mangled_key_type_is_one_line(tmp_path):
     der = bytearray(base64.b64decode(body))
     der[9] ^= 0x01  # inside the Ed25519 OID 1.3.101.112
     pem.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(bytes(der)) + b"\n-----END PRIVATE KEY-----\n")
-    one_line_error(sesemi(tmp_path, "identity", "show", "a", ok=False), "is not a PEM private key")
+    one_line_error(in_process(tmp_path, "identity", "show", "a"), "is not a PEM private key")
 
 
-def test_an_unexpected_error_is_still_one_line(tmp_path):
+def test_an_unexpected_error_is_still_one_line(tmp_path, monkeypatch):
     """A bug of ours (a command raising what it should not) is one line naming only the exception's
     type (its message could quote an input); SESEMI_DEBUG=1 gives the traceback."""
-    code = ("import sys\nfrom bundle_tool import cli, commands\n"
-            "def boom(args):\n    raise KeyError('secret-ish detail')\n"
-            "commands.cmd_identity_show = boom\nsys.exit(cli.main(['identity', 'show', 'a']))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "SESEMI_HOME": str(tmp_path)})
+    from bundle_tool import commands
+
+    def boom(args):
+        raise KeyError("secret-ish detail")
+
+    monkeypatch.setattr(commands, "cmd_identity_show", boom)
+    monkeypatch.delenv("SESEMI_DEBUG", raising=False)
+    p = in_process(tmp_path, "identity", "show", "a")
     assert p.returncode == 70
     assert p.stderr == "sesemi: error: internal error (KeyError); SESEMI_DEBUG=1 shows the traceback\n"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "SESEMI_HOME": str(tmp_path), "SESEMI_DEBUG": "1"})
-    assert p.returncode == 1 and "Traceback" in p.stderr
+    monkeypatch.setenv("SESEMI_DEBUG", "1")
+    with pytest.raises(KeyError):
+        in_process(tmp_path, "identity", "show", "a")
