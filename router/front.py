@@ -88,7 +88,7 @@ class Front:
             self._count("router_unavailable")
             log.warning("%s answered HTTP %d without a JSON body", what, resp.status)
             return json_response({"error": f"{what} answered HTTP {resp.status} without a JSON body",
-                          "kind": "UnavailableError"}, 502, {"X-Sesemi-Router": b.name})
+                                  "kind": "UnavailableError"}, 502, {"X-Sesemi-Router": b.name})
         self._count("forwarded", b.name)
         headers = {h: resp.headers[h] for h in _PASS_HEADERS if h in resp.headers}
         headers["X-Sesemi-Router"] = b.name

@@ -54,39 +54,53 @@ def fleet(tmp_path_factory):
     servers = []
     other = ThreadingHTTPServer(("127.0.0.1", 0), _NotARouter)
     threading.Thread(target=other.serve_forever, daemon=True).start()
+    # The refused start runs meanwhile (a process start is most of its cost); its test reads the outcome.
+    twice = work / "twice.json"
+    write_router_config(twice, work / "none", {"a": (["m-a1"], ["x-1"])})
+    bad = write_front_config(work / "bad.json", {"a": ("http://127.0.0.1:1", twice),
+                                                 "b2": ("http://127.0.0.1:2", twice)})
+    refused = subprocess.Popen([sys.executable, "-m", "bundle_tool", "router", "front", "--config", str(bad), "--port",
+                                str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with accepts_but_never_answers() as silent_url:
         try:
-            emulator, wskprops = start_emulator(work, keep_alive_s=60, max_containers=4,
-                                                extra=["--image", f"fake={sys.executable} {FAKE}"])
-            servers.append(emulator)
-            pool_a = deploy_pool(wskprops, "fa", 2, {}, image="fake", concurrency=4, memory_mb=128)
-            pool_b = deploy_pool(wskprops, "fb", 1, {}, image="fake", concurrency=4, memory_mb=128)
+            wskprops = work / "platform" / "wskprops"    # where start_emulator has the emulator write it
+            pool_a, pool_b = ["fa-1", "fa-2"], ["fb-1"]  # what deploy_pool names them
             cfg_a = write_router_config(work / "a.json", wskprops, {"a": (["m-a1", "m-a2"], pool_a)})
-            cfg_b = write_router_config(work / "b.json", wskprops, {"b": (["m-b1"], pool_b)})
+            running_b = write_router_config(work / "b-running.json", wskprops, {"b": (["m-b1"], pool_b)})
+            # The front end reads another copy of b's file, which says more than b runs: drift.
+            cfg_b = write_router_config(work / "b.json", wskprops, {"b": (["m-b1", "m-b2"], pool_b)})
             cfg_c = write_router_config(work / "c.json", wskprops, {"c": (["m-c1"], ["fc-1"])})
             cfg_d = write_router_config(work / "d.json", wskprops, {"d": (["m-d1"], ["fd-1"])})
             cfg_e = write_router_config(work / "e.json", wskprops, {"e": (["m-e1"], ["fe-1"])})
-            port_a, port_b, port_f = free_port(), free_port(), free_port()
-            with ThreadPoolExecutor(3) as ex:
+            port_a, port_b = free_port(), free_port()
+            front_cfg = write_front_config(work / "front.json", {
+                "a": (f"http://127.0.0.1:{port_a}", cfg_a), "b": (f"http://127.0.0.1:{port_b}", cfg_b),
+                "c": (f"http://127.0.0.1:{free_port()}", cfg_c), "d": (silent_url, cfg_d),
+                "e": (f"http://127.0.0.1:{other.server_address[1]}", cfg_e)},
+                connect_timeout_s=1, max_body_bytes=MAX_BODY)
+            doc = json.loads(front_cfg.read_text())
+            doc["routers"][3]["read_timeout_s"] = 1
+            front_cfg.write_text(json.dumps(doc))
+            with ThreadPoolExecutor(2) as ex:
+                # The front end needs no router up to start; two worker processes, as it is stateless.
+                front = ex.submit(start_front, work, front_cfg, extra=["--workers", "2"])
+                emulator, written = start_emulator(work, keep_alive_s=60, max_containers=4,
+                                                   extra=["--image", f"fake={sys.executable} {FAKE}"])
+                servers.append(emulator)
+                servers.append(front.result())
+            assert written == wskprops
+            assert deploy_pool(wskprops, "fa", 2, {}, image="fake", concurrency=4, memory_mb=128) == pool_a
+            assert deploy_pool(wskprops, "fb", 1, {}, image="fake", concurrency=4, memory_mb=128) == pool_b
+            with ThreadPoolExecutor(2) as ex:
                 fa = ex.submit(start_router, work, cfg_a, "router-a", port_a)
-                fb = ex.submit(start_router, work, cfg_b, "router-b", port_b)
+                fb = ex.submit(start_router, work, running_b, "router-b", port_b)
                 servers += [fa.result(), fb.result()]
-                # Router b keeps running what it read; its file now says more: the front end reads the
-                # new file (a config changed without restarting the router), so /routers says drift.
-                write_router_config(cfg_b, wskprops, {"b": (["m-b1", "m-b2"], pool_b)})
-                front_cfg = write_front_config(work / "front.json", {
-                    "a": (f"http://127.0.0.1:{port_a}", cfg_a), "b": (f"http://127.0.0.1:{port_b}", cfg_b),
-                    "c": (f"http://127.0.0.1:{free_port()}", cfg_c), "d": (silent_url, cfg_d),
-                    "e": (f"http://127.0.0.1:{other.server_address[1]}", cfg_e)},
-                    connect_timeout_s=1, max_body_bytes=MAX_BODY)
-                doc = json.loads(front_cfg.read_text())
-                doc["routers"][3]["read_timeout_s"] = 1
-                front_cfg.write_text(json.dumps(doc))
-                # Two worker processes: the front end is stateless, any worker serves any request.
-                servers.append(start_front(work, front_cfg, port=port_f, extra=["--workers", "2"]))
-            yield servers[-1].url, work, servers[1].url
+            yield servers[1].url, refused, servers[2].url
         finally:
             other.shutdown()
+            if refused.poll() is None:
+                refused.kill()
+            refused.communicate()
             with ThreadPoolExecutor(len(servers) or 1) as ex:  # each takes ~1 s (gunicorn's shutdown)
                 list(ex.map(lambda s: s.stop(), servers))
 
@@ -169,18 +183,11 @@ def test_routers_probe_names_down_and_drifted_routers(fleet):
     assert r.headers["X-Sesemi-Router"] == "b"
 
 
-def _front_cli(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bundle_tool", "router", "front", "--config", str(config),
-                           "--port", str(free_port())], capture_output=True, text=True, timeout=60)
-
-
 def test_front_refuses_two_routers_claiming_one_model(fleet):
-    _, work, _ = fleet
-    bad = write_front_config(work / "bad.json", {"a": ("http://127.0.0.1:1", work / "a.json"),
-                                                 "b2": ("http://127.0.0.1:2", work / "a.json")})
-    p = _front_cli(bad)
-    assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
-    assert "model m-a1 is claimed by routers a and b2" in p.stderr
+    _, refused, _ = fleet
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode != 0 and err.count("\n") == 1, err
+    assert "model m-a1 is claimed by routers a and b2" in err
 
 
 @twin(_request, fast=40, soak=1500)
