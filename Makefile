@@ -21,8 +21,10 @@ demo: $(STAMP)
 	$(BIN)/sesemi demo
 	@echo "the sesemi command: . $(VENV)/bin/activate puts it on PATH (README: a session by hand)"
 
+# Three workers on two cores: most of the suite waits on servers it started.
+# A module's tests share a worker (tests/conftest.py assigns the groups).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup
 
 # Long suites (load, kill loops, full property runs): bounded, loopback only.
 soak: $(STAMP)

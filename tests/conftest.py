@@ -84,3 +84,13 @@ def heldout():
 
 def plaintext_outputs(x: np.ndarray) -> dict[str, np.ndarray]:
     return reference.plaintext_outputs(DIGITS, x)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one
+    worker, so module-scoped deployments start once; the reliability package
+    is one group, because its last test scans what the others' servers wrote."""
+    for item in items:
+        mod = item.module.__name__
+        group = "reliability" if mod.startswith("tests.reliability.") else mod
+        item.add_marker(pytest.mark.xdist_group(group))
