@@ -123,7 +123,8 @@ class ActionConfig:
         and a refused /init leaves the action free to take a corrected one."""
         if not self.ks_url:
             raise FormatError("no key-service URL: set SESEMI_KS_URL (or --ks)")
-        _check_url(self.ks_url)
+        for url in self.ks_url.split(","):  # the key service's replicas, tried in order
+            _check_url(url.strip())
         if not self.pack_path:
             raise FormatError("no model pack: set SESEMI_PACK (or --pack)")
         if not os.path.isfile(self.pack_path):

@@ -23,6 +23,7 @@ STEPS = [
     ("Flask handler (issue 9)", ["bench_flask.py"]),
     ("packing", ["bench_packing.py"]),
     ("key service", ["bench_keyservice.py"]),
+    ("key service at scale (issue 14)", ["bench_keyservice_scale.py"]),
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
     ("router capacity", ["bench_router.py"]),

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = add(ks, "audit", c.cmd_audit, "show the audit log entries you may see")
     as_(a, "NAME")
     a.add_argument("--model-id", metavar="ID", help="only this model's entries (default: all you may see)")
+    a.add_argument("--verify", action="store_true", help="have the key service check its whole ledger and every "
+                   "sealed row first: a deleted, reordered or edited row fails")
 
     model = group("model", "seal and publish models (owner)")
     a = add(model, "seal", c.cmd_model_seal, "check that a .tflite model loads, then encrypt it under a fresh "
@@ -194,7 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     kss = group("keyservice", "run the key service")
     a = add(kss, "serve", s.cmd_keyservice_serve, "serve the key service")
-    a.add_argument("--db", required=True, metavar="PATH", help="its SQLite database (created if missing)")
+    a.add_argument("--db", required=True, metavar="PATH|postgresql://...",
+                   help="its SQLite database (created if missing), or a PostgreSQL URL for several replicas")
+    a.add_argument("--secrets", metavar="PATH", help="the service identity's file (default: next to a SQLite "
+                   "database; required with PostgreSQL)")
+    a.add_argument("--join", metavar="URL", help="receive the service identity from the running replica at URL "
+                   "by attestation")
+    a.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="another replica: state versions are exchanged, and a database behind a peer is refused")
+    a.add_argument("--cluster-policy", metavar="POLICY.json",
+                   help="the enclave policy a joining replica must meet (default: this replica's mrenclave; "
+                   "measured)")
     a.add_argument("--port", type=int, default=8443, metavar="N", help="port to listen on")
     a.add_argument("--host", default="127.0.0.1", help="address to listen on")
     a.add_argument("--threads", type=int, default=8, metavar="N", help="request threads")

@@ -23,6 +23,13 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
+def check_urls(urls: str, what: str) -> str:
+    """URL[,URL...]: the replicas of one key service, each checked."""
+    for url in urls.split(","):
+        check_url(url.strip(), what)
+    return urls
+
+
 def check_ks_key(value: str, what: str = "--ks-key") -> str:
     """The key service's Ed25519 signing key as `sesemi ks attest` pins it."""
     if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):

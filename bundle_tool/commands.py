@@ -20,7 +20,7 @@ from sesemi.names import check_model_id
 from sesemi.pack import Pack, build as build_pack
 from sesemi.policy import DEFAULT_TCB_STATUSES, EnclavePolicy
 
-from .cli_inputs import check_ks_key, check_url, load_inputs
+from .cli_inputs import check_ks_key, check_url, check_urls, load_inputs
 from .home import Home
 from .output import Out
 from .progress import Bar
@@ -39,7 +39,8 @@ def _timeouts(args: argparse.Namespace, job: T.Timeouts) -> T.Timeouts:
 
 def _ks(args: argparse.Namespace) -> KeyServiceClient:
     home = home_of(args)
-    return KeyServiceClient(home.pin(), _timeouts(args, T.KEY_SERVICE), counter=home.call_counter())
+    return KeyServiceClient(home.pin(), _timeouts(args, T.KEY_SERVICE), counter=home.call_counter(),
+                            witness=home.state_witness())
 
 
 def resolve_ks_key(args: argparse.Namespace) -> str:
@@ -72,7 +73,7 @@ def _dcap_verifier(args: argparse.Namespace):
 
 
 def cmd_ks_attest(args: argparse.Namespace) -> Out:
-    check_url(args.url, "key service URL")
+    check_urls(args.url, "key service URL")
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
                              expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
                              accept_tcb_statuses=args.accept_tcb_status,
@@ -112,8 +113,13 @@ def audit_line(entry: dict) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> Out:
-    entries = _ks(args).audit(home_of(args).identity(args.as_), args.model_id)
-    return Out({"entries": entries}, "\n".join(audit_line(e) for e in entries))
+    answer = _ks(args).audit_answer(home_of(args).identity(args.as_), args.model_id, verify=args.verify)
+    lines = [audit_line(e) for e in answer["entries"]]
+    if args.verify:
+        v = answer.get("verified") or {}
+        lines.append(f"ledger verified: entries up to {v.get('ledger_entries_to')}, {v.get('rows')} sealed rows; "
+                     f"head {answer['head']['seq']}.{answer['head']['hash']} (signed)")
+    return Out(answer, "\n".join(lines))
 
 
 def cmd_model_seal(args: argparse.Namespace) -> Out:

@@ -6,6 +6,7 @@
     ks_pin.json                     the attested key service
     call_seq/PID                    the last signed-call sequence number of each identity
     dcap_marks.json                 the DCAP time floor and TCB evaluation numbers `ks attest` has verified
+    ks_state.json                   the highest state version seen of each key service
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 from sesemi.call_seq import FileCallCounter
+from sesemi.ks_state import FileStateWitness
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
 from sesemi.errors import FormatError, NotFound, SesemiError
@@ -143,6 +145,9 @@ class Home:
 
     def call_counter(self) -> FileCallCounter:
         return FileCallCounter(self.root / "call_seq")
+
+    def state_witness(self) -> FileStateWitness:
+        return FileStateWitness(self.root / "ks_state.json")
 
     # key-service pin
     @property

@@ -7,9 +7,9 @@ import argparse
 import errno
 from pathlib import Path
 
-from sesemi.errors import UnavailableError
+from sesemi.errors import FormatError, UnavailableError
 
-from .cli_inputs import check_url
+from .cli_inputs import check_url, check_urls
 from .commands import check_key_ttl, resolve_ks_key
 
 
@@ -39,17 +39,30 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
 
     limits = ServingLimits(max_connections=args.max_connections, per_address=args.connections_per_address,
                            read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s)
-    keyservice.serve(Path(args.db), insecure_sim_attestation=args.insecure_sim_attestation,
+    policy = None
+    if args.cluster_policy:
+        from sesemi.encoding import canonical_json, json_loads
+        from sesemi.policy import EnclavePolicy
+
+        try:
+            raw = Path(args.cluster_policy).read_bytes()
+        except OSError as exc:
+            raise FormatError(f"--cluster-policy: cannot read {args.cluster_policy} ({type(exc).__name__})") \
+                from None
+        policy = canonical_json(EnclavePolicy.from_json(json_loads(raw)).to_json()).decode()
+    keyservice.serve(args.db, insecure_sim_attestation=args.insecure_sim_attestation,
                      token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
                      tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
-                     min_tcb_eval=args.min_tcb_eval, limits=limits, release_max_requests=args.release_max_requests)
+                     min_tcb_eval=args.min_tcb_eval, secrets_file=args.secrets, peers=args.peer,
+                     join_url=args.join, cluster_policy=policy, limits=limits,
+                     release_max_requests=args.release_max_requests)
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:
     import app
 
     if args.ks:
-        check_url(args.ks, "--ks")
+        check_urls(args.ks, "--ks")
     if args.key_ttl is not None:
         check_key_ttl(args.key_ttl)
     settings = {k: str(v) for k, v in {

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Sequence
+
+from sesemi.errors import SesemiError
 
 from sesemi import logsafe
 
 from .api import create_app
 from .config import KeyServiceConfig
 from . import serving
+from .cluster import PeerWatch, join_cluster
 from .service import KeyService
 from .serving import ServingLimits
 
@@ -35,8 +39,15 @@ def _every(period_s: float, fn, log: logging.Logger) -> None:
 def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
           host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
           pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
+          secrets_file: str | Path | None = None, peers: Sequence[str] = (), join_url: str | None = None,
+          cluster_policy: str | None = None, pool_size: int | None = None,
           limits: ServingLimits | None = None, release_max_requests: int = 10_000) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
+
+    `db_path`: a SQLite file, or a postgresql:// URL (replicas over one
+    database; then `secrets_file` is required). `join_url`: a running replica
+    to receive the service's identity from, by attestation (cluster.py);
+    `peers`: replicas to exchange state versions with.
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
     /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
@@ -48,11 +59,30 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
         pccs_url = pccs_url_from_qcnl()
         if pccs_url:
             log.info("DCAP collateral from the PCCS named in %s", QCNL_CONF)
-    config = KeyServiceConfig(db_path=Path(db_path), insecure_sim_attestation=insecure_sim_attestation,
+    db = str(db_path)
+    is_url = db.startswith(("postgresql://", "postgres://"))
+    if is_url and not secrets_file:
+        raise SesemiError("--secrets FILE is required with a PostgreSQL database (where this replica keeps "
+                          "the service's identity; on SGX, a sealed SEFS path)")
+    config = KeyServiceConfig(db_path=Path("unused.db") if is_url else Path(db), db_url=db if is_url else None,
+                              insecure_sim_attestation=insecure_sim_attestation,
                               token_ttl_s=token_ttl_s, tee=tee, pccs_url=pccs_url,
                               collateral_file=Path(collateral_file) if collateral_file else None,
-                              min_tcb_eval=min_tcb_eval, release_max_requests=release_max_requests)
-    ks = KeyService(config)
+                              min_tcb_eval=min_tcb_eval, secrets_file=Path(secrets_file) if secrets_file else None,
+                              peers=tuple(peers), cluster_policy=cluster_policy,
+                              pool_size=pool_size or 2 * threads + 2,  # a transaction and a read each
+                              release_max_requests=release_max_requests)
+    joined = None
+    if join_url:
+        joined = join_cluster(config, join_url)
+        log.info("joined the key service at %s by attestation: identity received", join_url)
+    ks = KeyService(config, secrets_=joined)
+    watch = None
+    if config.peers:
+        watch = PeerWatch(ks.store, ks.signing_public, config.peers)
+        watch.poll_once()
+        ks.store.sync()  # a database behind a live peer: refuse before serving anything
+        watch.start()
 
     def listening() -> None:
         # Said once the port is ours: a taken port is one clear error, not a

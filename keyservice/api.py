@@ -103,13 +103,22 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
             ks.clock(), public_key_of, ks.claim_call_seq,
         ).principal_id
 
+    @app.before_request
+    def _follow_ledger() -> None:
+        # Every answer then carries a state version no older than the database's at
+        # the time of the request (what a client that saw another replica expects);
+        # a database behind what this replica or a peer has seen is refused here.
+        ks.store.sync()
+
     @app.after_request
     def _label(resp: Response) -> Response:
         resp.headers["X-Sesemi-KS-Key"] = ks.audience
+        state = str(g.get("ks_state") or ks.store.state())
+        resp.headers[ks_response.H_STATE] = state
         # Bound to the caller's nonce, so a response cannot be forged, altered or replayed.
         resp.headers[ks_response.H_SIGNATURE] = ks_response.sign(
             ks.signer, request.headers.get(ks_response.H_NONCE, ""), request.method, _target(),
-            _request_body(), resp.status_code, resp.get_data())
+            _request_body(), resp.status_code, resp.get_data(), state)
         if ks.tee.simulated:
             resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
         return resp
@@ -182,7 +191,22 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.get("/v1/audit")
     def audit() -> Response:
-        return _json({"entries": ks.audit_log(authenticate(), request.args.get("model_id"))})
+        verify = request.args.get("verify", "0")
+        if verify not in ("0", "1"):
+            raise FormatError("verify: expected 0 or 1")
+        answer = ks.audit_answer(authenticate(), request.args.get("model_id"), verify == "1")
+        g.ks_state = ks.store.state_of(answer["head"])  # the head in the body is the one signed
+        return _json(answer)
+
+    @app.get("/v1/state")
+    def state() -> Response:
+        # The signed X-Sesemi-KS-State header is the answer (peers, operators).
+        st = ks.store.state()
+        return _json({"seq": st.seq, "head": st.head.hex()})
+
+    @app.post("/v1/cluster/join")
+    def cluster_join() -> Response:
+        return _json(ks.admit_replica(_body()))
 
     @app.post("/v1/enclave/nonce")
     def enclave_nonce() -> Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class KeyServiceConfig:
-    db_path: Path
+    db_path: Path                    # the SQLite file, unless db_url names a PostgreSQL database
     insecure_sim_attestation: bool = False
     tee: str = "sim"                 # how the service attests ITSELF
     # Where DCAP collateral comes from (file wins); neither: sgx-dcap evidence is refused.
@@ -25,13 +25,25 @@ class KeyServiceConfig:
     nonces_per_address: tuple[float, int] = (20.0, 200)        # per second, burst
     registrations_per_address: tuple[float, int] = (1.0, 100)  # per second, burst
     refusal_window_s: float = 60.0         # anonymous refusals: one audit row per check per window
+    db_url: str | None = None        # postgresql://...: replicas over one database (store_pg.py)
+    secrets_file: Path | None = None  # default: next to the SQLite file
+    pool_size: int = 10              # PostgreSQL connections
+    peers: tuple[str, ...] = ()      # other replicas' URLs: they exchange state versions (cluster.py)
+    cluster_policy: str | None = None  # canonical JSON of the EnclavePolicy a joining replica must meet
+
+    @property
+    def db(self) -> str:
+        return self.db_url or str(self.db_path)
 
     @property
     def secrets_path(self) -> Path:
+        if self.secrets_file is not None:
+            return self.secrets_file
         return self.db_path.with_name(self.db_path.name + ".secrets")
 
     def trusted(self) -> dict:
         """The settings that change what the service releases: measured in sim."""
         return {"insecure_sim_attestation": self.insecure_sim_attestation,
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
-                "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests}
+                "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests,
+                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {})}

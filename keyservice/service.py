@@ -26,7 +26,9 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
 from .limits import RefusalCounter
-from .store import Store
+from .store import INTERNAL_EVENTS, open_store
+
+AUDIT_COLUMNS = ("ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
 
 def check_user_id(user_id: str) -> str:
     if not is_principal_id(user_id):
@@ -36,9 +38,11 @@ def check_user_id(user_id: str) -> str:
 
 class KeyService:
     def __init__(self, config: KeyServiceConfig, clock: Callable[[], float] = time.time,
-                 collateral: CollateralSource | None = None, backend: TeeBackend | None = None) -> None:
+                 collateral: CollateralSource | None = None, backend: TeeBackend | None = None,
+                 secrets_: ServiceSecrets | None = None) -> None:
         """`clock` is the time for everything, DCAP collateral validity included;
-        `collateral` and `backend` override what `config` names (tests)."""
+        `collateral` and `backend` override what `config` names (tests);
+        `secrets_`: the service identity received by joining a cluster (cluster.py)."""
         self.config = config
         self.clock = clock
         if config.tee != "sim" and config.insecure_sim_attestation:
@@ -47,21 +51,23 @@ class KeyService:
             raise FormatError("--insecure-sim-attestation is refused for a hardware-attested key service")
         self.tee = backend or make_backend(config.tee, sim_mrenclave=lambda: keyservice_mrenclave(config.trusted()),
                                            isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
-        self.store = Store(config.db_path)
+        self.store = open_store(config.db, pool_size=config.pool_size)
         source = collateral or collateral_source(pccs_url=config.pccs_url, collateral_file=config.collateral_file)
         # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
             dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
                                        min_tcb_eval=config.min_tcb_eval) if source is not None else None)
-        if self.verifier.dcap is not None:
-            self.verifier.dcap.time_floor()  # persists the built-in seed at first start
-        if not config.secrets_path.exists() and self.store.one(
+        if secrets_ is None and not config.secrets_path.exists() and self.store.one(
                 "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
             # New secrets would leave every stored key undecryptable and break every pin.
             raise SesemiError(f"{config.secrets_path} is missing but the database holds keys: restore the "
                               "secrets file that belongs to this database (refusing to create new ones)")
-        self.secrets = ServiceSecrets.load_or_create(config.secrets_path)
+        self.secrets = secrets_ or ServiceSecrets.load_or_create(config.secrets_path)
+        # Verifies the whole ledger and builds the row-version map (store.py).
+        self.store.attach(self.secrets.storage_key, self.clock)
+        if self.verifier.dcap is not None:
+            self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
         self.audience = self.hpke_public.hex()
@@ -88,7 +94,7 @@ class KeyService:
 
     # --- owner and user calls (already authenticated by the API layer) -----
     def public_key_of(self, pid: str) -> bytes | None:
-        row = self.store.one("SELECT public_key FROM principals WHERE id=?", pid)
+        row = self.store.get("principals", (pid,))
         return None if row is None else bytes(row["public_key"])
 
     def maintenance(self) -> None:
@@ -114,10 +120,9 @@ class KeyService:
     def register_principal(self, public_key: bytes) -> str:
         pid = principal_id(check_public_key(public_key))
         with self.store.tx() as c:
-            new = c.execute("INSERT OR IGNORE INTO principals VALUES (?,?,?)",
-                            (pid, public_key, self.clock())).rowcount
-            if new:  # registering again changes nothing and writes nothing
-                self.store.audit(c, self.clock(), "register", "ok", principal=pid)
+            if self.store.get("principals", (pid,), c) is None:  # registering again writes nothing
+                self.store.put(c, "principals", (pid,), {"public_key": public_key, "created": self.clock()},
+                               event="register", principal=pid, ts=self.clock())
         return pid
 
     def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
@@ -127,7 +132,7 @@ class KeyService:
         return key
 
     def _model_row(self, model_id: str):
-        row = self.store.one("SELECT * FROM models WHERE model_id=?", model_id)
+        row = self.store.get("models", (model_id,))
         if row is None:
             raise NotFound(f"model {model_id!r} is not registered")
         return row
@@ -156,20 +161,21 @@ class KeyService:
         ct = self.secrets.encrypt_at_rest(key, "model", model_id)
         now = self.clock()
         with self.store.tx() as c:
-            row = c.execute("SELECT owner FROM models WHERE model_id=?", (model_id,)).fetchone()
+            row = self.store.get("models", (model_id,), c)
             foreign = row is not None and row["owner"] != owner
             if not foreign:
-                c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?)",
-                          (model_id, owner, ct, canonical_json(policy.to_json()).decode(), now))
+                self.store.put(c, "models", (model_id,), {"owner": owner, "key_ct": ct, "updated": now,
+                                                          "policy": canonical_json(policy.to_json()).decode()},
+                               event="put_model", ts=now, principal=owner, model_id=model_id)
                 self.store.put_seal_id(c, model_id, seal_id)
-                self.store.audit(c, now, "put_model", "ok", principal=owner, model_id=model_id)
         if foreign:
             self._refuse(AccessDenied(f"model {model_id!r} belongs to another owner"), "put_model", owner, model_id)
         return {"model_id": model_id, "owner": owner, "policy": policy.to_json(), "seal_id": seal_id}
 
     def get_model(self, pid: str, model_id: str) -> dict[str, Any]:
         row = self._require_owner(model_id, pid, "get_model")
-        grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=?", model_id)]
+        grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=? ORDER BY user_id",
+                                                         model_id) if self._granted(model_id, r["user_id"])]
         return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants,
                 "seal_id": self.store.seal_id(model_id)}
 
@@ -179,20 +185,30 @@ class KeyService:
         if self.public_key_of(user_id) is None:
             raise NotFound("user is not registered with this key service")
         now = self.clock()
-        with self.store.tx() as c:
-            c.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)", (model_id, user_id, now))
-            self.store.audit(c, now, "grant", "ok", principal=owner, model_id=model_id, user_id=user_id)
+        self._set_grant(owner, model_id, user_id, True, now)
 
     def revoke(self, owner: str, model_id: str, user_id: str) -> None:
         check_user_id(user_id)
         self._require_owner(model_id, owner, "revoke")
         now = self.clock()
+        self._set_grant(owner, model_id, user_id, False, now)
+
+    def _set_grant(self, owner: str, model_id: str, user_id: str, active: bool, now: float) -> None:
+        """A revocation is the grant's next version, a tombstone, so that putting the
+        old grant row back is refused as an old version (store.py)."""
+        event = "grant" if active else "revoke"
         with self.store.tx() as c:
-            c.execute("DELETE FROM grants WHERE model_id=? AND user_id=?", (model_id, user_id))
-            self.store.audit(c, now, "revoke", "ok", principal=owner, model_id=model_id, user_id=user_id)
+            row = self.store.get("grants", (model_id, user_id), c)
+            if row is None and not active:
+                self.store.audit(c, now, event, "ok", principal=owner, model_id=model_id, user_id=user_id)
+                return
+            granted = row["granted"] if row is not None and row["active"] and active else now
+            self.store.put(c, "grants", (model_id, user_id), {"granted": granted, "active": int(active)},
+                           event=event, ts=now, principal=owner, model_id=model_id, user_id=user_id)
 
     def _granted(self, model_id: str, user_id: str) -> bool:
-        return self.store.one("SELECT 1 FROM grants WHERE model_id=? AND user_id=?", model_id, user_id) is not None
+        row = self.store.get("grants", (model_id, user_id))
+        return row is not None and bool(row["active"])
 
     def put_request_key(self, user: str, model_id: str, body: Any) -> int:
         """Returns the new key's version, which the user's envelopes name."""
@@ -206,10 +222,11 @@ class KeyService:
         ct = self.secrets.encrypt_at_rest(key, "request", model_id, user)
         now = self.clock()
         with self.store.tx() as c:
-            c.execute("INSERT OR REPLACE INTO request_keys VALUES (?,?,?,?)", (model_id, user, ct, now))
-            version = self.store.bump_request_key_version(c, model_id, user)
-            self.store.audit(c, now, "put_request_key", "ok", principal=user, model_id=model_id, user_id=user,
-                             reason=f"version {version}")
+            row = self.store.get("request_keys", (model_id, user), c)
+            version = (int(row["kver"]) if row is not None else 0) + 1
+            self.store.put(c, "request_keys", (model_id, user), {"key_ct": ct, "updated": now, "kver": version},
+                           event="put_request_key", ts=now, principal=user, model_id=model_id, user_id=user,
+                           reason=f"version {version}")
         return version
 
     def user_status(self, caller: str, user_id: str) -> dict[str, Any]:
@@ -220,21 +237,45 @@ class KeyService:
         check_user_id(user_id)
         if caller != user_id:
             raise AccessDenied("a user's status is readable by that user only")
-        granted = {r["model_id"] for r in self.store.all("SELECT model_id FROM grants WHERE user_id=?", user_id)}
-        keyed = {r["model_id"] for r in self.store.all("SELECT model_id FROM request_keys WHERE user_id=?",
-                                                       user_id)}
+        # Each row through the sealed read: a revoked grant is a tombstone, and a row
+        # the host put there or edited is refused, not reported.
+        rows = {r["model_id"] for r in self.store.all("SELECT model_id FROM grants WHERE user_id=?", user_id)}
+        granted = {m for m in rows if self._granted(m, user_id)}
+        keyed = {r["model_id"] for r in self.store.all("SELECT model_id FROM request_keys WHERE user_id=?", user_id)
+                 if self.store.get("request_keys", (r["model_id"], user_id)) is not None}
         return {"user_id": user_id, "models": [{"model_id": m, "granted": m in granted, "request_key": m in keyed}
                                                for m in sorted(granted | keyed)]}
 
     def audit_log(self, pid: str, model_id: str | None) -> list[dict[str, Any]]:
+        return self.audit_answer(pid, model_id)["entries"]
+
+    def audit_answer(self, pid: str, model_id: str | None, verify: bool = False) -> dict[str, Any]:
+        """The entries `pid` may see, each with its place in the ledger (seq, prev,
+        hash), and the ledger's head, which the response signature covers. With
+        `verify`, the whole ledger and every sealed row are checked first: a
+        deleted, reordered or edited row is refused with the first one found."""
+        checked = None
+        if verify:
+            end = self.store.verify_ledger()
+            checked = {"ledger_entries_to": end.seq, "rows": self.store.verify_rows()}
+        internal = ", ".join(f"'{e}'" for e in INTERNAL_EVENTS)
         if model_id:
             self._require_owner(model_id, pid, "audit")
-            rows = self.store.all("SELECT * FROM audit WHERE model_id=? ORDER BY seq", model_id)
+            rows = self.store.all(f"SELECT * FROM audit WHERE model_id=? AND event NOT IN ({internal}) ORDER BY seq",
+                                  model_id)
         else:
             rows = self.store.all(
-                "SELECT * FROM audit WHERE principal=? OR user_id=? OR model_id IN "
-                "(SELECT model_id FROM models WHERE owner=?) ORDER BY seq", pid, pid, pid)
-        return [dict(r) for r in rows]
+                f"SELECT * FROM audit WHERE (principal=? OR user_id=? OR model_id IN "
+                f"(SELECT model_id FROM models WHERE owner=?)) AND event NOT IN ({internal}) ORDER BY seq",
+                pid, pid, pid)
+        entries = [{**{k: r[k] for k in AUDIT_COLUMNS}, "seq": int(r["seq"]),
+                    "prev": bytes(r["prev"]).hex() if r["prev"] is not None else None,
+                    "hash": bytes(r["hash"]).hex() if r["hash"] is not None else None} for r in rows]
+        state = self.store.state()
+        out: dict[str, Any] = {"entries": entries, "head": {"seq": state.seq, "hash": state.head.hex()}}
+        if checked is not None:
+            out["verified"] = checked
+        return out
 
     # --- enclaves: RCAR (request, challenge, attestation, response) --------
     def new_enclave_nonce(self) -> dict[str, Any]:
@@ -257,9 +298,8 @@ class KeyService:
         now = self.clock()
         token = secrets.token_bytes(32)
         with self.store.tx() as c:
-            c.execute("INSERT INTO tokens VALUES (?,?,?,?)",
-                      (hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(), public_key,
-                       now + self.config.token_ttl_s))
+            self.store.put_token(c, hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(),
+                                 public_key, now + self.config.token_ttl_s)
             # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
             self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
@@ -292,12 +332,42 @@ class KeyService:
             raise
         return self.open_session(claims, pub)
 
+    def admit_replica(self, body: Any) -> dict[str, Any]:
+        """A replica joining the cluster (cluster.py): its evidence, bound to one of
+        our nonces and its ephemeral key, must meet the cluster policy; then it
+        receives the service's secrets sealed to that key."""
+        from .cluster import cluster_policy, seal_secrets
+
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        nonce = hexd(body.get("nonce"), "nonce", 32)
+        pub = b64d(body.get("public_key"), "public_key")
+        hpke_box.load_public(pub)
+        now = self.clock()
+        with self.store.tx() as c:
+            row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
+            c.execute("DELETE FROM att_nonces WHERE nonce=?", (nonce.hex(),))
+        try:
+            if row is None or row["expires"] < now:
+                raise ReplayError("unknown, used or expired attestation nonce")
+            claims = self.evidence_claims(body.get("evidence"))
+            check_binding(claims, nonce, pub)
+            cluster_policy(self.config.cluster_policy, None, self.mrenclave).check(claims)
+        except SesemiError as exc:
+            check = getattr(exc, "check", None)
+            with self.store.tx() as c:
+                self.store.audit(c, now, "join", "refused", reason=(f"{check}: {exc}" if check else str(exc))[:200])
+            raise
+        with self.store.tx() as c:
+            self.store.audit(c, now, "join", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
+        return {"secrets": seal_secrets(self.secrets, pub, self.hpke_public)}
+
     def _session(self, token_hex: str) -> tuple[Claims, bytes]:
         try:
             token = bytes.fromhex(token_hex)
         except ValueError:
             raise AuthError("malformed attestation token") from None
-        row = self.store.one("SELECT * FROM tokens WHERE token_hash=?", hashlib.sha256(token).hexdigest())
+        row = self.store.get_token(hashlib.sha256(token).hexdigest())
         if row is None or row["expires"] < self.clock():
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
@@ -329,7 +399,7 @@ class KeyService:
                                  mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
             raise exc
 
-        row = self.store.one("SELECT * FROM models WHERE model_id=?", model_id)
+        row = self.store.get("models", (model_id,))
         if row is None:
             refuse(NotFound(f"model {model_id!r} is not registered"), "unknown model")
         policy = EnclavePolicy.from_json(json_loads(row["policy"]))

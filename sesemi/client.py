@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,7 +18,9 @@ from .call_seq import CallCounter
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
-from .errors import IntegrityError, AttestationError, FormatError, PinMismatch, StaleSequence
+from .errors import (IntegrityError, AttestationError, FormatError, PinMismatch, RollbackDetected, StaleSequence,
+                     TimeoutExpired, UnavailableError)
+from .ks_state import StateWitness
 from .http_errors import raise_for
 from .identity import Identity
 from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
@@ -82,11 +84,13 @@ class _Http:
 
     def call(self, method: str, path: str, what: str, body: bytes | None = None,
              headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
-             deadline: Deadline | None = None, check: bool = True) -> tuple[Any, urllib3.BaseHTTPResponse]:
+             deadline: Deadline | None = None, check: bool = True,
+             witness: StateWitness | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
         """`signed_by`: the pinned key-service signing key; the response (error
         or not) must carry its signature over our fresh nonce, or is refused.
         `deadline`: a total budget this call shares with others. `check=False`:
-        the caller reads error answers itself."""
+        the caller reads error answers itself. `witness`: the signed state
+        version must not be older than one seen before (ks_state.py)."""
         headers = dict(headers or {})
         if signed_by is not None:
             headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
@@ -97,9 +101,12 @@ class _Http:
             raise T.explain(exc, what, self.url, self.timeouts, deadline, clipped) from None
         if signed_by is not None:
             try:
+                state = resp.headers.get(ks_response.H_STATE, "")
                 ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
                                    headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
-                                   resp.data or b"")
+                                   resp.data or b"", state)
+                if witness is not None:
+                    witness.observe(signed_by.hex(), state, what)
             except IntegrityError as exc:
                 detail = ""
                 if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):
@@ -107,6 +114,69 @@ class _Http:
                     detail = f" (HTTP {resp.status}, unsigned: {_unsigned_reason(resp)})"
                 raise IntegrityError(f"{what}: {exc}{detail}") from None
         return _decode(resp, what, check), resp
+
+
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """`--ks URL[,URL...]`: the replicas of one key service, tried in order."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    out = [u.strip().rstrip("/") for u in items if u and u.strip()]
+    if not out:
+        raise FormatError("no key-service URL given")
+    return out
+
+
+class _Replicas:
+    """Several replicas of one key service (one identity: each answer is checked
+    against the same pinned key). A call that finds a replica down, frozen or
+    refusing with a retryable status (503: unavailable, or a replica that found
+    its database behind) moves to the next, all within one total budget; the
+    same request, signed once, is what each replica receives (docs/keyservice.md
+    says how signed calls stay idempotent across replicas)."""
+
+    def __init__(self, urls: str | Sequence[str], timeouts: Timeouts, maxsize: int = 16,
+                 budget_s: float | None = None) -> None:
+        self.hosts = [_Http(u, timeouts, maxsize) for u in split_urls(urls)]
+        self.url = self.hosts[0].url
+        self.urls = [h.url for h in self.hosts]
+        self.timeouts = timeouts
+        # Room for one replica that accepts and never answers, then a live one.
+        self.budget_s = budget_s or (timeouts.read_s + timeouts.connect_s + min(timeouts.read_s, 5.0))
+        self._good = 0
+
+    def call(self, method: str, path: str, what: str, body: bytes | None = None,
+             headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
+             deadline: Deadline | None = None, check: bool = True,
+             witness: StateWitness | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
+        if len(self.hosts) == 1:
+            return self.hosts[0].call(method, path, what, body, headers, signed_by, deadline, check=check,
+                                      witness=witness)
+        budget = deadline or Deadline(self.budget_s, f"{what} (failover over {len(self.hosts)} replicas)")
+        headers = dict(headers or {})
+        if signed_by is not None:
+            headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
+        failures: list[str] = []
+        rollback: RollbackDetected | None = None
+        start = self._good
+        for i in range(len(self.hosts)):
+            idx = (start + i) % len(self.hosts)
+            try:
+                budget.left()
+                out = self.hosts[idx].call(method, path, what, body, headers, signed_by, budget, check=check,
+                                           witness=witness)
+            except RollbackDetected as exc:
+                rollback = exc
+                failures.append(f"{self.hosts[idx].url}: rollback")
+            except UnavailableError as exc:
+                if exc is not None and isinstance(exc, TimeoutExpired) and exc.bound == "budget":
+                    raise
+                failures.append(f"{self.hosts[idx].url}: {exc}")
+                continue
+            else:
+                self._good = idx
+                return out
+        if rollback is not None:
+            raise rollback
+        raise UnavailableError(f"{what}: no key-service replica answered ({'; '.join(failures)})")
 
 
 def _check_signer_pin(expect_mrsigner: str | None, isv_prod_id: int | None, min_isv_svn: int | None) -> None:
@@ -150,8 +220,28 @@ def attest_key_service(url: str, *, insecure_sim: bool = False, expect_mrenclave
                        timeouts: Timeouts | None = None) -> KsPin:
     """Verify the key service's evidence (sim, or a DCAP quote with
     `dcap_verifier`), that its REPORT_DATA binds its HPKE key to our fresh
-    nonce, and that it is the key service we expect (`judge_key_service`)."""
+    nonce, and that it is the key service we expect (`judge_key_service`).
+
+    `url` may list several replicas (comma-separated): each is attested, and
+    all must present the same identity; the pin keeps them all, for failover."""
     _check_signer_pin(expect_mrsigner, expect_isv_prod_id, min_isv_svn)  # before any network call
+    urls = split_urls(url)
+    pins = [_attest_one(u, insecure_sim=insecure_sim, expect_mrenclave=expect_mrenclave,
+                        expect_mrsigner=expect_mrsigner, dcap_verifier=dcap_verifier,
+                        accept_tcb_statuses=accept_tcb_statuses, expect_isv_prod_id=expect_isv_prod_id,
+                        min_isv_svn=min_isv_svn, accept_advisories=accept_advisories, timeouts=timeouts)
+            for u in urls]
+    for p in pins[1:]:
+        if (p.hpke_public_key, p.signing_public_key) != (pins[0].hpke_public_key, pins[0].signing_public_key):
+            raise PinMismatch(f"key service replicas disagree: {p.url} presents another identity than "
+                              f"{pins[0].url} (not replicas of one key service)")
+    return replace(pins[0], url=",".join(p.url for p in pins))
+
+
+def _attest_one(url: str, *, insecure_sim: bool, expect_mrenclave: str | None, expect_mrsigner: str | None,
+                dcap_verifier: DcapVerifier | None, accept_tcb_statuses: Sequence[str],
+                expect_isv_prod_id: int | None, min_isv_svn: int | None, accept_advisories: Sequence[str],
+                timeouts: Timeouts | None) -> KsPin:
     http = _Http(url, timeouts or T.KEY_SERVICE.with_env())
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
@@ -177,12 +267,15 @@ class KeyServiceClient:
     refused (it was reset or replaced: attest it again)."""
 
     def __init__(self, pin: KsPin, timeouts: Timeouts | None = None,
-                 clock: Callable[[], float] = time.time, counter: CallCounter | None = None) -> None:
+                 clock: Callable[[], float] = time.time, counter: CallCounter | None = None,
+                 witness: StateWitness | None = None) -> None:
         """`timeouts`: default `timeouts.KEY_SERVICE`, overridden by the environment.
         `counter`: where the per-principal call sequence numbers live (the CLI
-        keeps them in $SESEMI_HOME); in memory by default."""
+        keeps them in $SESEMI_HOME); in memory by default. `witness`: the highest
+        state version seen of this key service (the CLI keeps it in $SESEMI_HOME)."""
         self.pin = pin
-        self.http = _Http(pin.url, timeouts or T.KEY_SERVICE.with_env())
+        self.http = _Replicas(pin.url, timeouts or T.KEY_SERVICE.with_env())
+        self.witness = witness or StateWitness()
         self.clock = clock
         self.counter = counter or CallCounter()
         self._locks: dict[str, threading.Lock] = {}  # per principal: this client's own identities
@@ -210,7 +303,8 @@ class KeyServiceClient:
             headers["Content-Type"] = "application/json"
             try:
                 body, resp = self.http.call(method, path, what, raw, headers,
-                                            signed_by=bytes.fromhex(self.pin.signing_public_key))
+                                            signed_by=bytes.fromhex(self.pin.signing_public_key),
+                                            witness=self.witness)
                 break
             except StaleSequence as exc:
                 # Signed by the pinned key service over our nonce: our counter is behind
@@ -266,8 +360,24 @@ class KeyServiceClient:
         return self._signed(user, "GET", f"/v1/users/{user.principal_id}/status", "user status")
 
     def audit(self, identity: Identity, model_id: str | None = None) -> list[dict]:
-        path = "/v1/audit" + (f"?model_id={model_id}" if model_id else "")
-        return self._signed(identity, "GET", path, "audit")["entries"]
+        return self.audit_answer(identity, model_id)["entries"]
+
+    def audit_answer(self, identity: Identity, model_id: str | None = None, verify: bool = False) -> dict:
+        """Entries, the ledger's head (signed), and with `verify` the service's check of
+        the whole ledger and every sealed row (a deleted, reordered or edited row fails)."""
+        query = "&".join(q for q in (f"model_id={model_id}" if model_id else "", "verify=1" if verify else "") if q)
+        body = self._signed(identity, "GET", "/v1/audit" + (f"?{query}" if query else ""), "audit")
+        head = body.get("head") if isinstance(body, dict) else None
+        seen = self.witness.highest(self.pin.signing_public_key)
+        if not isinstance(head, dict) or seen is None or (head.get("seq"), head.get("hash")) != seen:
+            raise IntegrityError("audit: the ledger head in the answer is not the signed state version")
+        entries = body.get("entries")
+        if not isinstance(entries, list):
+            raise FormatError("audit: expected a list of entries")
+        for a, b in zip(entries, entries[1:]):
+            if b.get("seq") == a.get("seq", 0) + 1 and b.get("prev") != a.get("hash"):
+                raise IntegrityError(f"audit: entry {b.get('seq')} does not chain to entry {a.get('seq')}")
+        return body
 
 
 class EnclaveKeyClient:
@@ -280,12 +390,13 @@ class EnclaveKeyClient:
         configuration); with it, every answer must be signed over a fresh nonce
         of ours, so a proxy can neither invent key releases nor replay old ones.
         Every call takes an optional `deadline`: the budget of the request it serves."""
-        self.http = _Http(url, timeouts)
+        self.http = _Replicas(url, timeouts, budget_s=T.ENCLAVE_KEY_BUDGET_S)
         self._signed_by = ks_signing_key
+        self._witness = StateWitness() if ks_signing_key is not None else None
 
     def nonce(self, deadline: Deadline | None = None) -> bytes:
         body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce", signed_by=self._signed_by,
-                                 deadline=deadline)
+                                 deadline=deadline, witness=self._witness)
         return bytes.fromhex(body["nonce"])
 
     def attest(self, nonce: bytes, evidence: dict, public_key: bytes,
@@ -293,7 +404,7 @@ class EnclaveKeyClient:
         raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
         body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
                                  {"Content-Type": "application/json"}, signed_by=self._signed_by,
-                                 deadline=deadline)
+                                 deadline=deadline, witness=self._witness)
         return body["token"], float(body["expires_in"])
 
     def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool,
@@ -307,7 +418,8 @@ class EnclaveKeyClient:
             req["user_id"] = user_id
         body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),
                                  {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                                 signed_by=self._signed_by, deadline=deadline)
+                                 signed_by=self._signed_by, deadline=deadline,
+                                 witness=self._witness)
         return body
 
 

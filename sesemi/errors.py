@@ -113,3 +113,15 @@ class ModelUnavailable(SesemiError):
     sealed under another key, not a TFLite file). Another action may serve it."""
 
     http_status = 503
+
+
+class RollbackDetected(SesemiError):
+    """The key service's state is older than a state already seen (by this
+    replica, a peer replica, or this client): its database was rolled back.
+    A replica that finds it refuses to serve; a client refuses the answer."""
+
+    http_status = 503
+
+
+class StoreUnavailable(UnavailableError):
+    """The database server could not be reached (retryable: another replica may)."""

@@ -11,6 +11,11 @@ body. The request hash binds the answer to the request it answers: a proxy
 that rewrites a request (say the `user_id` of a key release) gets an answer
 the caller refuses. Clients pin the key with `sesemi ks attest`;
 actions pin it in their measured configuration (SESEMI_KS_KEY).
+
+The signature also covers the service's state version (`X-Sesemi-KS-State`,
+the head of its ledger: sesemi/ks_state.py), so every answer tells the caller
+how new the state behind it is, and a client that has seen a newer one
+refuses it (a rolled-back database).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .identity import verify_signature
 
 H_SIGNATURE = "X-Sesemi-Response-Signature"
 H_NONCE = "X-Sesemi-Nonce"  # the caller's fresh nonce (signed calls already send one)
+H_STATE = "X-Sesemi-KS-State"  # the state version behind the answer: "SEQ.HEAD_HEX"
 
 
 def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
@@ -30,22 +36,24 @@ def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
     return hpke_public + signing_public
 
 
-def message(nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes) -> bytes:
-    return lp("sesemi/ks-response/v2", nonce, method.upper(), target, hashlib.sha256(request_body).digest(),
-              str(status), hashlib.sha256(body).digest())
+def message(nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
+            state: str = "") -> bytes:
+    return lp("sesemi/ks-response/v3", nonce, method.upper(), target, hashlib.sha256(request_body).digest(),
+              str(status), hashlib.sha256(body).digest(), state)
 
 
-def sign(signer, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes) -> str:
-    return b64e(signer.sign(message(nonce, method, target, request_body, status, body)))
+def sign(signer, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
+         state: str = "") -> str:
+    return b64e(signer.sign(message(nonce, method, target, request_body, status, body, state)))
 
 
 def verify(signing_public: bytes, signature: str | None, nonce: str, method: str, target: str,
-           request_body: bytes, status: int, body: bytes) -> None:
+           request_body: bytes, status: int, body: bytes, state: str = "") -> None:
     if not signature:
         raise IntegrityError("key-service response is not signed (not the pinned key service)")
     try:
         verify_signature(signing_public, b64d(signature, "response signature"),
-                         message(nonce, method, target, request_body, status, body))
+                         message(nonce, method, target, request_body, status, body, state))
     except (IntegrityError, FormatError):
         raise IntegrityError("key-service response signature does not verify: not from the pinned key "
                              "service, altered, or replayed") from None

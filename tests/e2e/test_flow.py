@@ -323,11 +323,11 @@ def test_key_release_signature_binds_the_callers_nonce(world):
                                       headers={ks_response.H_NONCE: nonce})
     key = bytes.fromhex(world.ks.pin.signing_public_key)
     sig = r.headers.get(ks_response.H_SIGNATURE)
-    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data)
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", b"", r.status, r.data)
+        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", b"", r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data + b" ")
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data + b" ", r.headers.get(ks_response.H_STATE, ""))
 
 
 def test_key_service_answer_binds_the_request_body(world):
@@ -349,6 +349,6 @@ def test_key_service_answer_binds_the_request_body(world):
                                                "Authorization": "Bearer " + "00" * 32})
     key = bytes.fromhex(world.ks.pin.signing_public_key)
     sig = r.headers.get(ks_response.H_SIGNATURE)
-    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", rewritten, r.status, r.data)
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", rewritten, r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", sent, r.status, r.data)
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", sent, r.status, r.data, r.headers.get(ks_response.H_STATE, ""))

@@ -34,7 +34,7 @@ def check_tables(store: Any, exp: Expected) -> list[str]:
     problems: list[str] = []
     principals = {r["id"] for r in store.all("SELECT id FROM principals")}
     models = {r["model_id"]: r for r in store.all("SELECT model_id, owner, policy FROM models")}
-    grants = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM grants")}
+    grants = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM grants WHERE active=1")}
     rkeys = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM request_keys")}
     audit = store.all("SELECT seq, event, outcome, principal, model_id, user_id FROM audit ORDER BY seq")
     ok = [a for a in audit if a["outcome"] == "ok"]
@@ -79,7 +79,7 @@ def check_tables(store: Any, exp: Expected) -> list[str]:
 
 def integrity(store: Any) -> list[str]:
     """The engine's own check of its files (SQLite: PRAGMA integrity_check)."""
-    if type(store).__name__ == "Store" and str(getattr(store, "path", "")).endswith(".db"):
+    if store.dialect == "sqlite" and str(getattr(store, "path", "")).endswith(".db"):
         rows = store.all("PRAGMA integrity_check")
         result = [tuple(r)[0] for r in rows]
         return [] if result == ["ok"] else [f"integrity_check: {result[:5]}"]

@@ -20,7 +20,7 @@ import urllib3
 
 from app.enclave_session import EnclaveSession
 from bundle_tool.procs import free_port
-from keyservice.store import Store
+from keyservice.store import Store, open_store
 from sesemi.attestation.sim import SimBackend
 from sesemi.client import EnclaveKeyClient, KeyServiceClient, attest_key_service
 from sesemi.envelope import new_request_key
@@ -245,7 +245,7 @@ def _run(tmp_path: Path, n_ops: int, kills: int, seed: int) -> None:
             hygiene.remember(f"crash model key {mid}", key)
         for (mid, uid), key in exp.request_keys.items():
             hygiene.remember(f"crash request key {mid}/{uid[:8]}", key)
-        store = Store(ks.db)
+        store = open_store(str(ks.db))
         problems = check_tables(store, exp) + integrity(store)
         assert not problems, problems
         pairs = _check_release_path(ks, exp, info["pin"], store)

@@ -1,0 +1,193 @@
+"""Replicas of one key service: one identity, provisioned by attestation, and
+state versions exchanged between live replicas.
+
+Identity. The first replica creates the service's secrets (sealing.py). A new
+replica joins by attesting to a running one (`serve --join URL`): it first
+checks the running replica's own evidence against the cluster policy (it will
+trust that service with nothing less than what it would admit), then sends
+evidence whose REPORT_DATA binds a fresh nonce of the running replica and an
+ephemeral HPKE key; the running replica checks it under the cluster policy
+(by default: exactly its own measurement) and answers the secrets HPKE-sealed
+to that key. The secrets never reach the database or a log. Every replica
+then presents the same HPKE and signing keys, so one client pin holds for all.
+
+State versions. Each replica asks its peers (`--peer URL`) for their state
+version every `interval_s`, over answers signed by the service's key (which
+only attested replicas hold) and bound to a fresh nonce. A replica whose
+database is behind the highest version a peer reports refuses to serve
+(store.py raises RollbackDetected): the host restored an older copy under a
+running cluster. This is ROTE's idea (rollback protection by a group of
+enclaves that remember the newest state) reduced to what a key service
+needs; it cannot cover all replicas restarting at once, which clients then
+cover (sesemi/ks_state.py and docs/keyservice.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Any, Sequence
+
+import urllib3
+
+from sesemi import hpke_box, ks_response
+from sesemi.attestation import Claims, EvidenceVerifier
+from sesemi.attestation.claims import report_data_binding
+from sesemi.encoding import JSONDecodeError, b64d, b64e, canonical_json, json_dumps, json_loads
+from sesemi.errors import AttestationError, FormatError, IntegrityError, PolicyError, SesemiError, UnavailableError
+from sesemi.http_errors import raise_for
+from sesemi.ks_state import parse
+from sesemi.policy import EnclavePolicy
+from sesemi.timeouts import Timeouts
+
+from .sealing import ServiceSecrets
+
+log = logging.getLogger("sesemi.keyservice")
+PEER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=2.0)
+JOIN_TIMEOUTS = Timeouts(connect_s=5.0, read_s=15.0)
+
+
+class _Http:
+    """Replica-to-replica calls. Not the SDK's client: that one brings numpy
+    (tensors), which the key service's enclave image does not carry."""
+
+    def __init__(self, url: str, timeouts: Timeouts) -> None:
+        self.url = url.rstrip("/")
+        self._pool = urllib3.PoolManager(maxsize=4, retries=False)
+        self._timeout = urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.read_s)
+
+    def request(self, method: str, path: str, what: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[urllib3.BaseHTTPResponse, str]:
+        nonce = secrets.token_hex(16)
+        try:
+            resp = self._pool.request(method, self.url + path, body=body,
+                                      headers={**(headers or {}), ks_response.H_NONCE: nonce}, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            raise UnavailableError(f"{what}: cannot reach {self.url} ({type(exc).__name__})") from None
+        return resp, nonce
+
+    def call(self, method: str, path: str, what: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None, signed_by: bytes | None = None) -> tuple[Any, Any]:
+        resp, nonce = self.request(method, path, what, body, headers)
+        if signed_by is not None:
+            ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE), nonce, method, path,
+                               body or b"", resp.status, resp.data or b"", resp.headers.get(ks_response.H_STATE, ""))
+        try:
+            data = json_loads(resp.data) if resp.data else {}
+        except JSONDecodeError:
+            data = {"error": f"non-JSON response (HTTP {resp.status})"}
+        raise_for(resp.status, data, what)
+        return data, resp
+
+
+def cluster_policy(config_policy: str | None, own: Claims | None, own_mrenclave: str) -> EnclavePolicy:
+    """The policy a replica must meet to join: the configured one (measured into
+    the service's trusted settings), else exactly this replica's measurement."""
+    if config_policy:
+        return EnclavePolicy.from_json(json_loads(config_policy))
+    return EnclavePolicy(mrenclave=(own_mrenclave,), allow_debug=bool(own and own.debug))
+
+
+def seal_secrets(s: ServiceSecrets, to_public: bytes, ks_hpke_public: bytes) -> str:
+    plain = canonical_json({"storage_key": b64e(s.storage_key), "hpke_private": b64e(s.hpke_private),
+                            "signing_private": b64e(s.signing_private)})
+    return b64e(hpke_box.seal(plain, to_public, hpke_box.info("cluster-join", ks_hpke_public.hex())))
+
+
+def join(url: str, *, tee, policy: EnclavePolicy, allow_sim: bool,
+         timeouts: Timeouts = JOIN_TIMEOUTS) -> ServiceSecrets:
+    """Attest the running replica at `url`, attest to it, and receive the service's secrets."""
+    http = _Http(url, timeouts)
+    n1 = secrets.token_bytes(32)
+    body, _ = http.call("GET", f"/v1/attestation?nonce={n1.hex()}", "join: the running replica's attestation")
+    if not isinstance(body, dict):
+        raise FormatError("join: attestation answer is not a JSON object")
+    hpke_pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
+    sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
+    claims = EvidenceVerifier(allow_sim=allow_sim).verify(
+        body.get("evidence"), nonce=n1, public_key=ks_response.identity(hpke_pub, sig_pub))
+    try:
+        policy.check(claims)
+    except PolicyError as exc:
+        raise AttestationError(f"join: the replica at {url} does not meet the cluster policy ({exc})",
+                               check=exc.check) from None
+    nb, _ = http.call("POST", "/v1/enclave/nonce", "join: nonce", signed_by=sig_pub)
+    nonce = bytes.fromhex(nb["nonce"])
+    eph = hpke_box.new_private_key()
+    eph_pub = hpke_box.public_raw(eph)
+    evidence = tee.evidence(report_data_binding(nonce, eph_pub))
+    raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(eph_pub)})
+    answer, _ = http.call("POST", "/v1/cluster/join", "join", raw, {"Content-Type": "application/json"},
+                          signed_by=sig_pub)
+    plain = hpke_box.open_(b64d(answer.get("secrets"), "secrets"), eph,
+                           hpke_box.info("cluster-join", hpke_pub.hex()))
+    d = json_loads(plain)
+    got = ServiceSecrets(b64d(d["storage_key"]), b64d(d["hpke_private"]), b64d(d["signing_private"]))
+    if got.hpke_public != hpke_pub or got.signing_public != sig_pub:
+        raise IntegrityError("join: the secrets received are not those of the attested replica")
+    return got
+
+
+def join_cluster(config, url: str) -> ServiceSecrets:
+    """`serve --join URL`: this replica's backend attests; the secrets received
+    are kept in the replica's secrets file (sealed storage on SGX), so that a
+    restart need not join again."""
+    from sesemi import ISV_PROD_ID, ISV_SVN
+    from sesemi.attestation.backends import make_backend
+    from sesemi.identity import write_private_file
+    from sesemi.measure import keyservice_mrenclave
+
+    tee = make_backend(config.tee, sim_mrenclave=lambda: keyservice_mrenclave(config.trusted()),
+                       isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
+    policy = cluster_policy(config.cluster_policy, None, tee.mrenclave)
+    got = join(url, tee=tee, policy=policy, allow_sim=tee.simulated and config.insecure_sim_attestation)
+    write_private_file(config.secrets_path, canonical_json({
+        "storage_key": b64e(got.storage_key), "hpke_private": b64e(got.hpke_private),
+        "signing_private": b64e(got.signing_private)}))
+    return got
+
+
+class PeerWatch:
+    """Polls peers' state versions into `store.peer_floor` (a background thread)."""
+
+    def __init__(self, store, signing_public: bytes, peers: Sequence[str], interval_s: float = 1.0) -> None:
+        self.store = store
+        self.signing_public = signing_public
+        self.peers = [_Http(p, PEER_TIMEOUTS) for p in peers]
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="peer-watch", daemon=True)
+
+    def poll_once(self) -> int:
+        best = 0
+        for p in self.peers:
+            try:
+                resp, nonce = p.request("GET", "/v1/state", "peer state")
+                state = resp.headers.get(ks_response.H_STATE, "")
+                # Signed by the service key over our nonce: only an attested replica says this.
+                # A peer that refuses (its database is behind) still reports what it has seen.
+                ks_response.verify(self.signing_public, resp.headers.get(ks_response.H_SIGNATURE), nonce, "GET",
+                                   "/v1/state", b"", resp.status, resp.data or b"", state)
+                best = max(best, parse(state)[0])
+            except (urllib3.exceptions.HTTPError, SesemiError) as exc:
+                log.debug("peer %s: %s", p.url, type(exc).__name__)  # down: says nothing about our database
+        if best > self.store.peer_floor:
+            self.store.peer_floor = best
+        return best
+
+    def start(self) -> "PeerWatch":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll_once()
+            try:
+                self.store.sync()
+            except SesemiError as exc:
+                log.error("refusing to serve: %s", exc)
+

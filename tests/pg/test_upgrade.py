@@ -1,0 +1,71 @@
+"""An upgrade from the schema the key service used before replicas (version 1,
+SQLite, no user_version): the data is kept, its rows are sealed and entered
+in a new ledger, the release path agrees with the old tables, and the old
+audit entries stay readable."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from keyservice.config import KeyServiceConfig
+from keyservice.sealing import ServiceSecrets
+from keyservice.service import KeyService
+from keyservice.store_sqlite import TRIGGERS
+from keyservice.store_schema import V1, statements
+from keyservice.store_sqlite import TYPES
+from sesemi.encoding import canonical_json
+from sesemi.identity import Identity
+
+from .conftest import MR, SEAL, Flow
+
+
+def _old_database(path, secrets: ServiceSecrets, owner: Identity, user: Identity) -> None:
+    """Rows exactly as the pre-replica code wrote them (its INSERTs, its schema)."""
+    con = sqlite3.connect(path, isolation_level=None)
+    for stmt in statements(V1, TYPES):
+        con.execute(stmt)
+    con.executescript(TRIGGERS)
+    for p in (owner, user):
+        con.execute("INSERT INTO principals VALUES (?,?,?)", (p.principal_id, p.public_raw, 1.5))
+    con.execute("INSERT INTO models VALUES (?,?,?,?,?)",
+                ("m", owner.principal_id, secrets.encrypt_at_rest(b"k" * 32, "model", "m"),
+                 canonical_json({"mrenclave": [MR]}).decode(), 2.0))
+    con.execute("INSERT INTO model_seals VALUES (?,?)", ("m", SEAL))
+    con.execute("INSERT INTO grants VALUES (?,?,?)", ("m", user.principal_id, 3.0))
+    con.execute("INSERT INTO request_keys VALUES (?,?,?,?)",
+                ("m", user.principal_id, secrets.encrypt_at_rest(b"r" * 32, "request", "m", user.principal_id), 4.0))
+    con.execute("INSERT INTO request_key_versions VALUES (?,?,?)", ("m", user.principal_id, 3))
+    con.execute("INSERT INTO call_seqs VALUES (?,?)", (owner.principal_id, 7))
+    con.execute("INSERT INTO meta VALUES (?,?)", ("mark:dcap/time_floor", 1234.0))
+    for ev in ("register", "register", "put_model", "grant", "put_request_key"):
+        con.execute("INSERT INTO audit (ts, event, outcome, principal) VALUES (?,?,?,?)",
+                    (5.0, ev, "ok", owner.principal_id))
+    con.close()
+
+
+def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path):
+    config = KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True)
+    secrets = ServiceSecrets.load_or_create(config.secrets_path)
+    owner, user = Identity.generate("o"), Identity.generate("u")
+    _old_database(config.db_path, secrets, owner, user)
+
+    ks = KeyService(config)
+    assert ks.store.schema_version == 2 and ks.store.migrated_from == 1
+    f = Flow(ks, owner, user)
+    out = f.release()
+    assert "model_key" in out and "request_key" in out
+    assert out["request_key_version"] == 3                         # the enrolment's version survived
+    assert ks.get_model(owner.principal_id, "m")["grants"] == [user.principal_id]
+    assert ks.store.mark("dcap/time_floor") == 1234.0
+    assert ks.store.claim_call_seq(owner.principal_id, 7) == 7     # the replay floor survived
+    events = [e["event"] for e in ks.audit_log(owner.principal_id, None)]
+    assert "put_model" in events and "release" in events
+    answer = ks.audit_answer(owner.principal_id, None, verify=True)
+    assert answer["verified"]["rows"] >= 7
+    # Reopened (now version 2): nothing is migrated again, the ledger verifies from its start.
+    ks2 = KeyService(config)
+    assert ks2.store.migrated_from is None and ks2.store.state() == ks.store.state()
+    f.release(ks2)
+    # Revocation after the upgrade is a tombstone, as for new data.
+    ks2.revoke(owner.principal_id, "m", user.principal_id)
+    assert ks2.get_model(owner.principal_id, "m")["grants"] == []
