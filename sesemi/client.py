@@ -20,6 +20,7 @@ from .attestation.dcap import DcapVerifier
 from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
 from .errors import (IntegrityError, AttestationError, FormatError, PinMismatch, RollbackDetected, StaleSequence,
                      TimeoutExpired, UnavailableError)
+from . import ks_state
 from .ks_state import StateWitness
 from .http_errors import raise_for
 from .identity import Identity
@@ -94,6 +95,9 @@ class _Http:
         headers = dict(headers or {})
         if signed_by is not None:
             headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
+        # What we had seen before sending: concurrent answers may arrive out of order,
+        # but none may be older than this.
+        floor = witness.highest(signed_by.hex()) if witness is not None and signed_by is not None else None
         timeout, clipped = T.request_timeout(self.timeouts, deadline)
         try:
             resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=timeout)
@@ -106,7 +110,7 @@ class _Http:
                                    headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
                                    resp.data or b"", state)
                 if witness is not None:
-                    witness.observe(signed_by.hex(), state, what)
+                    witness.observe(signed_by.hex(), state, what, floor)
             except IntegrityError as exc:
                 detail = ""
                 if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):
@@ -282,6 +286,10 @@ class KeyServiceClient:
         self._locks_guard = threading.Lock()
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
+        return self._signed_answer(identity, method, path, what, obj)[0]
+
+    def _signed_answer(self, identity: Identity, method: str, path: str, what: str,
+                       obj: Any = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
         raw = json_dumps(obj) if obj is not None else b""
         if not self.pin.signing_public_key:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
@@ -316,7 +324,7 @@ class KeyServiceClient:
         served_by = resp.headers.get("X-Sesemi-KS-Key")
         if served_by and served_by != self.pin.hpke_public_key:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
-        return body
+        return body, resp
 
     def _wrap(self, key: bytes, *context: str) -> str:
         return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
@@ -366,10 +374,10 @@ class KeyServiceClient:
         """Entries, the ledger's head (signed), and with `verify` the service's check of
         the whole ledger and every sealed row (a deleted, reordered or edited row fails)."""
         query = "&".join(q for q in (f"model_id={model_id}" if model_id else "", "verify=1" if verify else "") if q)
-        body = self._signed(identity, "GET", "/v1/audit" + (f"?{query}" if query else ""), "audit")
+        body, resp = self._signed_answer(identity, "GET", "/v1/audit" + (f"?{query}" if query else ""), "audit")
         head = body.get("head") if isinstance(body, dict) else None
-        seen = self.witness.highest(self.pin.signing_public_key)
-        if not isinstance(head, dict) or seen is None or (head.get("seq"), head.get("hash")) != seen:
+        signed = ks_state.parse(resp.headers.get(ks_response.H_STATE))
+        if not isinstance(head, dict) or (head.get("seq"), head.get("hash")) != signed:
             raise IntegrityError("audit: the ledger head in the answer is not the signed state version")
         entries = body.get("entries")
         if not isinstance(entries, list):

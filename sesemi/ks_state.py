@@ -52,22 +52,27 @@ class StateWitness:
         with self._lock, self._exclusive():
             return self._load().get(service)
 
-    def observe(self, service: str, state: str | None, what: str) -> int:
+    def observe(self, service: str, state: str | None, what: str,
+                floor: tuple[int, str] | None = None) -> int:
+        """`floor`: the highest version seen when the request was sent (answers to
+        concurrent requests may arrive out of order; none may be older than that)."""
         seq, head = parse(state)
         with self._lock, self._exclusive():
             seen = self._load()
-            prev = seen.get(service)
+            known = seen.get(service)
+            # An answer newer than the floor but older than `known` was overtaken by another.
+            prev = floor if floor is not None else known
             if prev is not None and seq < prev[0]:
                 raise RollbackDetected(
                     f"{what}: the key service answered with state version {seq}, older than version {prev[0]} "
                     "that this client has already seen: its database was rolled back (restored from an older "
                     "copy), so revocations and policy changes since may be undone. Do not use it; tell its "
                     "operator (docs/keyservice.md)")
-            if prev is not None and seq == prev[0] and head != prev[1]:
+            if known is not None and seq == known[0] and head != known[1]:
                 raise RollbackDetected(
                     f"{what}: the key service answered with state version {seq} but another history than the "
                     "one this client has seen (a forked or replaced database)")
-            if prev is None or seq > prev[0]:
+            if known is None or seq > known[0]:
                 seen = {**seen, service: (seq, head)}
                 self._save(seen)
         return seq
