@@ -345,14 +345,6 @@ class Store:
         return None
 
     # The seal a model's key is released for (set with the key, in its transaction).
-    def put_seal_id(self, c: sqlite3.Connection, model_id: str, seal_id: str) -> None:
-        c.execute("INSERT OR REPLACE INTO model_seals VALUES (?,?)", (model_id, seal_id))
-
-    def seal_id(self, model_id: str) -> str | None:
-        row = self.one("SELECT seal_id FROM model_seals WHERE model_id=?", model_id)
-        return None if row is None else str(row["seal_id"])
-
-    # The seal a model's key is released for (set with the key, in its transaction).
     def put_seal_id(self, c: Conn, model_id: str, seal_id: str) -> None:
         self.put(c, "model_seals", (model_id,), {"seal_id": seal_id}, event="seal_id", model_id=model_id)
 
@@ -376,31 +368,6 @@ class Store:
                 self.put(c, "marks", (name,), {"value": value}, event="mark", reason=name[:200])
                 return value
             return float(row["value"])
-
-    def bump_request_key_version(self, c: sqlite3.Connection, model_id: str, user_id: str) -> int:
-        """The version of the request key being enrolled: one above the last."""
-        row = c.execute("SELECT version FROM request_key_versions WHERE model_id=? AND user_id=?",
-                        (model_id, user_id)).fetchone()
-        version = 1 if row is None else int(row["version"]) + 1
-        c.execute("INSERT OR REPLACE INTO request_key_versions VALUES (?,?,?)", (model_id, user_id, version))
-        return version
-
-    def request_key(self, model_id: str, user_id: str) -> sqlite3.Row | None:
-        """(key_ct, version) read together, so a concurrent enrolment never pairs
-        one key with another's version. Keys enrolled before versions: 1."""
-        return self.one("SELECT k.key_ct AS key_ct, COALESCE(v.version, 1) AS version FROM request_keys k "
-                        "LEFT JOIN request_key_versions v ON v.model_id = k.model_id AND v.user_id = k.user_id "
-                        "WHERE k.model_id=? AND k.user_id=?", model_id, user_id)
-
-    _EXPIRING = {"att_nonces": "nonce", "tokens": "token_hash"}
-
-    def trim_expiring(self, c: sqlite3.Connection, table: str, keep: int) -> None:
-        """Cap a table that callers without a credential grow: beyond `keep` rows,
-        drop those that expire first."""
-        key = self._EXPIRING[table]
-        if c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] > keep:
-            c.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY expires DESC "
-                      "LIMIT -1 OFFSET ?)", (keep,))
 
     def request_key(self, model_id: str, user_id: str) -> Any:
         """The sealed row: key_ct and its version (`kver`) in one row, so a concurrent
