@@ -79,7 +79,7 @@ def _run(tmp_path, n: int) -> None:
         assert growth["call_seqs"] <= growth["principals"]
         # Nonces: a burst of 200, then 20/s per address (and a cap, purged on a timer).
         assert growth["att_nonces"] <= 200 + 20 * elapsed + 1, growth
-        # Audit (the ledger): two entries per new principal, its row and its call window's
+        # Audit (the ledger): two entries per new principal, its row and its call sequence number's
         # (every sealed write is a ledger entry, docs/keyservice.md); refusals are counted,
         # not written one by one.
         assert growth["audit"] <= 2 * growth["principals"] + 10, growth
