@@ -50,8 +50,20 @@ def _request_body() -> bytes:
         return b""
 
 
+# The routes that check a caller's credential before any other work, so a
+# forged one is refused quickly. Registration is self-signed by a key anyone
+# can make, and the attestation routes check nothing: there a credential
+# header is noise anyone can add, and counting it would hand the reserve to
+# slow anonymous work (an attestation waiting on a PCCS).
+_CHECKS_CREDENTIAL = frozenset({"put_model", "get_model", "grant", "revoke", "request_key", "user_status",
+                                "audit", "enclave_keys"})
+
+
 def _credentialed() -> bool:
-    """Carries a signed-call signature or an attestation token (checked later)."""
+    """Carries a signed-call signature or an attestation token (checked later)
+    on a route that checks it."""
+    if request.endpoint not in _CHECKS_CREDENTIAL:
+        return False
     return bool(request.headers.get(signed_call.H_SIGNATURE)) or \
         request.headers.get("Authorization", "").startswith("Bearer ")
 
@@ -224,4 +236,6 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
             raise AuthError("missing attestation token (Authorization: Bearer ...)")
         return _json(ks.release_keys(auth[7:].strip(), _body()))
 
+    if not _CHECKS_CREDENTIAL <= set(app.view_functions):  # a renamed route would leave the reserve silently
+        raise RuntimeError(f"unknown routes in _CHECKS_CREDENTIAL: {sorted(_CHECKS_CREDENTIAL - set(app.view_functions))}")
     return app

@@ -5,12 +5,30 @@ on a timer (KeyService.maintenance)."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable
 
 from sesemi.errors import RateLimited
+
+
+def address_key(address: str) -> str:
+    """The unit that per-address bounds count: an IPv4 address, or an IPv6 /64.
+    A /64 is what one subscriber is routed (RFC 6177), and its holder may send
+    from any of its 2^64 addresses, so per-/128 bounds would bound nothing.
+    An IPv4 client of a dual-stack listener (::ffff:a.b.c.d) counts as its
+    IPv4 address: those all share one /64."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # scope id: same host
+    except ValueError:
+        return address  # a Unix socket path, say: as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RateLimiter:
@@ -27,6 +45,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def take(self, address: str) -> None:
+        address = address_key(address)
         now = self.clock()
         with self._lock:
             tokens, at = self._buckets.pop(address, (float(self.burst), now))

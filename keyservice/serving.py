@@ -36,6 +36,8 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from sesemi.encoding import json_dumps
 from sesemi.errors import UnavailableError
 
+from .limits import address_key
+
 
 @dataclass(frozen=True)
 class ServingLimits:
@@ -80,6 +82,10 @@ class GuardedChannel(HTTPChannel):
         return not self.requests and self.connected
 
 
+def _address(ch: HTTPChannel) -> str:
+    return address_key(str(ch.addr[0] if isinstance(ch.addr, tuple) else ch.addr))
+
+
 class GuardedServer(TcpWSGIServer):
     channel_class = GuardedChannel
 
@@ -112,9 +118,8 @@ class GuardedServer(TcpWSGIServer):
         if not new:
             return
         ch = new[0]
-        host = ch.addr[0] if isinstance(ch.addr, tuple) else ch.addr
-        channels = self._channels()
-        same = [c for c in channels if (c.addr[0] if isinstance(c.addr, tuple) else c.addr) == host]
+        host = _address(ch)
+        same = [c for c in self._channels() if _address(c) == host]
         if len(same) > self.limits.per_address and not self._evict_one(same, ch):
             ch.handle_close()  # every one of them is being served: refuse the newcomer
             return

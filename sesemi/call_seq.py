@@ -4,7 +4,14 @@
 atomically, fsynced before the call is sent), so numbers never repeat across
 runs, and takes an flock so concurrent `sesemi` processes never draw the same
 number. A number is spent when drawn: a call that fails is never resent
-under it. One counter serves every key service (a key service only needs the
+under it.
+
+`sending(pid)` serializes a principal's signed calls across threads and, for
+the file counter, across processes sharing the home: the key service takes
+no late number, and the client resends a call refused as stale above the
+last accepted one, so a call the network held while another process's later
+call went through would otherwise land after it (a grant after the revoke
+that followed it). One counter serves every key service (a key service only needs the
 numbers to increase; gaps are harmless).
 """
 
@@ -13,9 +20,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from .errors import FormatError
+from .errors import FormatError, TimeoutExpired
 from .identity import is_principal_id, write_private_file
 from .signed_call import MAX_SEQ
 
@@ -28,6 +38,7 @@ class CallCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[str, int] = {}
+        self._sending: dict[str, threading.Lock] = {}  # per principal: this program's own identities
 
     def _read(self, pid: str) -> int:
         return self._last.get(pid, 0)
@@ -46,6 +57,26 @@ class CallCounter:
             return value
 
     def _exclusive(self, pid: str):
+        return _NoLock()
+
+    @contextmanager
+    def sending(self, pid: str, wait_s: float) -> Iterator[None]:
+        """Held while one signed call of `pid` is in flight (module docstring);
+        waits at most `wait_s` for another to finish."""
+        if not is_principal_id(pid):
+            raise FormatError("malformed principal id")
+        with self._lock:
+            lock = self._sending.setdefault(pid, threading.Lock())
+        if not lock.acquire(timeout=wait_s):
+            raise TimeoutExpired(f"another signed call of {pid} in this program is still in flight "
+                                 f"(waited {wait_s:.0f} s)", bound="budget")
+        try:
+            with self._sending_between_processes(pid, wait_s):
+                yield
+        finally:
+            lock.release()
+
+    def _sending_between_processes(self, pid: str, wait_s: float):
         return _NoLock()
 
     def next(self, pid: str) -> int:
@@ -80,6 +111,29 @@ class _FileLock:
         os.close(self._fd)
 
 
+class _BoundedFileLock(_FileLock):
+    """An flock waited for at most `wait_s` (polled: flock itself has no timeout)."""
+
+    def __init__(self, path: Path, wait_s: float, what: str) -> None:
+        super().__init__(path)
+        self.wait_s, self.what = wait_s, what
+
+    def __enter__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self._fd)
+                    raise TimeoutExpired(f"{self.what} (waited {self.wait_s:.0f} s on {self.path})",
+                                         bound="budget") from None
+                time.sleep(0.02)
+
+
 class FileCallCounter(CallCounter):
     def __init__(self, directory: str | os.PathLike) -> None:
         super().__init__()
@@ -90,6 +144,10 @@ class FileCallCounter(CallCounter):
 
     def _exclusive(self, pid: str):
         return _FileLock(self.directory / f"{pid}.lock")
+
+    def _sending_between_processes(self, pid: str, wait_s: float):
+        return _BoundedFileLock(self.directory / f"{pid}.sending", wait_s,
+                                "another sesemi process of this identity has a signed call in flight")
 
     def _read(self, pid: str) -> int:
         try:

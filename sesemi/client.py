@@ -4,7 +4,6 @@ talk to the key service and to inference actions."""
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -282,8 +281,6 @@ class KeyServiceClient:
         self.witness = witness or StateWitness()
         self.clock = clock
         self.counter = counter or CallCounter()
-        self._locks: dict[str, threading.Lock] = {}  # per principal: this client's own identities
-        self._locks_guard = threading.Lock()
 
     def _signed(self, identity: Identity, method: str, path: str, what: str, obj: Any = None) -> Any:
         return self._signed_answer(identity, method, path, what, obj)[0]
@@ -293,15 +290,11 @@ class KeyServiceClient:
         raw = json_dumps(obj) if obj is not None else b""
         if not self.pin.signing_public_key:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
-        pid = identity.principal_id
-        with self._sending(pid):
+        # One signed call per principal in flight (call_seq.py): numbers must arrive
+        # in order, and one held by the network must not be resent after a later one.
+        t = self.http.timeouts
+        with self.counter.sending(identity.principal_id, _SEQ_ATTEMPTS * (t.connect_s + t.read_s)):
             return self._send_signed(identity, method, path, what, raw)
-
-    def _sending(self, pid: str) -> threading.Lock:
-        """One signed call per principal in flight from this client: numbers must
-        arrive in order (the key service takes no late ones)."""
-        with self._locks_guard:
-            return self._locks.setdefault(pid, threading.Lock())
 
     def _send_signed(self, identity: Identity, method: str, path: str, what: str, raw: bytes) -> Any:
         pid = identity.principal_id

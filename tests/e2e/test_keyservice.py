@@ -15,6 +15,7 @@ from sesemi.errors import AccessDenied, AuthError, FormatError, IntegrityError, 
 from sesemi.identity import Identity
 from sesemi.sealed_model import new_model_key
 from sesemi.policy import EnclavePolicy
+from sesemi.timeouts import Timeouts
 
 MR = "ab" * 32
 SEAL = "cd" * 16
@@ -196,3 +197,92 @@ def test_enclave_token_required_and_checked(ks):
     r = requests.post(srv.url + "/v1/enclave/keys", json={"model_id": "m"},
                       headers={"Authorization": "Bearer " + "00" * 32}, timeout=5)
     assert r.status_code == 401 and "attest again" in r.json()["error"]
+
+
+class _HoldingProxy:
+    """A loopback TCP proxy that holds the bytes of its first connection from
+    the client until `release` is set: the network withholding one call."""
+
+    def __init__(self, upstream: str) -> None:
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        u = urlsplit(upstream)
+        self.upstream = (u.hostname, u.port)
+        self.release = threading.Event()
+        self.held = threading.Event()  # the first connection's request has arrived
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._first = True
+        self._socks: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream, timeout=10)
+            self._socks += [conn, up]
+            first, self._first = self._first, False
+            threading.Thread(target=self._pump, args=(conn, up, first), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn, False), daemon=True).start()
+
+    def _pump(self, src, dst, hold: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if hold:
+                    self.held.set()
+                    self.release.wait(20)
+                    hold = False
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self._socks:
+            s.close()
+
+
+def test_a_withheld_grant_is_not_resent_after_another_process_revoke(shared_ks, tmp_path):
+    """Two `sesemi` processes of one owner share $SESEMI_HOME: the first sends a
+    grant, which the network holds; the second revokes. Delivered late, the
+    grant must not take effect after the revoke (a resend above last_seq would
+    do just that); so a second process waits until the first call is answered."""
+    import dataclasses
+    import threading
+
+    from sesemi.call_seq import FileCallCounter
+
+    srv, _ = shared_ks
+    pin = attest_key_service(srv.url, insecure_sim=True)
+    owner, user = Identity.generate("o"), Identity.generate("u")
+    setup = KeyServiceClient(pin, counter=FileCallCounter(tmp_path / "call_seq"))
+    setup.register(owner)
+    setup.register(user)
+    setup.publish_model(owner, "m-withheld", new_model_key(), EnclavePolicy(mrenclave=(MR,)), SEAL)
+    proxy = _HoldingProxy(srv.url)
+    try:
+        first = KeyServiceClient(dataclasses.replace(pin, url=proxy.url), Timeouts(5, 30),
+                                 counter=FileCallCounter(tmp_path / "call_seq"))
+        second = KeyServiceClient(pin, Timeouts(5, 30), counter=FileCallCounter(tmp_path / "call_seq"))
+        granting = threading.Thread(target=lambda: first.grant(owner, "m-withheld", user.principal_id))
+        granting.start()
+        assert proxy.held.wait(10)
+        revoking = threading.Thread(target=lambda: second.revoke(owner, "m-withheld", user.principal_id))
+        revoking.start()
+        revoking.join(1.0)  # before the fix: the revoke completes here, ahead of the held grant
+        proxy.release.set()
+        granting.join(30)
+        revoking.join(30)
+        assert not granting.is_alive() and not revoking.is_alive()
+        assert setup.get_model(owner, "m-withheld")["grants"] == []
+    finally:
+        proxy.release.set()
+        proxy.close()

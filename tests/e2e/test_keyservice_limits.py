@@ -11,6 +11,7 @@ import time
 import pytest
 
 from bundle_tool.procs import start_keyservice
+from sesemi import signed_call
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.encoding import json_loads
 from sesemi.identity import Identity
@@ -165,7 +166,8 @@ def test_a_percent_encoded_newline_forges_no_log_line(ks):
 
 def test_slow_anonymous_work_leaves_threads_for_signed_calls(tmp_path):
     """Item 7's reserve: attestations stuck on a PCCS that never answers hold
-    at most the anonymous share of the threads; a signed call still runs."""
+    at most the anonymous share of the threads, with or without forged
+    credential headers; a signed call still runs."""
     import base64
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -202,15 +204,18 @@ def test_slow_anonymous_work_leaves_threads_for_signed_calls(tmp_path):
         client.register(owner)
         quote = base64.b64encode(fx.quote()).decode()
 
-        def stuck_attestation(_):
-            r = http.request("POST", srv.url + "/v1/enclave/nonce")
+        def stuck_attestation(i):
+            # Every other one carries forged credential headers, which routes that
+            # check no credential must not count as one (they would take the reserve).
+            forged = {"Authorization": "Bearer junk", signed_call.H_SIGNATURE: "AAAA"} if i % 2 else {}
+            r = http.request("POST", srv.url + "/v1/enclave/nonce", headers=forged)
             if r.status != 200:
                 return r.status  # busy: the anonymous share is taken
             nonce = json_loads(r.data)["nonce"]
             body = json_dumps({"nonce": nonce, "evidence": {"type": "sgx-dcap", "quote": quote},
                                "public_key": base64.b64encode(bytes(range(1, 33))).decode()})
             return http.request("POST", srv.url + "/v1/enclave/attest", body=body,
-                                headers={"Content-Type": "application/json"}).status
+                                headers={"Content-Type": "application/json", **forged}).status
 
         pool = ThreadPoolExecutor(6)
         pending = [pool.submit(stuck_attestation, i) for i in range(6)]

@@ -66,3 +66,21 @@ def test_rate_limiter_per_address_with_a_bounded_table():
     for i in range(1000):
         lim.take(f"10.0.{i // 256}.{i % 256}")
     assert len(lim) == 100
+
+
+def test_an_ipv6_subnet_is_one_address_for_the_rate_limits(tmp_path):
+    """A host given an IPv6 /64 picks any of its 2^64 addresses: counted one
+    by one, it would get a fresh bucket per request and the per-address
+    bound would bound nothing. IPv4 clients of a dual-stack listener
+    (::ffff:a.b.c.d) still count one by one, not as one shared subnet."""
+    from keyservice.api import create_app
+
+    ks = _ks(tmp_path, nonces_per_address=(0.001, 3))
+    client = create_app(ks).test_client()
+
+    def nonce(addr: str) -> int:
+        return client.post("/v1/enclave/nonce", environ_base={"REMOTE_ADDR": addr}).status_code
+
+    assert [nonce(f"2001:db8:1:2::{i:x}") for i in range(1, 5)] == [200, 200, 200, 429]
+    assert nonce("2001:db8:1:3::1") == 200  # another subnet has its own bucket
+    assert [nonce(f"::ffff:192.0.2.{i}") for i in range(1, 5)] == [200] * 4

@@ -38,3 +38,18 @@ def test_a_damaged_counter_is_one_clear_error(tmp_path):
     with pytest.raises(FormatError, match="damaged"):
         FileCallCounter(tmp_path).next(pid)
 
+
+
+def test_a_second_process_waits_a_bounded_time_for_a_call_in_flight(tmp_path):
+    """sending() holds across processes (an flock), and waiting for it is
+    bounded: the error names what it waited for."""
+    from sesemi.errors import TimeoutExpired
+
+    pid = Identity.generate("a").principal_id
+    with FileCallCounter(tmp_path).sending(pid, 1.0):
+        with pytest.raises(TimeoutExpired, match="signed call in flight") as info:
+            with FileCallCounter(tmp_path).sending(pid, 0.1):
+                pass
+        assert info.value.bound == "budget"
+    with FileCallCounter(tmp_path).sending(pid, 0.1):  # released: the next one goes ahead
+        pass
