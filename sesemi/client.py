@@ -292,8 +292,8 @@ class KeyServiceClient:
             raise PinMismatch("this pin predates signed key-service responses: run `sesemi ks attest` again")
         # One signed call per principal in flight (call_seq.py): numbers must arrive
         # in order, and one held by the network must not be resent after a later one.
-        t = self.http.timeouts
-        with self.counter.sending(identity.principal_id, _SEQ_ATTEMPTS * (t.connect_s + t.read_s)):
+        # The wait: what another process's call may take (each try has the replicas' budget).
+        with self.counter.sending(identity.principal_id, _SEQ_ATTEMPTS * self.http.budget_s):
             return self._send_signed(identity, method, path, what, raw)
 
     def _send_signed(self, identity: Identity, method: str, path: str, what: str, raw: bytes) -> Any:
