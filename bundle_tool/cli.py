@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from sesemi.attestation.backends import TEE_NAMES
 from sesemi import timeouts as T
 from sesemi.errors import FormatError, SesemiError
+from sesemi.logsafe import escape
 
 from . import commands as c
 from . import serve_commands as s
@@ -265,12 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(out, Out):
             out.emit(bool(getattr(args, "json", False)))
     except SesemiError as exc:
-        print(f"sesemi: error: {exc}", file=sys.stderr)
+        # Escaped: the message may quote a server's answer, which the host on the path
+        # chooses (a terminal escape sequence, a forged second line).
+        print(f"sesemi: error: {escape(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, FormatError) else 1
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"sesemi: error: {_oserror_line(exc)}", file=sys.stderr)
+        print(f"sesemi: error: {escape(_oserror_line(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
         if os.environ.get("SESEMI_DEBUG"):
