@@ -237,6 +237,9 @@ def keyservice_section(d: dict) -> list[str]:
              "Over HTTP on loopback, one key-service process (threads). An attestation is a nonce round trip "
              "plus evidence verification and token issue; a release returns the model key and a user's request "
              "key, each HPKE-wrapped, and writes an audit row (committed, `synchronous=FULL`).", "",
+             "Attestations per second are measured over 60 calls per row: the key service limits attestation "
+             "nonces to 20/s per client address (burst 200, keyservice/config.py), and the benchmark's clients "
+             "share one address, so this is the service's speed inside the burst, not a sustained rate.", "",
              "| clients | sim attestations/s | key releases/s |", "|---|---|---|"]
     for k in ("clients_1", "clients_4"):
         if k in d:
