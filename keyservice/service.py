@@ -306,19 +306,24 @@ class KeyService:
         return {"token": token.hex(), "expires_in": self.config.token_ttl_s, "claims": claims.to_json(),
                 "insecure_simulation": claims.simulated}
 
-    def attest_enclave(self, body: Any) -> dict[str, Any]:
-        """RCAR: consume the nonce, verify the evidence (step 1), check that its
-        REPORT_DATA binds (nonce, public key) (step 2), open a session (step 3)."""
+    def _take_nonce(self, body: Any) -> tuple[bytes, bytes, float, Any]:
+        """Parse (nonce, public key) and consume the nonce before any verification:
+        one evidence, one try. Returns the nonce's row (None if unknown or used)."""
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         nonce = hexd(body.get("nonce"), "nonce", 32)
         pub = b64d(body.get("public_key"), "public_key")
         hpke_box.load_public(pub)
         now = self.clock()
-        # The nonce is consumed before verification: one evidence, one try.
         with self.store.tx() as c:
             row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
             c.execute("DELETE FROM att_nonces WHERE nonce=?", (nonce.hex(),))
+        return nonce, pub, now, row
+
+    def attest_enclave(self, body: Any) -> dict[str, Any]:
+        """RCAR: consume the nonce, verify the evidence (step 1), check that its
+        REPORT_DATA binds (nonce, public key) (step 2), open a session (step 3)."""
+        nonce, pub, now, row = self._take_nonce(body)
         try:
             if row is None:
                 raise ReplayError("unknown or already used attestation nonce")
@@ -338,15 +343,7 @@ class KeyService:
         receives the service's secrets sealed to that key."""
         from .cluster import cluster_policy, seal_secrets
 
-        if not isinstance(body, dict):
-            raise FormatError("expected a JSON object")
-        nonce = hexd(body.get("nonce"), "nonce", 32)
-        pub = b64d(body.get("public_key"), "public_key")
-        hpke_box.load_public(pub)
-        now = self.clock()
-        with self.store.tx() as c:
-            row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
-            c.execute("DELETE FROM att_nonces WHERE nonce=?", (nonce.hex(),))
+        nonce, pub, now, row = self._take_nonce(body)
         try:
             if row is None or row["expires"] < now:
                 raise ReplayError("unknown, used or expired attestation nonce")
