@@ -19,6 +19,7 @@ from app.config import ActionConfig
 from occlum_instance import checks, sizing
 from occlum_instance.checks import Layout
 from sesemi.errors import AccessDenied
+from .editing import edit, edit_json
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE = "c9f2376"  # the files as they were before the boot fixes
@@ -49,18 +50,6 @@ def broken(tmp_path) -> Layout:
     (tmp_path / "app").mkdir()
     shutil.copy(REPO / "app" / "config.py", tmp_path / "app" / "config.py")
     return Layout(tmp_path)
-
-
-def edit(path: Path, old: str, new: str, count: int = 1) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, count))
-
-
-def edit_json(path: Path, fn) -> None:
-    doc = json.loads(path.read_text())
-    fn(doc)
-    path.write_text(json.dumps(doc, indent=4))
 
 
 def reports(found: list[str], pattern: str) -> bool:

@@ -19,6 +19,7 @@ from occlum_instance import checks, sizing
 from occlum_instance.checks import Layout
 from occlum_instance.checks.dockerfile import split_entry
 from occlum_instance.closure import runtime_closure
+from .editing import edit, edit_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,18 +35,6 @@ def broken(tmp_path):
     for d in ("occlum_instance", "images"):
         shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
     return Layout(tmp_path)
-
-
-def edit(path: Path, old: str, new: str, count: int = 1) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, count))
-
-
-def edit_json(path: Path, fn) -> None:
-    doc = json.loads(path.read_text())
-    fn(doc)
-    path.write_text(json.dumps(doc, indent=4))
 
 
 def findings(layout: Layout, closures) -> list[str]:
