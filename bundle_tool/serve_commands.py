@@ -9,28 +9,26 @@ from pathlib import Path
 
 from sesemi.errors import FormatError, UnavailableError
 
-from .cli_inputs import check_url, check_urls
+from .cli_inputs import check_urls
 from .commands import check_key_ttl, resolve_ks_key
 
 
-def positive_int(text: str) -> int:
+def _bounded(text: str, kind: type, top: float, what: str) -> float:
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
         value = 0
-    if not 0 < value <= 100_000:
-        raise argparse.ArgumentTypeError("expected an integer in 1..100000")
+    if not 0 < value <= top:
+        raise argparse.ArgumentTypeError(f"expected {what}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return int(_bounded(text, int, 100_000, "an integer in 1..100000"))
 
 
 def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError("expected a number of seconds in (0, 3600]")
-    return value
+    return float(_bounded(text, float, 3600, "a number of seconds in (0, 3600]"))
 
 
 def cmd_keyservice_serve(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ from sesemi import hpke_box, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier
 from sesemi.attestation.claims import report_data_binding
 from sesemi.encoding import JSONDecodeError, b64d, b64e, canonical_json, json_dumps, json_loads
-from sesemi.errors import AttestationError, FormatError, IntegrityError, PolicyError, SesemiError, UnavailableError
+from sesemi.errors import AttestationError, IntegrityError, PolicyError, SesemiError, UnavailableError
 from sesemi.http_errors import raise_for
 from sesemi.ks_state import parse
 from sesemi.policy import EnclavePolicy
@@ -101,12 +101,8 @@ def join(url: str, *, tee, policy: EnclavePolicy, allow_sim: bool,
     http = _Http(url, timeouts)
     n1 = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={n1.hex()}", "join: the running replica's attestation")
-    if not isinstance(body, dict):
-        raise FormatError("join: attestation answer is not a JSON object")
-    hpke_pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
-    sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
-    claims = EvidenceVerifier(allow_sim=allow_sim).verify(
-        body.get("evidence"), nonce=n1, public_key=ks_response.identity(hpke_pub, sig_pub))
+    claims, hpke_pub, sig_pub = ks_response.verify_attestation(body, n1, EvidenceVerifier(allow_sim=allow_sim),
+                                                             "join: the running replica's attestation")
     try:
         policy.check(claims)
     except PolicyError as exc:

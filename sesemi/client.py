@@ -16,7 +16,7 @@ from .attestation import EvidenceVerifier
 from .call_seq import CallCounter
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
-from .encoding import JSONDecodeError, b64d, b64e, json_dumps, json_loads
+from .encoding import JSONDecodeError, b64e, json_dumps, json_loads
 from .errors import (IntegrityError, AttestationError, FormatError, PinMismatch, RollbackDetected, StaleSequence,
                      TimeoutExpired, UnavailableError)
 from . import ks_state
@@ -248,14 +248,8 @@ def _attest_one(url: str, *, insecure_sim: bool, expect_mrenclave: str | None, e
     http = _Http(url, timeouts or T.KEY_SERVICE.with_env())
     nonce = secrets.token_bytes(32)
     body, _ = http.call("GET", f"/v1/attestation?nonce={nonce.hex()}", "key service attestation")
-    if not isinstance(body, dict):
-        raise FormatError("key service attestation: expected a JSON object")
-    pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
-    sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
-    if len(pub) != 32 or len(sig_pub) != 32:
-        raise FormatError("key service attestation: keys must be 32 bytes")
-    verifier = EvidenceVerifier(allow_sim=insecure_sim, dcap_verifier=dcap_verifier)
-    claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=ks_response.identity(pub, sig_pub))
+    claims, pub, sig_pub = ks_response.verify_attestation(
+        body, nonce, EvidenceVerifier(allow_sim=insecure_sim, dcap_verifier=dcap_verifier), "key service attestation")
     judge_key_service(claims, expect_mrenclave=expect_mrenclave, expect_mrsigner=expect_mrsigner,
                       expect_isv_prod_id=expect_isv_prod_id, min_isv_svn=min_isv_svn,
                       accept_tcb_statuses=accept_tcb_statuses, accept_advisories=accept_advisories)

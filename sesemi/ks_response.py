@@ -21,10 +21,14 @@ refuses it (a rolled-back database).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 from .encoding import b64d, b64e, lp
 from .errors import FormatError, IntegrityError
 from .identity import verify_signature
+
+if TYPE_CHECKING:  # the verifier is passed in: this module stays light for the key service
+    from .attestation import Claims, EvidenceVerifier
 
 H_SIGNATURE = "X-Sesemi-Response-Signature"
 H_NONCE = "X-Sesemi-Nonce"  # the caller's fresh nonce (signed calls already send one)
@@ -57,3 +61,17 @@ def verify(signing_public: bytes, signature: str | None, nonce: str, method: str
     except (IntegrityError, FormatError):
         raise IntegrityError("key-service response signature does not verify: not from the pinned key "
                              "service, altered, or replayed") from None
+
+
+def verify_attestation(body: Any, nonce: bytes, verifier: EvidenceVerifier,
+                       what: str) -> tuple[Claims, bytes, bytes]:
+    """A key service's `/v1/attestation` answer: its evidence must bind our nonce
+    and both of its public keys. Returns (claims, HPKE key, signing key)."""
+    if not isinstance(body, dict):
+        raise FormatError(f"{what}: expected a JSON object")
+    pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
+    sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
+    if len(pub) != 32 or len(sig_pub) != 32:
+        raise FormatError(f"{what}: keys must be 32 bytes")
+    claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=identity(pub, sig_pub))
+    return claims, pub, sig_pub
