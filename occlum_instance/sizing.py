@@ -45,7 +45,10 @@ SAFETY_FACTOR = 1.25          # allocator fragmentation, Occlum VM alignment
 KERNEL_HEAP_BASE_MIB = 160    # LibOS kernel heap: SEFS caches, sockets, file tables
 KERNEL_HEAP_PER_THREAD_MIB = 2
 UNTRUSTED_OVERHEAD_MIB = 128  # outside the enclave: PAL, host threads, Occlum's loader
-THREAD_SLACK = 8              # Python/LiteRT/Occlum helper threads not counted below
+# Helper threads not counted below: Python's, LiteRT's, Occlum's and, in the
+# action, its own two (the pack digest worker, sesemi/background_digest.py, one
+# per process; the start-up importer, app/preload.py, gone once imports finish).
+THREAD_SLACK = 8
 # TCSs kept free for the PAL itself. Without EDMM (our configs), Occlum's
 # gen_internal_conf makes TCSNum = TCSMaxNum = max_num_of_threads, and every
 # LibOS thread holds one TCS while it runs (src/pal/src/ocalls/spawn.c). The

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .encoding import JSONDecodeError, canonical_json, json_loads
+from .background_digest import BackgroundDigest
 from .errors import FormatError, IntegrityError, NotFound
 from .sealed_model import read_header
 
@@ -205,7 +206,8 @@ class SealedReader:
         self.length = length
         self._expected = sha256
         self._model_id = model_id
-        self._h = hashlib.sha256()
+        # On the worker thread, overlapping the caller's decryption (background_digest.py).
+        self._h = BackgroundDigest()
 
     def read(self, n: int) -> bytes:
         n = max(0, min(n, self._end - self._pos))
