@@ -3,7 +3,7 @@ environment (in Occlum: Occlum.json's env.default, measured) and /init."""
 
 import os
 
-from sesemi.openwhisk import DEFAULT_ACTION_THREADS
+from sesemi.openwhisk_limits import DEFAULT_ACTION_THREADS
 
 from . import serve
 

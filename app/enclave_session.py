@@ -14,7 +14,7 @@ from typing import Callable
 
 from sesemi import envelope, hpke_box
 from sesemi.attestation.claims import report_data_binding
-from sesemi.client import EnclaveKeyClient
+from sesemi.ks_transport import EnclaveKeyClient
 from sesemi.encoding import b64d
 from sesemi.errors import AuthError, FormatError
 from sesemi.timeouts import ENCLAVE_KEY_BUDGET_S, Deadline

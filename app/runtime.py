@@ -15,7 +15,7 @@ from typing import Any
 
 from sesemi import answer, envelope, tensors
 from sesemi.attestation.backends import make_backend
-from sesemi.client import EnclaveKeyClient
+from sesemi.ks_transport import EnclaveKeyClient
 from sesemi.errors import AccessDenied, IntegrityError, ModelUnavailable, NotFound, SesemiError, UnavailableError
 from sesemi.http_errors import action_error
 from sesemi.measure import action_mrenclave

@@ -86,6 +86,12 @@ for pkg in sesemi app keyservice; do
         cp -r "$REPO/$pkg" "$SRC/$pkg"
     fi
     find "$SRC/$pkg" -name __pycache__ -prune -exec rm -rf {} +
+    # Bytecode compiled here, by the image's own Python, so no start compiles the
+    # appliance's modules again (docs/performance.md, "Cold start"). checked-hash:
+    # a .pyc is used only while the SipHash of its .py matches, so what runs is
+    # always the measured source, whatever copy_bom or SEFS do to mtimes; and no
+    # timestamps, so the image stays reproducible.
+    "$PYTHON" -m compileall -q --invalidation-mode checked-hash "$SRC/$pkg"
 done
 # Files the boms take from this directory (bom/glibc-nss.yaml: etc/nsswitch.conf).
 if [ "$(cd "$REPO" && pwd -P)" != "$(cd "$SRC" && pwd -P)" ]; then

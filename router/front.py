@@ -29,6 +29,7 @@ from sesemi.encoding import JSONDecodeError, json_loads
 from sesemi.errors import FormatError, NotFound
 from sesemi.http_errors import error_body
 from sesemi.names import check_model_id
+from sesemi import urllib3_errors
 from sesemi.timeouts import Timeouts, explain
 
 from .app import json_app, json_response
@@ -81,7 +82,7 @@ class Front:
                                       timeout=urllib3.Timeout(connect=t.connect_s, read=t.read_s))
         except urllib3.exceptions.HTTPError as exc:
             self._count("router_unavailable")
-            err = explain(exc, what, b.url, t)
+            err = explain(exc, what, b.url, t, bound_of=urllib3_errors.bound_of)
             log.warning("%s", err)
             return json_response(error_body(err), err.http_status, {"Retry-After": "1", "X-Sesemi-Router": b.name})
         if not resp.headers.get("Content-Type", "").startswith("application/json"):
@@ -102,7 +103,7 @@ class Front:
                                       timeout=urllib3.Timeout(connect=t.connect_s, read=t.read_s))
             doc = json_loads(resp.data)
         except urllib3.exceptions.HTTPError as exc:
-            return {**row, "state": "down", "reason": str(explain(exc, f"router {b.name}", b.url, t))}
+            return {**row, "state": "down", "reason": str(explain(exc, f"router {b.name}", b.url, t, bound_of=urllib3_errors.bound_of))}
         except JSONDecodeError:
             return {**row, "state": "down", "reason": f"/healthz answered HTTP {resp.status} without JSON"}
         if resp.status != 200 or not isinstance(doc, dict):

@@ -11,21 +11,21 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import urllib3
 
-from . import answer, envelope, hpke_box, ks_response, signed_call, tensors
+from . import answer, envelope, hpke_box, ks_response, signed_call, tensors, urllib3_errors
 from .attestation import EvidenceVerifier
 from .call_seq import CallCounter
 from .attestation.claims import Claims
 from .attestation.dcap import DcapVerifier
-from .encoding import JSONDecodeError, b64e, json_dumps, json_loads
-from .errors import (IntegrityError, AttestationError, FormatError, PinMismatch, RollbackDetected, StaleSequence,
-                     TimeoutExpired, UnavailableError)
+from .encoding import b64e, json_dumps
+from .errors import IntegrityError, AttestationError, FormatError, PinMismatch, StaleSequence
 from . import ks_state
 from .ks_state import StateWitness
 from .http_errors import raise_for
 from .identity import Identity
 from .policy import DEFAULT_TCB_STATUSES, EnclavePolicy
 from . import timeouts as T
-from .timeouts import Deadline, Timeouts
+from .timeouts import Timeouts
+from .ks_transport import EnclaveKeyClient, Response, _Http, _Replicas, split_urls  # noqa: F401 - re-exported
 
 
 _SEQ_ATTEMPTS = 4  # a stale sequence number: resend above the last accepted one, a few times at most
@@ -51,135 +51,6 @@ class KsPin:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-def _decode(resp: urllib3.BaseHTTPResponse, what: str, check: bool = True) -> Any:
-    try:
-        body = json_loads(resp.data) if resp.data else {}
-    except JSONDecodeError:
-        body = {"error": f"non-JSON response (HTTP {resp.status})"}
-    if check:
-        raise_for(resp.status, body, what)
-    return body
-
-
-def _unsigned_reason(resp: urllib3.BaseHTTPResponse) -> str:
-    try:
-        body = json_loads(resp.data)
-    except JSONDecodeError:
-        return "no reason given"
-    err = body.get("error") if isinstance(body, dict) else None
-    return err[:120] if isinstance(err, str) else "no reason given"
-
-
-class _Http:
-    """One kept-alive connection pool per client. urllib3 rather than requests:
-    requests costs ~0.7 ms more per large call and ~20 ms more at import, and
-    the action pays its import on every cold start."""
-
-    def __init__(self, url: str, timeouts: Timeouts, maxsize: int = 16) -> None:
-        self.url = url.rstrip("/")
-        self._pool = urllib3.PoolManager(maxsize=maxsize, retries=False)
-        self.timeouts = timeouts
-
-    def call(self, method: str, path: str, what: str, body: bytes | None = None,
-             headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
-             deadline: Deadline | None = None, check: bool = True,
-             witness: StateWitness | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
-        """`signed_by`: the pinned key-service signing key; the response (error
-        or not) must carry its signature over our fresh nonce, or is refused.
-        `deadline`: a total budget this call shares with others. `check=False`:
-        the caller reads error answers itself. `witness`: the signed state
-        version must not be older than one seen before (ks_state.py)."""
-        headers = dict(headers or {})
-        if signed_by is not None:
-            headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
-        # What we had seen before sending: concurrent answers may arrive out of order,
-        # but none may be older than this.
-        floor = witness.highest(signed_by.hex()) if witness is not None and signed_by is not None else None
-        timeout, clipped = T.request_timeout(self.timeouts, deadline)
-        try:
-            resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=timeout)
-        except urllib3.exceptions.HTTPError as exc:
-            raise T.explain(exc, what, self.url, self.timeouts, deadline, clipped) from None
-        if signed_by is not None:
-            try:
-                state = resp.headers.get(ks_response.H_STATE, "")
-                ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
-                                   headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
-                                   resp.data or b"", state)
-                if witness is not None:
-                    witness.observe(signed_by.hex(), state, what, floor)
-            except IntegrityError as exc:
-                detail = ""
-                if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):
-                    # The HTTP server's own refusals (size, malformed request) are unsigned.
-                    detail = f" (HTTP {resp.status}, unsigned: {_unsigned_reason(resp)})"
-                raise IntegrityError(f"{what}: {exc}{detail}") from None
-        return _decode(resp, what, check), resp
-
-
-def split_urls(urls: str | Sequence[str]) -> list[str]:
-    """`--ks URL[,URL...]`: the replicas of one key service, tried in order."""
-    items = urls.split(",") if isinstance(urls, str) else list(urls)
-    out = [u.strip().rstrip("/") for u in items if u and u.strip()]
-    if not out:
-        raise FormatError("no key-service URL given")
-    return out
-
-
-class _Replicas:
-    """Several replicas of one key service (one identity: each answer is checked
-    against the same pinned key). A call that finds a replica down, frozen or
-    refusing with a retryable status (503: unavailable, or a replica that found
-    its database behind) moves to the next, all within one total budget; the
-    same request, signed once, is what each replica receives (docs/keyservice.md
-    says how signed calls stay idempotent across replicas)."""
-
-    def __init__(self, urls: str | Sequence[str], timeouts: Timeouts, maxsize: int = 16,
-                 budget_s: float | None = None) -> None:
-        self.hosts = [_Http(u, timeouts, maxsize) for u in split_urls(urls)]
-        self.url = self.hosts[0].url
-        self.urls = [h.url for h in self.hosts]
-        self.timeouts = timeouts
-        # Room for one replica that accepts and never answers, then a live one.
-        self.budget_s = budget_s or (timeouts.read_s + timeouts.connect_s + min(timeouts.read_s, 5.0))
-        self._good = 0
-
-    def call(self, method: str, path: str, what: str, body: bytes | None = None,
-             headers: Mapping[str, str] | None = None, signed_by: bytes | None = None,
-             deadline: Deadline | None = None, check: bool = True,
-             witness: StateWitness | None = None) -> tuple[Any, urllib3.BaseHTTPResponse]:
-        if len(self.hosts) == 1:
-            return self.hosts[0].call(method, path, what, body, headers, signed_by, deadline, check=check,
-                                      witness=witness)
-        budget = deadline or Deadline(self.budget_s, f"{what} (failover over {len(self.hosts)} replicas)")
-        headers = dict(headers or {})
-        if signed_by is not None:
-            headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
-        failures: list[str] = []
-        rollback: RollbackDetected | None = None
-        start = self._good
-        for i in range(len(self.hosts)):
-            idx = (start + i) % len(self.hosts)
-            try:
-                budget.left()
-                out = self.hosts[idx].call(method, path, what, body, headers, signed_by, budget, check=check,
-                                           witness=witness)
-            except RollbackDetected as exc:
-                rollback = exc
-                failures.append(f"{self.hosts[idx].url}: rollback")
-            except UnavailableError as exc:
-                if exc is not None and isinstance(exc, TimeoutExpired) and exc.bound == "budget":
-                    raise
-                failures.append(f"{self.hosts[idx].url}: {exc}")
-                continue
-            else:
-                self._good = idx
-                return out
-        if rollback is not None:
-            raise rollback
-        raise UnavailableError(f"{what}: no key-service replica answered ({'; '.join(failures)})")
 
 
 def _check_signer_pin(expect_mrsigner: str | None, isv_prod_id: int | None, min_isv_svn: int | None) -> None:
@@ -375,47 +246,21 @@ class KeyServiceClient:
         return body
 
 
-class EnclaveKeyClient:
-    """The enclave side of RCAR: nonce -> evidence -> token -> wrapped keys.
-    Keeps one HTTP connection alive (the prototype opened one per fetch)."""
+class Urllib3Pool:
+    """The inference client's transport: urllib3 connection pools, no retries.
+    On ~1 MB bodies it beats http.client and requests (docs/performance.md);
+    the key-service calls use sesemi.stdlib_http instead."""
 
-    def __init__(self, url: str, timeouts: Timeouts = T.ENCLAVE_KEYS,
-                 ks_signing_key: bytes | None = None) -> None:
-        """`ks_signing_key`: the pinned key service (from the enclave's measured
-        configuration); with it, every answer must be signed over a fresh nonce
-        of ours, so a proxy can neither invent key releases nor replay old ones.
-        Every call takes an optional `deadline`: the budget of the request it serves."""
-        self.http = _Replicas(url, timeouts, budget_s=T.ENCLAVE_KEY_BUDGET_S)
-        self._signed_by = ks_signing_key
-        self._witness = StateWitness() if ks_signing_key is not None else None
+    errors = (urllib3.exceptions.HTTPError,)
+    bound_of = staticmethod(urllib3_errors.bound_of)
 
-    def nonce(self, deadline: Deadline | None = None) -> bytes:
-        body, _ = self.http.call("POST", "/v1/enclave/nonce", "attestation nonce", signed_by=self._signed_by,
-                                 deadline=deadline, witness=self._witness)
-        return bytes.fromhex(body["nonce"])
+    def __init__(self, maxsize: int = 16) -> None:
+        self._pool = urllib3.PoolManager(maxsize=maxsize, retries=False)
 
-    def attest(self, nonce: bytes, evidence: dict, public_key: bytes,
-               deadline: Deadline | None = None) -> tuple[str, float]:
-        raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
-        body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
-                                 {"Content-Type": "application/json"}, signed_by=self._signed_by,
-                                 deadline=deadline, witness=self._witness)
-        return body["token"], float(body["expires_in"])
-
-    def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool,
-             deadline: Deadline | None = None, seal_id: str | None = None) -> dict:
-        """`seal_id`: the seal of the model in this enclave's pack; a model key is
-        released only for the seal its owner published."""
-        req: dict[str, Any] = {"model_id": model_id, "model_key": model_key}
-        if seal_id is not None:
-            req["seal_id"] = seal_id
-        if user_id is not None:
-            req["user_id"] = user_id
-        body, _ = self.http.call("POST", "/v1/enclave/keys", "key release", json_dumps(req),
-                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                                 signed_by=self._signed_by, deadline=deadline,
-                                 witness=self._witness)
-        return body
+    def request(self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+                timeout: tuple[float, float] = (5.0, 90.0)) -> urllib3.BaseHTTPResponse:
+        return self._pool.request(method, url, body=body, headers=headers,
+                                  timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
 
 
 _ANSWER_FIELDS = frozenset({"response", "tee", "insecure_simulation"})
@@ -437,7 +282,7 @@ class ActionClient:
     def __init__(self, url: str, timeouts: Timeouts | None = None, path: str = "/run",
                  maxsize: int = 16) -> None:
         """`timeouts`: default `timeouts.INFERENCE`, overridden by the environment."""
-        self.http = _Http(url, timeouts or T.INFERENCE.with_env(), maxsize)
+        self.http = _Http(url, timeouts or T.INFERENCE.with_env(), maxsize, pool=Urllib3Pool(maxsize))
         self.url = self.http.url
         self.path = path
 

@@ -22,6 +22,7 @@ import urllib3
 
 from .encoding import JSONDecodeError, b64e, json_dumps, json_loads
 from .errors import AuthError, Conflict, FormatError, NotFound, UnavailableError
+from . import urllib3_errors
 from .timeouts import Timeouts, explain
 
 DEFAULT_NAMESPACE = "_"
@@ -38,13 +39,7 @@ STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_E
 _ACTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 _NAMESPACE = re.compile(r"_|[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 
-# Bounds of OpenWhisk's default deployment (docs/reference.md of OpenWhisk).
-MEMORY_MB = (128, 8192)      # the prototype used 128 MB .. 8 GB
-TIMEOUT_MS = (100, 600_000)
-CONCURRENCY = (1, 500)
-# The action image's connection threads unless its SESEMI_THREADS says otherwise
-# (app/__main__.py reads this): `sesemi deploy` refuses a concurrency above it.
-DEFAULT_ACTION_THREADS = 64
+from .openwhisk_limits import CONCURRENCY, DEFAULT_ACTION_THREADS, MEMORY_MB, TIMEOUT_MS  # noqa: E402,F401
 
 
 class PayloadTooLarge(FormatError):
@@ -319,7 +314,7 @@ class OpenWhiskClient:
                                    "its CA (deploy --cacert FILE, router openwhisk.cacert) or skip the check "
                                    "(deploy -i, router openwhisk.insecure)") from None
         except urllib3.exceptions.HTTPError as exc:
-            raise explain(exc, what, f"OpenWhisk at {self.creds.apihost}", t) from None
+            raise explain(exc, what, f"OpenWhisk at {self.creds.apihost}", t, bound_of=urllib3_errors.bound_of) from None
         if resp.status in ok:
             return resp
         msg = f"{what}: {_error_text(resp)}"

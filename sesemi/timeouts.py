@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
-import urllib3
-
+from . import stdlib_http
 from .errors import FormatError, TimeoutExpired, UnavailableError
 
 ENV_CONNECT = "SESEMI_CONNECT_TIMEOUT"
@@ -83,26 +82,31 @@ class Deadline:
         return TimeoutExpired(f"{self.what}: total budget ({self.budget_s:g} s) expired", bound="budget")
 
 
-def request_timeout(t: Timeouts, deadline: Deadline | None) -> tuple[urllib3.Timeout, bool]:
-    """The urllib3 timeout for one call, clipped to what the budget has left;
+def request_timeout(t: Timeouts, deadline: Deadline | None) -> tuple[tuple[float, float], bool]:
+    """(connect, read) seconds for one call, clipped to what the budget has left;
     True when the budget, not the call's own bound, is the tighter one."""
     if deadline is None:
-        return urllib3.Timeout(connect=t.connect_s, read=t.read_s), False
+        return (t.connect_s, t.read_s), False
     left = deadline.left()
-    return urllib3.Timeout(connect=min(t.connect_s, left), read=min(t.read_s, left)), left < t.read_s
+    return (min(t.connect_s, left), min(t.read_s, left)), left < t.read_s
 
 
-def explain(exc: urllib3.exceptions.HTTPError, what: str, url: str, t: Timeouts,
-            deadline: Deadline | None = None, clipped: bool = False) -> UnavailableError:
-    """The error for a failed call, naming the bound that expired (if one did)."""
-    # NewConnectionError subclasses ConnectTimeoutError in urllib3, but is a refusal, not a timeout.
-    if isinstance(exc, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)) and \
-            not isinstance(exc, urllib3.exceptions.NewConnectionError):
+def explain(exc: Exception, what: str, url: str, t: Timeouts,
+            deadline: Deadline | None = None, clipped: bool = False,
+            bound_of: Callable[[Exception], str | None] | None = None) -> UnavailableError:
+    """The error for a failed call, naming the bound that expired (if one did).
+    `bound_of`: how the transport tells its timeouts apart ("connect", "read"
+    or None); sesemi.stdlib_http's errors by default, urllib3's through
+    sesemi.urllib3_errors.bound_of (not imported here: the action, which
+    imports this module, carries no urllib3)."""
+    bound = (bound_of or stdlib_http.bound_of)(exc)
+    if bound is not None:
         if clipped and deadline is not None:
             return deadline.expired()
-        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        if bound == "connect":
             return TimeoutExpired(f"{what}: connect timeout ({t.connect_s:g} s) expired reaching {url}",
                                   bound="connect")
         return TimeoutExpired(f"{what}: read timeout ({t.read_s:g} s) expired: {url} accepted the "
                               "connection but did not answer", bound="read")
-    return UnavailableError(f"{what}: cannot reach {url} ({type(exc).__name__})")
+    kind = str(exc) if isinstance(exc, stdlib_http.ConnectFailed) else type(exc).__name__
+    return UnavailableError(f"{what}: cannot reach {url} ({kind})")

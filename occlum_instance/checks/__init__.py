@@ -14,7 +14,8 @@ One module per concern:
 * bom: copy_bom's schema, the import closure, the NSS modules glibc dlopens;
 * dockerfile: stages, entry points, runtime packages (jq, DCAP, CA bundle);
 * sealing: the image key and how each writable SEFS is keyed;
-* plaintext: no plaintext model outside the enclave image.
+* plaintext: no plaintext model outside the enclave image;
+* bytecode: the images ship checked-hash .pyc of the appliances' code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ..closure import Closure, runtime_closure
+from .bytecode import check_bytecode
 from .bom import Bom, BomEntry, check_bom, check_nss, load_bom
 from .dockerfile import (Stage, _arg_default, check_dockerfile, check_entry_wrapper, check_runtime_packages,
                          parse_dockerfile)
@@ -35,7 +37,7 @@ from .policy import check_code_trusted_settings, check_config_policy, check_env_
 from .sealing import check_data_sealing, check_image_key
 
 __all__ = ["APPLIANCES", "CONFIG_KINDS", "REPO", "SECURITY_RELEVANT", "Appliance", "Bom", "BomEntry", "Layout",
-           "Stage", "check_all", "check_bom", "check_code_trusted_settings", "check_config_policy",
+           "Stage", "check_all", "check_bom", "check_bytecode", "check_code_trusted_settings", "check_config_policy",
            "check_config_schema", "check_data_sealing", "check_dockerfile", "check_entry_wrapper",
            "check_env_names_read", "check_identity", "check_image_key", "check_memory",
            "check_no_plaintext_models", "check_nss", "check_rendered", "check_runtime_packages",
@@ -66,6 +68,7 @@ def check_all(layout: Layout | None = None, cl: dict[str, Closure] | None = None
     out += check_image_key(layout)
     out += check_data_sealing(layout)
     out += check_no_plaintext_models(layout)
+    out += check_bytecode(layout)
     code_root = layout.root if (layout.root / "app" / "config.py").is_file() else REPO
     out += check_code_trusted_settings(code_root)
     return list(dict.fromkeys(out))
