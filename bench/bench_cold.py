@@ -59,31 +59,34 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> float:
     raise RuntimeError("server did not start")
 
 
-def precompiled_tree(work: Path) -> Path:
-    """A copy of the action's code compiled as the images compile it
-    (occlum_instance/build.sh, images/action.Dockerfile: `compileall
-    --invalidation-mode checked-hash`). The action runs from this tree, as it
-    runs in an image; the checkout itself has no .pyc here (this machine sets
-    PYTHONDONTWRITEBYTECODE=1), which is the "no .pyc" variant: what every
-    start cost before the images shipped bytecode. The measurement is the
-    same for both: it covers the *.py files (sesemi/measure.py)."""
-    tree = work / "precompiled"
+def code_tree(work: Path, compiled: bool) -> Path:
+    """A copy of the action's code without any __pycache__ of the checkout
+    (which holds whatever timestamp .pyc other runs left). `compiled`: with
+    its bytecode compiled as the images compile it (occlum_instance/build.sh,
+    images/action.Dockerfile: `compileall --invalidation-mode checked-hash`).
+    Without: the action compiles its modules on every start (it runs with
+    PYTHONDONTWRITEBYTECODE=1, as in the images), as the images did before
+    they shipped bytecode. The measurement is the same for both: it covers
+    the *.py files (sesemi/measure.py)."""
+    tree = work / ("precompiled" if compiled else "source")
     for pkg in ("sesemi", "app"):
         shutil.copytree(REPO / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
-                    str(tree / "sesemi"), str(tree / "app")], check=True)
+    if compiled:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                        str(tree / "sesemi"), str(tree / "app")], check=True)
     return tree
 
 
 def sesemi_cold(world: LocalWorld, pack: Path, name: str, log,
                 cmd: Callable[[int], list[str]] | None = None, code: Path | None = None) -> dict[str, float]:
     """`cmd(port)`: the action's command line (default `python -m app`); `code`:
-    run the action from this tree (precompiled_tree) instead of the checkout."""
+    run the action from this tree (code_tree) instead of the checkout."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Pinned as the world publishes it (SESEMI_KS_KEY is measured): without it the
     # action measures differently and the key service refuses its key release.
-    env = {**os.environ, "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1", "SESEMI_KS_KEY": world.ks_key(),
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "SESEMI_PORT": str(port), "SESEMI_HOST": "127.0.0.1", "SESEMI_KS_KEY": world.ks_key(),
            "SESEMI_POOL_SIZE": "1", "SESEMI_INTERP_THREADS": str(INTERP_THREADS)}
     t0 = time.perf_counter()
     if code:
@@ -155,6 +158,44 @@ def plain_cold(model: Path, name: str, log) -> dict[str, float]:
     return {"process_start_and_load_s": t1 - t0, "first_request_s": t2 - t1, "total_s": t2 - t0}
 
 
+# What `python -m app` imports before it listens, and at /init and the first /run.
+_ACTION_IMPORTS = ("import sesemi.openwhisk_limits, app, app.runtime, app.models, app.enclave_session, "
+                   "app.interpreter_pool")
+
+
+def import_times(tree: Path, source: Path, reps: int) -> dict[str, float]:
+    """The action's start-up imports, wall time above a bare interpreter start,
+    medians of `reps` interleaved starts: as the images ship it (checked-hash
+    .pyc, `tree`) and compiling from source (`source`, no .pyc)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    variants = {"bare_interpreter": ("pass", source), "pyc": (_ACTION_IMPORTS, tree), "no_pyc": (_ACTION_IMPORTS, source)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(reps):
+        for k, (code, cwd) in variants.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(cwd)}, cwd=cwd, check=True,
+                           timeout=120)
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"bare_interpreter_s": med["bare_interpreter"], "imports_pyc_s": med["pyc"] - med["bare_interpreter"],
+            "imports_no_pyc_s": med["no_pyc"] - med["bare_interpreter"], "reps": reps,
+            "by_package_ms": import_self_times(tree, env)}
+
+
+def import_self_times(tree: Path, env: dict[str, str]) -> dict[str, float]:
+    """`python -X importtime` of the action's start-up imports (with .pyc), the
+    self time summed by top-level package: what the import time is made of."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", _ACTION_IMPORTS], env={**env, "PYTHONPATH": str(tree)},
+                         cwd=tree, capture_output=True, text=True, check=True, timeout=120)
+    by: dict[str, float] = {}
+    for line in out.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[0].startswith("import time:") and parts[0].split(":")[1].strip().isdigit():
+            top = parts[2].strip().split(".")[0]
+            by[top] = by.get(top, 0.0) + int(parts[0].split(":")[1]) / 1e3
+    return dict(sorted(by.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
@@ -165,13 +206,16 @@ def main() -> None:
     names = available(args.models)
     out = {}
     with bench_world() as (work, world), open(work / "cold.log", "ab") as log:
-        tree = precompiled_tree(work)
+        tree, source = code_tree(work, compiled=True), code_tree(work, compiled=False)
+        imports = import_times(tree, source, 3 if args.smoke else 15)
+        progress(f"action imports: {imports['imports_pyc_s'] * 1e3:.0f} ms with .pyc, "
+                 f"{imports['imports_no_pyc_s'] * 1e3:.0f} ms without")
         for name in names:
             pack = world.deploy_pack(f"cold-{name}", {name: MODELS[name]})
             runs_s, runs_n, runs_p = [], [], []
             for r in range(args.reps):
                 runs_s.append(retried(sesemi_cold, world, pack, name, log, code=tree))
-                runs_n.append(retried(sesemi_cold, world, pack, name, log))
+                runs_n.append(retried(sesemi_cold, world, pack, name, log, code=source))
                 runs_p.append(retried(plain_cold, MODELS[name], name, log))
                 progress(f"{name}: rep {r + 1}/{args.reps}: sesemi {runs_s[-1]['total_s'] * 1e3:.0f} ms "
                          f"(no .pyc {runs_n[-1]['total_s'] * 1e3:.0f} ms), "
@@ -182,7 +226,7 @@ def main() -> None:
             out[name] = {"sesemi": med_s, "sesemi_no_pyc": med_n, "plain": med_p,
                          "ratio_total": med_s["total_s"] / med_p["total_s"],
                          "ratio_no_pyc_total": med_n["total_s"] / med_p["total_s"], "reps": args.reps}
-    write_result("cold_start", {"models": out})
+    write_result("cold_start", {"models": out, "imports": imports})
 
 
 if __name__ == "__main__":

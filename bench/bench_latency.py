@@ -93,7 +93,7 @@ def breakdown(x: np.ndarray, n: int = 50) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="*", default=["digits", "mobilenetv2", "resnet50", "densenet121"])
+    ap.add_argument("--models", nargs="*", default=["digits", "null224", "mobilenetv2", "resnet50", "densenet121"])
     ap.add_argument("-n", type=int, default=0, help="requests per variant (default: by model size)")
     args = parse_args(ap)
     if args.smoke:
@@ -104,7 +104,7 @@ def main() -> None:
         for name in names:
             model = MODELS[name]
             x = model_input(name)
-            n = args.n or {"digits": 300, "mobilenetv2": 150}.get(name, 40)
+            n = args.n or {"digits": 300, "null224": 200, "mobilenetv2": 150}.get(name, 40)
             progress(f"{name}: starting the plaintext server and the SeSeMI action")
             pack = world.deploy_pack(name, {name: model})
             action = world.action(pack, extra=["--pool-size", "1"],

@@ -29,6 +29,8 @@ MODELS = {
     "mobilenetv2": MODEL_CACHE / "mobilenetv2.tflite",
     "resnet50": MODEL_CACHE / "resnet50.tflite",
     "densenet121": MODEL_CACHE / "densenet121.tflite",
+    # 224x224x3 in, 1000 out, next to no compute: the protocol's cost on those bytes
+    "null224": MODEL_CACHE / "null224.tflite",
 }
 
 # One interpreter thread per request: on 2 cores, two requests in parallel use

@@ -89,19 +89,33 @@ def invoke_section(models: dict) -> list[str]:
              "(`/stats` → `recent_invoke`, over the benchmark's requests) and in the benchmark's process (i). "
              "What the action adds around the invoke is the SeSeMI end-to-end time minus the action's invoke.", "",
              "| model | (i) bare invoke p50 | action's invoke p50 | action / bare | action's /run handling p50 "
-             "| (iv) HTTP floor p50 | (iii) SeSeMI p50 | (iii) − action's invoke | floor: ((i) + (iv)) / (i) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| (iv) HTTP floor p50 | (iii) SeSeMI p50 | (iii) − action's invoke | floor: ((i) + (iv)) / (i) "
+             "| protocol floor: ((i) + (v)) / (i) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    null = models.get("null224")
+    # (v): all SeSeMI adds on a 224x224x3 request, measured with a model that computes next to nothing.
+    proto = null["sesemi"]["p50_ms"] - null["bare"]["p50_ms"] if null else None
     for m, v in models.items():
         a, b, s = v["action_invoke"]["p50_ms"], v["bare"]["p50_ms"], v["sesemi"]["p50_ms"]
         run = v.get("action_run", {}).get("p50_ms")
         echo = v.get("echo", {}).get("p50_ms")
+        pf = f"{(b + proto) / b:.3f}" if proto is not None and v["input_bytes"] == null["input_bytes"] else "—"
         lines.append(f"| {m} | {b:.2f} ms | {a:.2f} ms | {a / b:.3f} | {f'{run:.2f} ms' if run else '—'} "
                      f"| {f'{echo:.2f} ms' if echo else '—'} | {s:.2f} ms | {s - a:.2f} ms "
-                     f"| {f'{(b + echo) / b:.3f}' if echo else '—'} |")
+                     f"| {f'{(b + echo) / b:.3f}' if echo else '—'} | {pf} |")
     lines += ["", "(iv) is the transport floor: the same request bytes posted with the same client library to the "
               "action's own HTTP layer (bench/echo_server.py), which reads the body and answers a body of the "
               "SeSeMI response's size without doing anything. No server on this transport can answer faster than "
               "(i) + (iv); where that ratio is above a goal, the goal is out of reach on this transport."]
+    if proto is not None:
+        lines += ["", f"(v) = {proto:.2f} ms is everything SeSeMI adds to a 224×224×3 request when the model costs "
+                  "nothing: null224 (global average pooling and a 1000-way dense layer, tools/make_bench_models.py) "
+                  "through the whole secure path — SDK encryption and encoding, the HTTP transport, the JSON "
+                  "`/run` protocol's parse and base64, AES-GCM both ways, the response — minus its bare invoke, "
+                  "same run. It is measured with every cache warm from the previous request; after a long invoke "
+                  "the same steps run slower (docs/performance.md, \"Where the time goes\"), so the protocol "
+                  "floor is a lower bound: where it is above a goal, no change inside the action meets it without "
+                  "changing the protocol or the transport."]
     # The floor bar: what no server on this transport can beat, bare invoke + HTTP echo.
     with_floor = {m: {**v, "floor": {"p50_ms": v["bare"]["p50_ms"] + v["echo"]["p50_ms"]}}
                   for m, v in models.items() if "echo" in v}
@@ -118,7 +132,7 @@ def cold_section(d: dict) -> list[str]:
              "one key-service round trip for both keys, reading and decrypting the sealed model chunk by chunk, "
              "building the interpreter and the first inference; the pack digest is computed on a worker "
              "thread beside the decryption (sesemi/background_digest.py). SeSeMI runs its code as the images "
-             "ship it, with checked-hash .pyc compiled at build time (bench_cold.precompiled_tree, as "
+             "ship it, with checked-hash .pyc compiled at build time (bench_cold.code_tree, as "
              "occlum_instance/build.sh does); \"no .pyc\" is the same action compiling its own modules on every "
              "start (PYTHONDONTWRITEBYTECODE=1), as the images did before, measured in the same run.", "",
              "| model | SeSeMI total | process start | /init (measure + attest) | key fetch | read + decrypt "
@@ -135,6 +149,22 @@ def cold_section(d: dict) -> list[str]:
                      f"{s['key_fetch_s'] * 1e3:.1f} | {s['read_and_decrypt_s'] * 1e3:.1f} | "
                      f"{s['interpreter_build_s'] * 1e3:.1f} | {s['first_inference_s'] * 1e3:.1f} | "
                      f"{p['total_s'] * 1e3:.0f} ms | {v['ratio_total']:.2f} | {goal} | {pre} |")
+    imp = d.get("imports")
+    if imp:
+        lines += ["", f"The action's start-up imports ({imp['reps']} interleaved interpreter starts, wall time above a "
+                  f"bare interpreter start of {imp['bare_interpreter_s'] * 1e3:.0f} ms): "
+                  f"**{imp['imports_pyc_s'] * 1e3:.0f} ms** as the images ship it (checked-hash .pyc), "
+                  f"{imp['imports_no_pyc_s'] * 1e3:.0f} ms compiling from source."]
+        by = imp.get("by_package_ms") or {}
+        if by:
+            total = sum(by.values())
+            top = list(by.items())[:10]
+            lines += ["", f"What they are made of (`python -X importtime`, self time by top-level package, with .pyc; "
+                      f"{total:.0f} ms in all, `-X importtime` adds its own overhead):", "",
+                      "| package | ms | share |", "|---|---|---|"]
+            lines += [f"| {k} | {v:.1f} | {100 * v / total:.0f} % |" for k, v in top]
+            lines.append(f"| (the rest) | {total - sum(v for _, v in top):.1f} | "
+                         f"{100 * (total - sum(v for _, v in top)) / total:.0f} % |")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     names = list(models)
     parts = [("process_start_s", "process start"), ("init_s", "/init: measure + attest"),

@@ -88,9 +88,10 @@ for pkg in sesemi app keyservice; do
     find "$SRC/$pkg" -name __pycache__ -prune -exec rm -rf {} +
     # Bytecode compiled here, by the image's own Python, so no start compiles the
     # appliance's modules again (docs/performance.md, "Cold start"). checked-hash:
-    # a .pyc is used only while the SipHash of its .py matches, so what runs is
-    # always the measured source, whatever copy_bom or SEFS do to mtimes; and no
-    # timestamps, so the image stays reproducible.
+    # a .pyc is used only while the SipHash of its .py matches, so a stale one is
+    # recompiled whatever copy_bom or SEFS do to mtimes; no timestamps, so the image
+    # stays reproducible. (Forged bytecode is stopped by the measured image, not by
+    # this: occlum_instance/checks/bytecode.py.)
     "$PYTHON" -m compileall -q --invalidation-mode checked-hash "$SRC/$pkg"
 done
 # Files the boms take from this directory (bom/glibc-nss.yaml: etc/nsswitch.conf).

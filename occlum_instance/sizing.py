@@ -46,8 +46,7 @@ KERNEL_HEAP_BASE_MIB = 160    # LibOS kernel heap: SEFS caches, sockets, file ta
 KERNEL_HEAP_PER_THREAD_MIB = 2
 UNTRUSTED_OVERHEAD_MIB = 128  # outside the enclave: PAL, host threads, Occlum's loader
 # Helper threads not counted below: Python's, LiteRT's, Occlum's and, in the
-# action, its own two (the pack digest worker, sesemi/background_digest.py, one
-# per process; the start-up importer, app/preload.py, gone once imports finish).
+# action, its own pack digest worker (sesemi/background_digest.py, one per process).
 THREAD_SLACK = 8
 # TCSs kept free for the PAL itself. Without EDMM (our configs), Occlum's
 # gen_internal_conf makes TCSNum = TCSMaxNum = max_num_of_threads, and every

@@ -32,10 +32,13 @@ class _Worker:
         self._thread: threading.Thread | None = None
 
     def submit(self, digest: "BackgroundDigest", item: object) -> None:
+        """Raises RuntimeError when no thread can be started (an enclave out of
+        TCSs); nothing is queued then."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="sesemi-digest", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, name="sesemi-digest", daemon=True)
+                thread.start()
+                self._thread = thread
         self._jobs.put((digest, item))
 
     def _loop(self) -> None:
@@ -57,21 +60,52 @@ class BackgroundDigest:
         self._finished = threading.Event()
         self._failed: BaseException | None = None
         self._timeout_s = timeout_s
+        self._max_in_flight = max_in_flight
         self._closed = False
+        self._inline = False  # no worker thread could be started: hash on the caller's thread
 
     def update(self, data: bytes) -> None:
         if self._closed:
             raise ValueError("update after hexdigest")
         if not data:
             return
+        if self._inline:
+            self._h.update(data)
+            return
         if not self._slots.acquire(timeout=self._timeout_s):
             raise UnavailableError(f"model digest: the digest worker did not keep up within {self._timeout_s:g} s")
-        _WORKER.submit(self, bytes(data))
+        try:
+            _WORKER.submit(self, bytes(data))
+        except RuntimeError:
+            self._slots.release()
+            self._go_inline()
+            self._h.update(data)
+
+    def _go_inline(self) -> None:
+        """Wait for what the worker holds of this stream (its order matters), then hash here."""
+        taken = 0
+        try:
+            for _ in range(self._max_in_flight):
+                if not self._slots.acquire(timeout=self._timeout_s):
+                    raise UnavailableError(f"model digest: the digest worker did not finish within "
+                                           f"{self._timeout_s:g} s")
+                taken += 1
+        finally:
+            for _ in range(taken):
+                self._slots.release()
+        self._inline = True
 
     def hexdigest(self) -> str:
         if not self._closed:
             self._closed = True
-            _WORKER.submit(self, _DONE)
+            if self._inline:
+                self._finished.set()
+            else:
+                try:
+                    _WORKER.submit(self, _DONE)
+                except RuntimeError:
+                    self._go_inline()
+                    self._finished.set()
         if not self._finished.wait(self._timeout_s):
             raise UnavailableError(f"model digest: the digest worker did not finish within {self._timeout_s:g} s")
         if self._failed is not None:

@@ -11,16 +11,23 @@ What it keeps from how the SDK used urllib3 (`retries=False`): no retries, a
 connect bound and a read bound per call, each reported as its own error, and
 an idle connection found closed by its peer is dropped before it is reused
 (as urllib3's `connectionpool._get_conn` does with `is_connection_dropped`),
-never after a request was sent on it. What it adds: a bound on the size of
-an answer, since a hostile network could otherwise grow the caller's memory.
+never after a request was sent on it. What it adds, since the network is the
+host's: the read bound is a deadline for the whole answer, not a bound per
+socket read (a peer dripping a byte at a time, or `100 Continue` forever, is
+cut off when it expires); an answer's size is bounded, and chunked answers,
+whose pieces http.client keeps as separate objects, are refused (the key
+service always sends Content-Length).
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import select
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -49,6 +56,36 @@ class Response:
     status: int
     headers: http.client.HTTPMessage   # case-insensitive .get()
     data: bytes
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The response's byte stream: every read waits at most until the call's
+    deadline. Wraps the socket's own reader (socket.SocketIO), which keeps the
+    descriptor open while the response is read, even once the connection is closed."""
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: float) -> None:
+        self._raw, self._sock, self._deadline = raw, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer's deadline passed")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buf)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None,
+                 *, deadline: float) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
 
 
 class Pool:
@@ -81,17 +118,20 @@ class Pool:
             conn = self._connect(key, connect_s)
         try:
             conn.sock.settimeout(read_s)
+            conn.response_class = functools.partial(_Response, deadline=time.monotonic() + read_s)
             conn.request(method, target, body=body, headers=dict(headers or {}))
             resp = conn.getresponse()
+            if resp.chunked:
+                raise ConnectFailed("chunked answer refused (the key service sends Content-Length)")
             length = resp.getheader("Content-Length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_response):
+            # isascii: str.isdigit() accepts "²", which int() refuses.
+            if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 12
+                                           and int(length) <= self.max_response):
                 raise ConnectFailed(f"answer too large or malformed (Content-Length {length[:20]!r})")
             data = resp.read(self.max_response + 1)
             if len(data) > self.max_response:
                 raise ConnectFailed(f"answer larger than {self.max_response} bytes")
-            if not resp.isclosed():
-                resp.read()  # the rest, if any, so the connection can be reused
-            reusable = not resp.will_close
+            reusable = resp.isclosed() and not resp.will_close
         except TimeoutError:
             conn.close()
             raise ReadTimeout(f"read timeout ({read_s:g} s)") from None
@@ -101,6 +141,9 @@ class Pool:
         except (http.client.HTTPException, OSError) as exc:
             conn.close()
             raise ConnectFailed(type(exc).__name__) from None
+        except Exception as exc:  # noqa: BLE001 - anything the peer's bytes provoke is its failure, not a crash
+            conn.close()
+            raise ConnectFailed(f"malformed answer ({type(exc).__name__})") from None
         if reusable:
             self._give_back(key, conn)
         else:
@@ -158,9 +201,15 @@ def bound_of(exc: Exception) -> str | None:
 
 def _dropped(sock: socket.socket) -> bool:
     """An idle kept-alive socket that is readable has been closed by its peer
-    (or holds bytes nobody asked for): either way it must not be reused."""
+    (or holds bytes nobody asked for): either way it must not be reused. poll,
+    not select, which refuses descriptors above 1023; and bytes a TLS layer
+    already decrypted do not make the socket readable, so ask it too."""
+    pending = getattr(sock, "pending", None)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        if pending is not None and pending():
+            return True
+        p = select.poll()
+        p.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(p.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)

@@ -1,7 +1,10 @@
 """Build the benchmark models: standard architectures with random weights.
 
 MobileNetV2, ResNet50 and DenseNet121 from `keras.applications(weights=None)`
-(no download), converted to float32 TFLite with a dynamic batch dimension.
+(no download), converted to float32 TFLite with a dynamic batch dimension;
+and null224, the same 224x224x3 input and 1000-class output with almost no
+compute (global average pooling, one small dense layer): through SeSeMI it
+measures everything the protocol costs on those bytes except the model.
 Runs in the tools environment; the outputs are cached, never committed:
 
     .venv-tools/bin/python tools/make_bench_models.py [--out-dir DIR]
@@ -22,6 +25,7 @@ ARCHS = {
     "mobilenetv2": "MobileNetV2",
     "resnet50": "ResNet50",
     "densenet121": "DenseNet121",
+    "null224": None,
 }
 
 
@@ -33,7 +37,11 @@ def build(name: str, out: Path) -> None:
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
-    model = getattr(tf.keras.applications, ARCHS[name])(weights=None, input_shape=(224, 224, 3))
+    if ARCHS[name] is None:
+        model = tf.keras.Sequential([tf.keras.Input((224, 224, 3)), tf.keras.layers.GlobalAveragePooling2D(),
+                                     tf.keras.layers.Dense(1000, activation="softmax")])
+    else:
+        model = getattr(tf.keras.applications, ARCHS[name])(weights=None, input_shape=(224, 224, 3))
     tflite = to_tflite(model, (224, 224, 3))
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(tflite)

@@ -5,10 +5,17 @@ Why: with PYTHONDONTWRITEBYTECODE=1 and no .pyc, every start compiles every
 module of the appliance (docs/performance.md, "Cold start"). Why checked-hash:
 copy_bom copies with `rsync -a` (occlum/occlum tools/copy_bom/README.md), but
 a timestamp .pyc is only as good as the mtimes every later step keeps, and an
-unchecked-hash .pyc would keep running after its .py changed, so the code
-that runs could differ from the code `sesemi.measure` hashes under sim. A
-checked-hash .pyc is used only while the SipHash of its source matches
-(CPython's importlib/_bootstrap_external.py, `_validate_hash_pyc`).
+unchecked-hash .pyc would keep running after its .py changed, so after an
+edit or an upgrade the code that runs could differ from the code
+`sesemi.measure` hashes under sim. A checked-hash .pyc is used only while the
+SipHash of its source matches (CPython's importlib/_bootstrap_external.py,
+`_validate_hash_pyc`); a stale one is recompiled from the .py.
+
+What this does not do: SipHash with CPython's public key ties the .pyc to its
+source's hash, not its bytecode to its source, so a forged .pyc carrying a
+genuine header would run. In an Occlum image that forgery is an edit of the
+integrity-protected image, which changes MRENCLAVE; under sim, which trusts
+the host by definition, nothing stops it (nor an edited .py).
 """
 
 from __future__ import annotations

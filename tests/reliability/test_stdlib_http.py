@@ -125,14 +125,21 @@ def test_an_oversized_or_malformed_answer_is_refused_without_reading_it():
     with scripted([huge]) as (url, _):
         with pytest.raises(stdlib_http.ConnectFailed, match="too large"):
             stdlib_http.Pool(max_response=1 << 20).request("GET", url + "/", timeout=(1, 1))
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"100000\r\n" + b"y" * 0x100000 + b"\r\n"
-               + b"100000\r\n" + b"y" * 0x100000 + b"\r\n0\r\n\r\n")
+    # http.client would keep each piece of a chunked answer as its own object: 2-byte
+    # chunks would cost far more memory than the bytes sent. Refused outright.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2\r\nyy\r\n" * 1000 + b"0\r\n\r\n"
     with scripted([chunked]) as (url, _):
+        with pytest.raises(stdlib_http.ConnectFailed, match="chunked answer refused"):
+            stdlib_http.Pool(max_response=1 << 20).request("GET", url + "/", timeout=(1, 2))
+    bodyless = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * (2 << 20)
+    with scripted([bodyless]) as (url, _):
         with pytest.raises(stdlib_http.ConnectFailed, match="larger than 1048576 bytes"):
             stdlib_http.Pool(max_response=1 << 20).request("GET", url + "/", timeout=(1, 2))
-    with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 1\xc2\xb2\r\n\r\nx"]) as (url, _):
-        with pytest.raises(stdlib_http.ConnectFailed):
-            stdlib_http.Pool().request("GET", url + "/", timeout=(1, 1))
+    # "²" (latin-1 0xb2) passes str.isdigit() and fails int(): a refusal, not a ValueError.
+    for length in (b"\xb2", b"1" * 5000, b"-1"):
+        with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nx"]) as (url, _):
+            with pytest.raises(stdlib_http.ConnectFailed):
+                stdlib_http.Pool().request("GET", url + "/", timeout=(1, 1))
     with scripted([b"garbage\r\n\r\n"]) as (url, _):
         with pytest.raises(UnavailableError, match=r"cannot reach .*\(BadStatusLine\)"):
             EnclaveKeyClient(url, Timeouts(1, 1)).nonce()
@@ -144,3 +151,39 @@ def test_headers_are_case_insensitive_and_the_target_is_sent_as_given():
         resp = stdlib_http.Pool().request("GET", url + "/v1/attestation?nonce=ab", timeout=(1, 1))
         assert resp.headers.get("X-Sesemi-State") == "v1" and resp.data == b'{"nonce": "00"}'
     assert heads[0].split(b"\r\n")[0] == b"GET /v1/attestation?nonce=ab HTTP/1.1"
+
+
+def test_the_read_bound_is_a_deadline_for_the_whole_answer():
+    """A peer that drips its answer a byte at a time, each byte inside the
+    read bound, is cut off when the bound expires for the answer as a whole;
+    likewise one that sends `100 Continue` forever."""
+    def dripping(payload: bytes):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        stop = threading.Event()
+
+        def serve() -> None:
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            with conn:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    try:
+                        conn.sendall(payload[i % len(payload):i % len(payload) + 1])
+                    except OSError:
+                        return
+                    time.sleep(0.05)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return srv, stop
+
+    for payload in (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 5000, b"HTTP/1.1 100 Continue\r\n\r\n"):
+        srv, stop = dripping(payload)
+        t0 = time.monotonic()
+        with pytest.raises(stdlib_http.ReadTimeout):
+            stdlib_http.Pool().request("GET", f"http://127.0.0.1:{srv.getsockname()[1]}/", timeout=(1, 0.6))
+        assert time.monotonic() - t0 < 2.5
+        stop.set()
+        srv.close()

@@ -85,3 +85,19 @@ def test_a_stalled_worker_holds_back_the_reader_and_the_wait_is_bounded(monkeypa
     e.update(b"x")
     assert e.hexdigest() == hashlib.sha256(b"x").hexdigest()
     assert background_digest._WORKER._thread is not None
+
+
+def test_without_a_worker_thread_the_digest_runs_inline(monkeypatch):
+    """An enclave out of thread slots (Occlum: every TCS busy) cannot start the
+    worker: the load still verifies, hashing on its own thread."""
+    monkeypatch.setattr(background_digest, "_WORKER", background_digest._Worker())
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    chunks = [os.urandom(4096) for _ in range(6)]
+    d = BackgroundDigest(max_in_flight=2)
+    for c in chunks:
+        d.update(c)
+    assert d.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
