@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -40,6 +41,8 @@ def in_process_scaling(model: Path, name: str, seconds: float) -> dict[str, floa
         for _ in range(k):
             it = Interpreter(model_content=content, num_threads=1)
             it.allocate_tensors()
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()  # the first invoke sets XNNPACK up: outside the timed window, as the action's warm-up
             its.append(it)
         counts = [0] * k
         stop = time.perf_counter() + seconds
@@ -62,7 +65,7 @@ def in_process_scaling(model: Path, name: str, seconds: float) -> dict[str, floa
 
 
 def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float,
-         server_pid: int) -> dict[str, float]:
+         server_pid: int, keep_latencies: bool = False) -> dict:
     x = model_input(name)
     lat: list[list[float]] = [[] for _ in range(clients)]
     stop = time.perf_counter() + seconds
@@ -105,7 +108,33 @@ def load(url: str, name: str, uid: str, rk: bytes, clients: int, seconds: float,
             # Where the 2 cores go: CPU per request in the clients and in the action.
             "client_cpu_ms_per_request": 1e3 * cpu_client / n, "action_cpu_ms_per_request": 1e3 * cpu_server / n,
             "cpu_utilisation_cores": (cpu_client + cpu_server) / elapsed,
-            "first_error": errors[0] if errors else None}
+            "first_error": errors[0] if errors else None, **({"latencies_s": all_lat} if keep_latencies else {})}
+
+
+def two_vs_one(action, name: str, world, model: Path, rounds: int, seconds: float) -> dict:
+    """The 2-client goal, judged on repeated rounds: on a shared VM one 4 s
+    measurement of each level moved the ratio by ±0.2 from one run to the next
+    (docs/performance.md). Each round measures, back to back, the in-process
+    2-interpreter ratio, then 1 and 2 clients through the action; the goal
+    compares the medians, and p99 / p50 at 2 clients pools the rounds'
+    latencies (each round's own is kept too)."""
+    out = []
+    for r in range(rounds):
+        probe = in_process_scaling(model, name, seconds)
+        one = load(action.url, name, world.user.principal_id, world.request_keys[name], 1, seconds, action.proc.pid)
+        two = load(action.url, name, world.user.principal_id, world.request_keys[name], 2, seconds, action.proc.pid,
+                   keep_latencies=True)
+        lat = two.pop("latencies_s")
+        out.append({"in_process_ratio": probe["ratio"], "one_rps": one["throughput_rps"],
+                    "two_rps": two["throughput_rps"], "ratio": two["throughput_rps"] / one["throughput_rps"],
+                    "two_p50_ms": two["p50_ms"], "two_p99_ms": two["p99_ms"], "latencies_s": lat})
+        progress(f"{name} round {r + 1}/{rounds}: in-process {probe['ratio']:.2f}x, "
+                 f"through the action {out[-1]['ratio']:.2f}x")
+    pooled = [v for row in out for v in row.pop("latencies_s")]
+    return {"rounds": out, "seconds": seconds,
+            "ratio_median": statistics.median(r["ratio"] for r in out),
+            "in_process_ratio_median": statistics.median(r["in_process_ratio"] for r in out),
+            "two_p50_ms": pct(pooled, 50) * 1e3, "two_p99_ms": pct(pooled, 99) * 1e3}
 
 
 def main() -> None:
@@ -113,6 +142,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["mobilenetv2", "resnet50"])
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--levels", nargs="*", type=int, default=[1, 2, 4, 8])
+    ap.add_argument("--rounds", type=int, default=5, help="paired rounds for the 2-client / 1-client goal")
     args = parse_args(ap)
     if args.smoke:
         args.models, args.seconds, args.levels = ["digits"], 0.1, [1, 2]
@@ -139,6 +169,10 @@ def main() -> None:
                                  f"{rows[-1]['throughput_rps']:.1f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms")
                     out[name][f"pool{pool}_threads{threads}"] = {"pool_size": pool, "interp_threads": threads,
                                                                  "levels": rows}
+                    if (pool, threads) == (2, 1):
+                        out[name]["two_vs_one"] = two_vs_one(action, name, world, MODELS[name],
+                                                             1 if args.smoke else args.rounds,
+                                                             args.seconds * (0.25 if args.smoke else 0.75))
                     action.stop()
                 # Probed before and after the action's runs, averaged: drift hits both alike.
                 after = in_process_scaling(MODELS[name], name, args.seconds)
