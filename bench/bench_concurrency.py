@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (MODELS, available, cpu_s, model_input, parse_args, pct, progress,  # noqa: E402
@@ -126,12 +128,21 @@ def two_vs_one(action, name: str, world, model: Path, rounds: int, seconds: floa
                    keep_latencies=True)
         lat = two.pop("latencies_s")
         out.append({"in_process_ratio": probe["ratio"], "one_rps": one["throughput_rps"],
+                    "action_cpu_ms_per_request": one["action_cpu_ms_per_request"],
                     "two_rps": two["throughput_rps"], "ratio": two["throughput_rps"] / one["throughput_rps"],
                     "two_p50_ms": two["p50_ms"], "two_p99_ms": two["p99_ms"], "latencies_s": lat})
         progress(f"{name} round {r + 1}/{rounds}: in-process {probe['ratio']:.2f}x, "
                  f"through the action {out[-1]['ratio']:.2f}x")
     pooled = [v for row in out for v in row.pop("latencies_s")]
-    return {"rounds": out, "seconds": seconds,
+    # What bounds the ratio: the action's work outside the invoke holds the GIL
+    # (HTTP parsing, JSON, base64, AES-GCM, encoding), so two request threads
+    # serialise on it. Its share of the action's CPU per request is Amdahl's
+    # serial fraction (an upper estimate: recv and send release the GIL).
+    invoke_ms = requests.get(action.url + "/stats", timeout=10).json()["recent_invoke"][name]["p50_ms"]
+    cpu_ms = statistics.median(r["action_cpu_ms_per_request"] for r in out)
+    serial = min(1.0, max(0.0, 1 - invoke_ms / cpu_ms))
+    return {"rounds": out, "seconds": seconds, "action_invoke_p50_ms": invoke_ms, "action_cpu_ms_per_request": cpu_ms,
+            "serial_fraction": serial, "amdahl_two_threads": 1 / (serial + (1 - serial) / 2),
             "ratio_median": statistics.median(r["ratio"] for r in out),
             "in_process_ratio_median": statistics.median(r["in_process_ratio"] for r in out),
             "two_p50_ms": pct(pooled, 50) * 1e3, "two_p99_ms": pct(pooled, 99) * 1e3}

@@ -244,6 +244,17 @@ def concurrency_section(d: dict) -> list[str]:
                       f"in-process {paired['in_process_ratio_median']:.2f}× = {goal:.2f}×: "
                       f"{mark(paired['ratio_median'] >= goal)}. p99 / p50 at 2 clients over all rounds' requests: "
                       f"**{q:.2f}** (goal ≤ 1.5: {mark(q <= 1.5)}).", ""]
+            if "serial_fraction" in paired:
+                f = paired["serial_fraction"]
+                lines += [f"What bounds it: at 1 client the action spends {paired['action_cpu_ms_per_request']:.2f} ms "
+                          f"of CPU per request, of which the invoke (its p50, /stats) is "
+                          f"{paired['action_invoke_p50_ms']:.2f} ms and runs without the GIL; the other "
+                          f"{100 * f:.0f} % (HTTP, JSON and base64 of the ~800 KB body, AES-GCM, the response) "
+                          "holds it, so two request threads serialise on that share. Amdahl's bound for two "
+                          f"threads with that serial fraction: **{paired['amdahl_two_threads']:.2f}×**. An "
+                          "estimate, not a bound: it sets a mean CPU time against a median invoke, and the "
+                          "socket calls inside that share release the GIL. The in-process probe has no such "
+                          "share.", ""]
     for ax, t in zip(axes, ("throughput (req/s)", "p99 latency (ms)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
