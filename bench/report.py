@@ -112,10 +112,11 @@ def invoke_section(models: dict) -> list[str]:
                   "nothing: null224 (global average pooling and a 1000-way dense layer, tools/make_bench_models.py) "
                   "through the whole secure path — SDK encryption and encoding, the HTTP transport, the JSON "
                   "`/run` protocol's parse and base64, AES-GCM both ways, the response — minus its bare invoke, "
-                  "same run. It is measured with every cache warm from the previous request; after a long invoke "
-                  "the same steps run slower (docs/performance.md, \"Where the time goes\"), so the protocol "
-                  "floor is a lower bound: where it is above a goal, no change inside the action meets it without "
-                  "changing the protocol or the transport."]
+                  "same run. It is measured with every cache warm from the previous request (after a long invoke "
+                  "the same steps run slower: docs/performance.md, \"Where the time goes\"), and in its own "
+                  "block of the run, so it carries that block's noise (a model's measured ratio can land a "
+                  "hundredth below it). Where the protocol floor is at or above a goal, no change inside the "
+                  "action meets it without changing the protocol or the transport."]
     # The floor bar: what no server on this transport can beat, bare invoke + HTTP echo.
     with_floor = {m: {**v, "floor": {"p50_ms": v["bare"]["p50_ms"] + v["echo"]["p50_ms"]}}
                   for m, v in models.items() if "echo" in v}
