@@ -16,15 +16,28 @@ from sesemi import envelope, hpke_box
 from sesemi.attestation.claims import report_data_binding
 from sesemi.ks_transport import EnclaveKeyClient
 from sesemi.encoding import b64d
-from sesemi.errors import AuthError, FormatError
+from sesemi.errors import AccessDenied, AuthError, FormatError, NotFound, UnavailableError
 from sesemi.timeouts import ENCLAVE_KEY_BUDGET_S, Deadline
 
-from .keycache import TtlCache
+from .keycache import RefusalCache, TtlCache
+from .token_bucket import TokenBucket
 
 _REFRESH_MARGIN_S = 5.0
 _FETCH_STRIPES = 64
 # Refetches for a newer request-key version, all users together: 2 a second, bursts of 5.
 _REFETCH_RATE, _REFETCH_BURST = 2.0, 5.0
+# Fetches of a request key this action holds neither the key nor a recent
+# refusal for, all users together. The user id is unauthenticated, so junk
+# requests naming ever new ids would otherwise each cost a key-service round
+# trip and an audit row; honest traffic needs one per user per key TTL
+# (SESEMI_KEY_TTL, 60 s) and the key service answers ~600 releases/s
+# (docs/performance.md), so 50/s per action, bursts of 200, leaves room for a
+# cold action meeting many users at once. Over it: a retryable refusal.
+_NEW_USER_RATE, _NEW_USER_BURST = 50.0, 200.0
+# A (model, user) the key service refused is refused here for this long (or
+# the key TTL, if shorter) without asking again (app/keycache.py RefusalCache),
+# at most this many pairs.
+_REFUSAL_TTL_S, _REFUSALS_MAX = 5.0, 4096
 
 
 class EnclaveSession:
@@ -49,8 +62,11 @@ class EnclaveSession:
         # Striped, not one lock per (model, user): the user id comes from an
         # unauthenticated envelope, so a dict of locks would grow without bound.
         self._fetch_locks = [threading.Lock() for _ in range(_FETCH_STRIPES)]
-        self._refetch_lock = threading.Lock()
-        self._refetch_tokens, self._refetch_at = _REFETCH_BURST, clock()
+        self._refetches = TokenBucket(_REFETCH_RATE, _REFETCH_BURST, clock)
+        self._new_users = TokenBucket(_NEW_USER_RATE, _NEW_USER_BURST, clock)
+        # No longer than a release is held: a grant then takes effect within the key
+        # TTL, as a revocation does.
+        self.refusals = RefusalCache(min(_REFUSAL_TTL_S, key_ttl_s), _REFUSALS_MAX, clock)
         self.key_fetches = 0
         self.fetch_seconds: deque[float] = deque(maxlen=100)
 
@@ -87,14 +103,7 @@ class EnclaveSession:
     def _refetch_allowed(self) -> bool:
         """A token bucket shared by all (model, user): refetches for a newer
         request-key version, which an unauthenticated envelope can claim."""
-        with self._refetch_lock:
-            now = self.clock()
-            self._refetch_tokens = min(_REFETCH_BURST, self._refetch_tokens + (now - self._refetch_at) * _REFETCH_RATE)
-            self._refetch_at = now
-            if self._refetch_tokens < 1:
-                return False
-            self._refetch_tokens -= 1
-            return True
+        return self._refetches.take()
 
     def _held_request_key(self, model_id: str, user_id: str, key_version: int | None) -> bytes | None:
         """The cached request key (one use counted), or None to fetch: also when the
@@ -133,6 +142,12 @@ class EnclaveSession:
             want_r = user_id is not None and rk is None
             if not (want_m or want_r):
                 return mk, rk
+            if want_r:
+                if (model_id, user_id) in self.refusals:
+                    raise AccessDenied("refused by the key service moments ago")
+                if self.cache.peek(("r", model_id, user_id)) is None and not self._new_users.take():
+                    raise UnavailableError("key service: too many key fetches for users this action holds no "
+                                           "key for; retry")
             seal_id = None
             if want_m:
                 if self._seal_id_of is None:
@@ -140,12 +155,17 @@ class EnclaveSession:
                 seal_id = self._seal_id_of(model_id)
             t0 = time.perf_counter()
             try:
-                body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
-                                    deadline, seal_id=seal_id)
-            except AuthError:
-                self.attest(deadline)  # token expired or the service restarted: one fresh attestation
-                body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
-                                    deadline, seal_id=seal_id)
+                try:
+                    body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
+                                        deadline, seal_id=seal_id)
+                except AuthError:
+                    self.attest(deadline)  # token expired or the service restarted: one fresh attestation
+                    body = self.ks.keys(self._token_now(deadline), model_id, user_id if want_r else None, want_m,
+                                        deadline, seal_id=seal_id)
+            except (AccessDenied, NotFound):
+                if want_r:
+                    self.refusals.add((model_id, user_id))
+                raise
             self.key_fetches += 1
             self.fetch_seconds.append(time.perf_counter() - t0)
             # The release states (signed) how many requests a released key may serve:

@@ -68,6 +68,23 @@ def test_ungranted_user_refused(world, action):
         world.ks._signed(stranger, "GET", f"/v1/users/{world.user.principal_id}/status", "user status")
 
 
+def test_junk_runs_for_an_ungranted_user_cost_one_key_service_call(world, action):
+    """A flood of /run naming an ungranted user: the first reaches the key
+    service (one refusal in its audit log), the rest are refused by the
+    action's refusal cache, each with the same answer as the first."""
+    stranger = world.new_user("flooder")
+    before = [e for e in world.ks.audit(world.owner, "digits") if e.get("user_id") == stranger.principal_id]
+    answers = set()
+    for _ in range(30):
+        with pytest.raises(AccessDenied, match=NOT_AUTHORISED[:40]) as ei:
+            ActionClient(action.url).infer("digits", stranger.principal_id, envelope.new_request_key(),
+                                           {"image": np.zeros((1, 8, 8, 1), np.float32)})
+        answers.add(str(ei.value))
+    after = [e for e in world.ks.audit(world.owner, "digits") if e.get("user_id") == stranger.principal_id]
+    assert len(after) - len(before) == 1, after
+    assert len(answers) == 1
+
+
 def test_revocation_holds_after_ttl(world):
     ttl = 1.5
     srv = world.action(extra=["--key-ttl", str(ttl)])
