@@ -51,6 +51,11 @@ class ConnectFailed(TransportError):
     """Refused, reset, unresolvable, a TLS failure, or a malformed or oversized answer."""
 
 
+def bound_of(exc: Exception) -> str | None:
+    """Which bound a failed call hit: "connect", "read", or None (not a timeout)."""
+    return "connect" if isinstance(exc, ConnectTimeout) else "read" if isinstance(exc, ReadTimeout) else None
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -92,7 +97,7 @@ class Pool:
     """Up to `maxsize` idle connections per (scheme, host, port), shared by threads."""
 
     errors = (TransportError,)
-    bound_of = staticmethod(lambda exc: bound_of(exc))
+    bound_of = staticmethod(bound_of)
 
     def __init__(self, maxsize: int = 16, max_response: int = MAX_RESPONSE) -> None:
         self.maxsize = maxsize
@@ -192,11 +197,6 @@ class Pool:
                 idle.append(conn)
                 return
         conn.close()
-
-
-def bound_of(exc: Exception) -> str | None:
-    """Which bound a failed call hit: "connect", "read", or None (not a timeout)."""
-    return "connect" if isinstance(exc, ConnectTimeout) else "read" if isinstance(exc, ReadTimeout) else None
 
 
 def _dropped(sock: socket.socket) -> bool:

@@ -100,6 +100,25 @@ def test_pack_manifest_plaintext_len_must_match_what_the_blob_holds(tmp_path, mo
             pack_mod.Pack(tmp_path / "lying.pack")
 
 
+class _RefusingKs:
+    """A key service that attests anyone and refuses every release, recording the user ids asked for."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def nonce(self, deadline):
+        return os.urandom(32)
+
+    def attest(self, nonce, evidence, public_key, deadline):
+        return "token", 600
+
+    def keys(self, token, model_id, user_id, want_model, deadline, seal_id=None):
+        from sesemi.errors import AccessDenied
+
+        self.calls.append(user_id)
+        raise AccessDenied("not authorised for this model, or no request key")
+
+
 def test_enclave_session_state_does_not_grow_with_unauthenticated_user_ids():
     """Item 10: user ids come from unauthenticated envelopes; refused fetches
     for 2,000 of them leave the session's locks and caches as they were."""
@@ -109,17 +128,7 @@ def test_enclave_session_state_does_not_grow_with_unauthenticated_user_ids():
     from sesemi.attestation.sim import SimBackend
     from sesemi.errors import AccessDenied
 
-    class Ks:
-        def nonce(self, deadline):
-            return os.urandom(32)
-
-        def attest(self, nonce, evidence, public_key, deadline):
-            return "token", 600
-
-        def keys(self, token, model_id, user_id, want_model, deadline, seal_id=None):
-            raise AccessDenied("not authorised for this model, or no request key")
-
-    session = EnclaveSession(SimBackend("ab" * 32), Ks(), key_ttl_s=60)
+    session = EnclaveSession(SimBackend("ab" * 32), _RefusingKs([]), key_ttl_s=60)
     locks = list(session._fetch_locks)
     for i in range(2000):
         with pytest.raises((AccessDenied, UnavailableError)):
@@ -143,18 +152,7 @@ def test_junk_requests_for_unknown_users_cost_bounded_key_service_calls():
     now = [1000.0]
     calls: list[str] = []
 
-    class Ks:
-        def nonce(self, deadline):
-            return os.urandom(32)
-
-        def attest(self, nonce, evidence, public_key, deadline):
-            return "token", 600
-
-        def keys(self, token, model_id, user_id, want_model, deadline, seal_id=None):
-            calls.append(user_id)
-            raise AccessDenied("not authorised for this model, or no request key")
-
-    session = EnclaveSession(SimBackend("ab" * 32), Ks(), key_ttl_s=60, clock=lambda: now[0])
+    session = EnclaveSession(SimBackend("ab" * 32), _RefusingKs(calls), key_ttl_s=60, clock=lambda: now[0])
     for _ in range(100):  # the same ungranted user, again and again
         with pytest.raises(AccessDenied):
             session.keys("m", "stranger", need_model_key=False)
