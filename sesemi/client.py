@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import urllib3
 
-from . import answer, envelope, hpke_box, ks_response, signed_call, tensors, urllib3_errors
+from . import answer, checkpoint, envelope, hpke_box, ks_log, ks_response, merkle, signed_call, tensors, urllib3_errors
 from .attestation import EvidenceVerifier
 from .call_seq import CallCounter
 from .attestation.claims import Claims
@@ -229,21 +229,41 @@ class KeyServiceClient:
         return self.audit_answer(identity, model_id)["entries"]
 
     def audit_answer(self, identity: Identity, model_id: str | None = None, verify: bool = False) -> dict:
-        """Entries, the ledger's head (signed), and with `verify` the service's check of
-        the whole ledger and every sealed row (a deleted, reordered or edited row fails)."""
+        """Entries, each checked to be the leaf it names, and the log's head (the signed
+        checkpoint); with `verify`, each entry's inclusion proof in that checkpoint,
+        checked here."""
         query = "&".join(q for q in (f"model_id={model_id}" if model_id else "", "verify=1" if verify else "") if q)
         body, resp = self._signed_answer(identity, "GET", "/v1/audit" + (f"?{query}" if query else ""), "audit")
         head = body.get("head") if isinstance(body, dict) else None
-        signed = ks_state.parse(resp.headers.get(ks_response.H_STATE))
-        if not isinstance(head, dict) or (head.get("seq"), head.get("hash")) != signed:
-            raise IntegrityError("audit: the ledger head in the answer is not the signed state version")
+        signed = checkpoint.open_(ks_state.LogAnswer.from_headers(resp.headers).note,
+                                  bytes.fromhex(self.pin.signing_public_key))
+        if not isinstance(head, dict) or (head.get("size"), head.get("root")) != (signed.size, signed.root.hex()):
+            raise IntegrityError("audit: the log head in the answer is not the signed checkpoint")
         entries = body.get("entries")
         if not isinstance(entries, list):
             raise FormatError("audit: expected a list of entries")
-        for a, b in zip(entries, entries[1:]):
-            if b.get("seq") == a.get("seq", 0) + 1 and b.get("prev") != a.get("hash"):
-                raise IntegrityError(f"audit: entry {b.get('seq')} does not chain to entry {a.get('seq')}")
+        for e in entries:
+            check_entry(e, signed, verify)
         return body
+
+
+def check_entry(e: Any, cp: checkpoint.Checkpoint, with_proof: bool) -> None:
+    """An audit entry is the leaf it claims to be; with its inclusion proof, that
+    leaf is in the signed checkpoint (the client checks; the service is not trusted)."""
+    if not isinstance(e, dict) or type(e.get("leaf")) is not int:
+        raise FormatError("audit: an entry without its leaf index")
+    fields = {k: e.get(k) for k in ks_log.AUDIT_FIELDS}
+    leaf = ks_log.leaf_of(e["leaf"], ks_log.entry_from_json(fields))
+    if e.get("hash") != leaf.hex():
+        raise IntegrityError(f"audit: entry {e['leaf']} is not the leaf it claims to be")
+    if with_proof:
+        proof = e.get("inclusion_proof")
+        try:
+            merkle.verify_inclusion(leaf, e["leaf"], cp.size, [bytes.fromhex(h) for h in proof], cp.root)
+        except (TypeError, ValueError):
+            raise FormatError(f"audit: entry {e['leaf']} has a malformed inclusion proof") from None
+        except merkle.ProofError as exc:
+            raise IntegrityError(f"audit: entry {e['leaf']} is not in the signed log ({exc})") from None
 
 
 class Urllib3Pool:

@@ -64,7 +64,7 @@ def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path):
     assert answer["verified"]["rows"] >= 7
     # Reopened (now version 2): nothing is migrated again, the ledger verifies from its start.
     ks2 = KeyService(config)
-    assert ks2.store.migrated_from is None and ks2.store.state() == ks.store.state()
+    assert ks2.store.migrated_from is None and ks2.store.head() == ks.store.head()
     f.release(ks2)
     # Revocation after the upgrade is a tombstone, as for new data.
     ks2.revoke(owner.principal_id, "m", user.principal_id)
