@@ -184,6 +184,18 @@ class KeyServiceClient:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
         return body, resp
 
+    def _receipt(self, body: Any, resp: Any, event: str, **fields: str) -> ks_log.Receipt:
+        """The write's receipt: its leaf is the write asked for, and it is included in
+        the answer's own checkpoint (which the witness has just accepted)."""
+        receipt = ks_log.Receipt.from_json(body.get("receipt") if isinstance(body, dict) else None)
+        receipt.verify(bytes.fromhex(self.pin.signing_public_key))
+        if receipt.note != ks_state.LogAnswer.from_headers(resp.headers).note:
+            raise IntegrityError(f"{event}: the receipt is not for the answer's checkpoint")
+        got = {k: receipt.entry.get(k) for k in ("event", *fields)}
+        if got != {"event": event, **fields} or receipt.entry.get("outcome") != "ok":
+            raise IntegrityError(f"{event}: the receipt records another write ({got})")
+        return receipt
+
     def _wrap(self, key: bytes, *context: str) -> str:
         return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
 
@@ -196,30 +208,48 @@ class KeyServiceClient:
                       seal_id: str) -> dict:
         """`seal_id`: the seal's (`SealedHeader.seal_id`); the key service releases
         the key only to enclaves whose pack holds that seal."""
-        return self._signed(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
+        body, resp = self._signed_answer(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
             "wrapped_key": self._wrap(model_key, "model-key", model_id, owner.principal_id, seal_id),
             "policy": policy.to_json(),
             "seal_id": seal_id,
         })
+        self._receipt(body, resp, "put_model", model_id=model_id, principal=owner.principal_id)
+        return body
 
     def get_model(self, owner: Identity, model_id: str) -> dict:
         return self._signed(owner, "GET", f"/v1/models/{model_id}", "get model")
 
-    def grant(self, owner: Identity, model_id: str, user_id: str) -> None:
-        self._signed(owner, "PUT", f"/v1/models/{model_id}/grants/{user_id}", "grant")
+    def grant(self, owner: Identity, model_id: str, user_id: str) -> ks_log.Receipt:
+        """Returns the receipt: the grant's leaf, proved in the signed log."""
+        body, resp = self._signed_answer(owner, "PUT", f"/v1/models/{model_id}/grants/{user_id}", "grant")
+        return self._receipt(body, resp, "grant", model_id=model_id, user_id=user_id)
 
-    def revoke(self, owner: Identity, model_id: str, user_id: str) -> None:
-        self._signed(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
+    def revoke(self, owner: Identity, model_id: str, user_id: str) -> ks_log.Receipt:
+        body, resp = self._signed_answer(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
+        return self._receipt(body, resp, "revoke", model_id=model_id, user_id=user_id)
 
     def enroll(self, user: Identity, model_id: str, request_key: bytes) -> int:
         """Returns the key's version: envelopes sealed under it must name it."""
-        body = self._signed(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
+        return self.enroll_with_receipt(user, model_id, request_key)[0]
+
+    def enroll_with_receipt(self, user: Identity, model_id: str, request_key: bytes) -> tuple[int, ks_log.Receipt]:
+        body, resp = self._signed_answer(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
             "wrapped_key": self._wrap(request_key, "request-key", model_id, user.principal_id),
         })
         version = body.get("version") if isinstance(body, dict) else None
         if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
             raise FormatError("enroll: the key service did not state the key's version (an older key service?)")
-        return version
+        return version, self._receipt(body, resp, "put_request_key", model_id=model_id, user_id=user.principal_id)
+
+    def checkpoint(self) -> tuple[checkpoint.Checkpoint, str]:
+        """The current signed checkpoint, proved against the one this client holds."""
+        body, resp = self.http.call("GET", "/v1/log/checkpoint", "log checkpoint",
+                                    signed_by=bytes.fromhex(self.pin.signing_public_key), witness=self.witness)
+        note = ks_state.LogAnswer.from_headers(resp.headers).note
+        return checkpoint.open_(note, bytes.fromhex(self.pin.signing_public_key)), note
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self.http.hosts[0].proof(first, second, bytes.fromhex(self.pin.signing_public_key))
 
     def user_status(self, user: Identity) -> dict[str, Any]:
         """This user's own grants and enrolled request keys (signed; nobody else's)."""
