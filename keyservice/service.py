@@ -291,8 +291,8 @@ class KeyService:
         head = self.store.head()
         entries = []
         for r in rows:
-            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex()}
-            if verify:
+            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex() if r["hash"] else None}
+            if verify and r["leaf"] is not None:
                 e["inclusion_proof"] = [h.hex() for h in self.store.inclusion_proof(r["leaf"], head.size)]
             entries.append(e)
         return {"entries": entries, "head": {"size": head.size, "root": head.root.hex()}, "_head": head}

@@ -539,19 +539,23 @@ class Store:
 
     def audit_entries(self, *, model_id: str | None = None, visible_to: str | None = None,
                       limit: int = 1000) -> list[dict[str, Any]]:
-        """The newest `limit` leaves that are not bookkeeping, of one model or visible
+        """The newest `limit` entries that are not bookkeeping, of one model or visible
         to one principal (theirs, or of their models), oldest first; each leaf is
-        checked against its hash and MAC."""
+        checked against its hash and MAC. Entries written before an upgraded
+        database had a log come with `leaf` None."""
         internal = ", ".join(f"'{e}'" for e in INTERNAL_EVENTS)
         if model_id is not None:
-            rows = self._all(f"SELECT * FROM audit WHERE leaf IS NOT NULL AND model_id=? AND event NOT IN "
-                             f"({internal}) ORDER BY leaf DESC LIMIT ?", model_id, limit)
+            rows = self._all(f"SELECT * FROM audit WHERE model_id=? AND event NOT IN "
+                             f"({internal}) ORDER BY seq DESC LIMIT ?", model_id, limit)
         else:
-            rows = self._all(f"SELECT * FROM audit WHERE leaf IS NOT NULL AND (principal=? OR user_id=? OR model_id "
+            rows = self._all(f"SELECT * FROM audit WHERE (principal=? OR user_id=? OR model_id "
                              f"IN (SELECT model_id FROM models WHERE owner=?)) AND event NOT IN ({internal}) "
-                             "ORDER BY leaf DESC LIMIT ?", visible_to, visible_to, visible_to, limit)
-        out = []
+                             "ORDER BY seq DESC LIMIT ?", visible_to, visible_to, visible_to, limit)
+        out: list[dict[str, Any]] = []
         for r in reversed(rows):
+            if r["leaf"] is None:  # history from before the log (an upgraded database): shown, not provable
+                out.append({"leaf": None, "hash": None, **{f: r[f] for f in AUDIT_FIELDS}})
+                continue
             i = int(r["leaf"])
             entry = {f: r[f] for f in AUDIT_FIELDS}
             h = ks_log.leaf_of(i, entry)
