@@ -40,7 +40,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "merkle"
 
 # No example database (nothing written to the work tree), no deadline (a shared
 # 2-core machine), few examples: the whole file runs in about a second.
-PROPS = settings(max_examples=150, deadline=None, database=None,
+PROPS = settings(max_examples=80, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 
