@@ -1,6 +1,7 @@
 """Signed checkpoints (sesemi/checkpoint.py): the C2SP tlog-checkpoint body in a
-C2SP signed note, checked against the published Ed25519 note vectors of Go's
-golang.org/x/mod/sumdb/note and the C2SP specifications' examples, then
+C2SP signed note, checked against the published Ed25519 note vectors of the
+Go project's sumdb/note package (github.com/golang/mod) and the C2SP
+specifications' examples, then
 refusals: wrong key or origin, edited size or root, extra lines, control
 characters, oversized notes, missing signatures; other signers' lines are
 ignored as the signed-note specification requires."""
@@ -24,7 +25,7 @@ PROPS = settings(max_examples=80, deadline=None, database=None, suppress_health_
 DASH = "\u2014 "
 
 # --- published vectors --------------------------------------------------------------------
-# golang.org/x/mod, sumdb/note/note_test.go at commit
+# github.com/golang/mod, sumdb/note/note_test.go at commit
 # fe2ec04f7c3c3aa6fad97631aafcff6e49e2d1db (TestSign, TestOpen): data only.
 # Copyright 2009 The Go Authors, BSD-3-Clause (tests/fixtures/checkpoint/LICENSE.golang-mod).
 # Keys are "name+keyhash+base64(0x01 ‖ key)": 0x01 names Ed25519, the private

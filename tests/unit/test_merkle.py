@@ -233,8 +233,8 @@ PROBES = json.loads((FIXTURES / "transparency_dev_probes.json").read_text())
 # The one published probe this API answers otherwise, by design: a consistency
 # "proof" from the empty tree. transparency-dev/merkle now refuses it as
 # meaningless; here every tree extends the empty one, so a witness that holds
-# only the empty checkpoint accepts any first checkpoint (trust on first use,
-# docs/keyservice.md), with an empty proof and the empty tree's root.
+# nothing yet (size 0, the empty tree's root) accepts its first checkpoint with
+# an empty proof.
 FROM_EMPTY_BY_DESIGN = {"testdata/consistency/additional/size1-is-zero-and-size2-is-not-zero.json"}
 
 
@@ -601,8 +601,8 @@ def test_verification_raises_only_proof_error_on_malformed_input() -> None:
 def test_an_inclusion_proof_binds_the_root_not_the_size() -> None:
     """An RFC 9162 fact the log's clients must respect: the path for leaf 0 of 5 and
     of 6 leaves has the same shape, so it verifies against the size-5 root claimed
-    with size 6. Only the checkpoint's signature binds a size to its root; a
-    receipt's size and root must come from one signed checkpoint (sesemi/ks_log.py)."""
+    with size 6. Only the checkpoint's signature binds a size to its root, so a
+    receipt's size and root must come from one signed checkpoint."""
     proof = merkle.inclusion_proof(0, 5, _getter(LOG[1], 5))
     merkle.verify_inclusion(merkle.leaf_hash(ENTRIES[0]), 0, 6, proof, LOG[2][5])
     with pytest.raises(ProofError):
