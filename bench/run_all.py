@@ -27,6 +27,7 @@ STEPS = [
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
     ("router capacity", ["bench_router.py"]),
+    ("key-service log proofs", ["bench_log.py"]),
     ("report", ["report.py"]),
 ]
 

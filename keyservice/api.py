@@ -69,7 +69,8 @@ def _credentialed() -> bool:
 
 
 def _count(text: str, what: str, low: int, high: int) -> int:
-    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+    # isascii: str.isdigit() also holds for digits int() refuses ("²") or reads ("١")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not low <= int(text) <= high:
         raise FormatError(f"{what}: expected a whole number from {low} to {high}")
     return int(text)
 
@@ -160,7 +161,7 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         """('', '') when the caller holds no size, or one this log cannot extend (it
         then refuses the answer itself, naming both checkpoints)."""
         known = request.headers.get(ks_log.H_KNOWN, "")
-        if not known.isdigit() or len(known) > 19 or not 0 < int(known) <= head.size:
+        if not (known.isascii() and known.isdigit()) or len(known) > 19 or not 0 < int(known) <= head.size:
             return "", ""
         try:
             return known, ks_log.encode_proof(ks.store.consistency_proof(int(known), head.size))

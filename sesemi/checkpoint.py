@@ -71,7 +71,13 @@ def _b64(text: str, what: str) -> bytes:
 
 def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]]]:
     """(checkpoint, [(key name, key id ‖ signature)]) of a signed note; unverified."""
-    if not isinstance(note, str) or len(note.encode()) > MAX_NOTE_BYTES:
+    if not isinstance(note, str):
+        raise FormatError("checkpoint: not a signed note of at most 4 KiB")
+    try:  # a str from JSON may hold lone surrogates, which are not UTF-8
+        size = len(note.encode())
+    except UnicodeEncodeError:
+        raise FormatError("checkpoint: a signed note must be valid UTF-8") from None
+    if size > MAX_NOTE_BYTES:
         raise FormatError("checkpoint: not a signed note of at most 4 KiB")
     if any(ord(ch) < 0x20 and ch != "\n" for ch in note):
         raise FormatError("checkpoint: control characters in a signed note")
@@ -83,7 +89,9 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]]]:
     if len(lines) < 3:
         raise FormatError("checkpoint: needs origin, tree size and root hash lines")
     origin, size_s, root_s = lines[0], lines[1], lines[2]
-    if not origin or not size_s.isdigit() or len(size_s) > 19 or (size_s != "0" and size_s[0] == "0"):
+    # isascii: str.isdigit() also holds for digits int() refuses ("²") or reads ("١")
+    digits = size_s.isascii() and size_s.isdigit()
+    if not origin or not digits or len(size_s) > 19 or (size_s != "0" and size_s[0] == "0"):
         raise FormatError("checkpoint: malformed origin or tree size")
     root = _b64(root_s, "root hash")
     if len(root) != 32:
@@ -94,7 +102,8 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]]]:
             raise FormatError("checkpoint: malformed signature line")
         name, _, sig_s = line[len(_DASH):].rpartition(" ")
         raw = _b64(sig_s, "signature")
-        if not name or len(raw) < 5:
+        # signed-note: key names are non-empty, with no Unicode spaces and no "+"
+        if not name or "+" in name or any(ch.isspace() for ch in name) or len(raw) < 5:
             raise FormatError("checkpoint: malformed signature line")
         out.append((name, raw))
     if not out:
@@ -113,11 +122,15 @@ def open_(note: str, public: bytes, origin: str | None = None) -> Checkpoint:
     if cp.origin != want:
         raise IntegrityError(f"checkpoint is for log {cp.origin!r}, not {want!r}")
     kid = key_id(want, public)
-    for name, raw in sigs:
-        if name == want and raw[:4] == kid:
-            try:
-                verify_signature(public, raw[4:], cp.body())
-            except (IntegrityError, FormatError):
-                raise IntegrityError("checkpoint signature does not verify") from None
-            return cp
-    raise IntegrityError("checkpoint is not signed by the pinned key service")
+    # signed-note: every line of the known key (name and key ID) is verified, and
+    # one that fails rejects the note, whichever order the lines come in; lines of
+    # other keys (witnesses' cosignatures, a rotated key) are ignored.
+    ours = dict.fromkeys(raw for name, raw in sigs if name == want and raw[:4] == kid)  # a repeat costs nothing
+    if not ours:
+        raise IntegrityError("checkpoint is not signed by the pinned key service")
+    for raw in ours:
+        try:
+            verify_signature(public, raw[4:], cp.body())
+        except (IntegrityError, FormatError):
+            raise IntegrityError("checkpoint signature does not verify") from None
+    return cp

@@ -189,6 +189,8 @@ def _check_hashes(proof: Iterable[bytes]) -> list[bytes]:
 def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
     """The root that `proof` places `leaf` under; ProofError if it cannot."""
     proof = _check_hashes(proof)
+    if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+        raise ProofError("the leaf is not a 32-byte hash")
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of {size}")
     fn, sn, r = index, size - 1, leaf
@@ -259,8 +261,12 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
     """The tree of `second` leaves with `second_root` extends the tree of `first`
     leaves with `first_root`; ProofError otherwise (a fork, or a rewritten past)."""
     if first == 0:
+        # Every tree extends the empty one, whose only root is MTH({}) = SHA-256()
+        # (RFC 9162 §2.1.1); two different roots of size 0 are a fork like any other.
         if proof:
             raise ProofError("a consistency proof from the empty tree must be empty")
+        if second < 0 or first_root != EMPTY_ROOT or (second == 0 and second_root != EMPTY_ROOT):
+            raise ProofError("the empty tree's root is the hash of nothing")
         return
     fr, sr = roots_from_consistency(first, second, first_root, proof)
     if fr != first_root or sr != second_root:

@@ -106,3 +106,16 @@ def test_the_service_and_its_api_run_no_sql():
         text = (ROOT / name).read_text()
         hits = [line for line in text.splitlines() if sql.search(line) and not line.strip().startswith("#")]
         assert not hits, f"{name} runs SQL: {hits[:3]}"
+
+
+def test_log_routes_refuse_bad_numbers_with_a_reason(tmp_path):
+    """Checkpoints and proofs are public: bad input gets a JSON 4xx, never a 500."""
+    ks = _ks(tmp_path)
+    client = create_app(ks).test_client()
+    for q in ("first=%C2%B2&second=1", "first=1", "first=-1&second=1", "first=2&second=1", "first=0&second=99",
+              "first=99999999999999999999&second=1"):
+        r = client.get(f"/v1/log/consistency?{q}")
+        assert r.status_code == 400 and r.get_json()["error"], (q, r.status_code)
+    r = client.get("/v1/log/checkpoint", headers={"X-Sesemi-KS-Known-Size": "²"})
+    assert r.status_code == 200 and "X-Sesemi-KS-Proof" not in r.headers
+    assert client.get("/v1/log/checkpoint").get_json()["checkpoint"].startswith("sesemi-keyservice/")
