@@ -65,8 +65,11 @@ def main() -> None:
     out: dict = {"base": args.base, "rounds": rounds, "seconds": seconds}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-base-") as tmp:
         base = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(base), args.base],
-                       check=True, capture_output=True)
+        if args.smoke:  # the path only, this tree on both sides (a clone may lack the base commit)
+            base = REPO
+        else:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(base), args.base],
+                           check=True, capture_output=True)
         pg = None
         try:
             backends = ["sqlite"] if args.smoke else ["sqlite", "postgresql"]
@@ -99,7 +102,9 @@ def main() -> None:
         finally:
             if pg is not None:
                 pg.stop()
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], capture_output=True)
+            if base != REPO:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)],
+                               capture_output=True)
     write_result("log_ab", out)
 
 
