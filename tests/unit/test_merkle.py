@@ -447,7 +447,52 @@ def _flip(b: bytes, at: int, bit: int) -> bytes:
     return bytes(out)
 
 
+def _flip_in(proof: list[bytes], at: int, bit: int) -> list[bytes]:
+    """One bit of one element flipped."""
+    j = at % len(proof)
+    return [*proof[:j], _flip(proof[j], at // len(proof), bit), *proof[j + 1:]]
+
+
 _HASH = st.binary(min_size=32, max_size=32)
+
+
+def _reshaped(kind: str, proof: list[bytes], data: st.DataObject) -> list[bytes] | None:
+    """The proof truncated, extended or reordered; None where that cannot change it."""
+    if kind == "extend":
+        extra = data.draw(_HASH)
+        return [*proof, extra] if data.draw(st.booleans()) else [extra, *proof]
+    if kind == "truncate":
+        return (proof[1:] if data.draw(st.booleans()) else proof[:-1]) if proof else None
+    assert kind == "reorder", kind
+    if len(set(proof)) < 2:
+        return None
+    return data.draw(st.permutations(proof).filter(lambda p: p != proof))
+
+
+def _other(data: st.DataObject, lo: int, hi: int, not_: int) -> int:
+    return data.draw(st.integers(lo, hi).filter(lambda x: x != not_))
+
+
+def _reshapings(proof: list[bytes], data: st.DataObject, args: Callable[[list[bytes]], tuple]) -> dict:
+    return {k: (lambda k=k: (lambda p: None if p is None else args(p))(_reshaped(k, proof, data)))
+            for k in ("truncate", "extend", "reorder")}
+
+
+def _refused(data: st.DataObject, tampered: dict[str, Callable[[], tuple | None]],
+             verify: Callable[..., None], implied: Callable[[tuple], object]) -> tuple | None:
+    """One tampering drawn from `tampered` (None where it cannot apply), refused by
+    `verify`; for a proof of the wrong length, `implied` (the roots it implies)
+    raises too (RFC 9162 §2.1.3.2, §2.1.4.2)."""
+    kind = data.draw(st.sampled_from(sorted(tampered)))
+    args = tampered[kind]()
+    if not args:
+        return None
+    with pytest.raises(ProofError):
+        verify(*args)
+    if kind in ("truncate", "extend"):
+        with pytest.raises(ProofError):
+            implied(args)
+    return args
 
 
 @PROPS
@@ -456,42 +501,18 @@ def test_tampered_inclusion_is_refused(ni: tuple[int, int], data: st.DataObject)
     n, i = ni
     leaf, root = merkle.leaf_hash(ENTRIES[i]), LOG[2][n]
     proof = merkle.inclusion_proof(i, n, _getter(LOG[1], n))
-    kind = data.draw(st.sampled_from(
-        ["proof byte", "leaf byte", "root byte", "index", "size", "truncate", "extend", "reorder"]))
     at, bit = data.draw(st.integers(0, 10**6)), data.draw(st.integers(0, 7))
-    args = [leaf, i, n, list(proof), root]
-    if kind == "proof byte":
-        if not proof:
-            return
-        j = at % len(proof)
-        args[3][j] = _flip(proof[j], at // len(proof), bit)
-    elif kind == "leaf byte":
-        args[0] = _flip(leaf, at, bit)
-    elif kind == "root byte":
-        args[4] = _flip(root, at, bit)
-    elif kind == "index":
-        args[1] = data.draw(st.integers(-2, n + 2).filter(lambda j: j != i))
-    elif kind == "size":
-        # Another size's checkpoint of the same log (its root binds its size).
-        other = data.draw(st.integers(0, 400).filter(lambda s: s != n))
-        args[2], args[4] = other, LOG[2][other]
-    elif kind == "truncate":
-        if not proof:
-            return
-        args[3] = proof[1:] if data.draw(st.booleans()) else proof[:-1]
-    elif kind == "extend":
-        extra = data.draw(_HASH)
-        args[3] = [*proof, extra] if data.draw(st.booleans()) else [extra, *proof]
-    else:
-        if len(set(proof)) < 2:
-            return
-        args[3] = data.draw(st.permutations(proof).filter(lambda p: p != proof))
-    with pytest.raises(ProofError):
-        merkle.verify_inclusion(*args)
-    if kind in ("truncate", "extend"):  # RFC 9162 §2.1.3.2: a path of the wrong length implies no root
-        with pytest.raises(ProofError):
-            merkle.root_from_inclusion(leaf, i, n, args[3])
-    if kind not in ("index", "size") or 0 <= args[1] < args[2]:
+    size = _other(data, 0, 400, n)  # another checkpoint of the same log: its root binds its size
+    tampered = {  # kind: (leaf, index, size, proof, root), None where the kind cannot apply
+        "proof byte": lambda: proof and (leaf, i, n, _flip_in(proof, at, bit), root),
+        "leaf byte": lambda: (_flip(leaf, at, bit), i, n, proof, root),
+        "root byte": lambda: (leaf, i, n, proof, _flip(root, at, bit)),
+        "index": lambda: (leaf, _other(data, -2, n + 2, i), n, proof, root),
+        "size": lambda: (leaf, i, size, proof, LOG[2][size]),
+        **_reshapings(proof, data, lambda p: (leaf, i, n, p, root)),
+    }
+    args = _refused(data, tampered, merkle.verify_inclusion, lambda a: merkle.root_from_inclusion(leaf, i, n, a[3]))
+    if args and 0 <= args[1] < args[2]:
         # The independent verifier agrees that the tampered proof does not place this leaf under this root.
         assert ref_root_from_path(args[0], args[1], args[2], args[3]) != args[4]
 
@@ -501,38 +522,19 @@ def test_tampered_inclusion_is_refused(ni: tuple[int, int], data: st.DataObject)
 def test_tampered_consistency_is_refused(nm: tuple[int, int], data: st.DataObject) -> None:
     n, m = nm
     proof = merkle.consistency_proof(m, n, _getter(LOG[1], n))
-    args = [m, n, LOG[2][m], LOG[2][n], list(proof)]
-    kind = data.draw(st.sampled_from(
-        ["proof byte", "first root byte", "second root byte", "first", "second", "truncate", "extend", "reorder"]))
     at, bit = data.draw(st.integers(0, 10**6)), data.draw(st.integers(0, 7))
-    if kind == "proof byte":
-        j = at % len(proof)
-        args[4][j] = _flip(proof[j], at // len(proof), bit)
-    elif kind == "first root byte":
-        args[2] = _flip(args[2], at, bit)
-    elif kind == "second root byte":
-        args[3] = _flip(args[3], at, bit)
-    elif kind == "first":  # another earlier checkpoint of the same log
-        other = data.draw(st.integers(1, 400).filter(lambda s: s != m))
-        args[0], args[2] = other, LOG[2][other]
-    elif kind == "second":
-        other = data.draw(st.integers(1, 400).filter(lambda s: s != n))
-        args[1], args[3] = other, LOG[2][other]
-    elif kind == "truncate":
-        args[4] = proof[1:] if data.draw(st.booleans()) else proof[:-1]
-    elif kind == "extend":
-        extra = data.draw(_HASH)
-        args[4] = [*proof, extra] if data.draw(st.booleans()) else [extra, *proof]
-    else:
-        if len(set(proof)) < 2:
-            return
-        args[4] = data.draw(st.permutations(proof).filter(lambda p: p != proof))
-    with pytest.raises(ProofError):
-        merkle.verify_consistency(*args)
-    if kind in ("truncate", "extend"):  # §2.1.4.2: a proof of the wrong length implies no roots
-        with pytest.raises(ProofError):
-            merkle.roots_from_consistency(m, n, LOG[2][m], args[4])
-    if 0 < args[0] <= args[1]:
+    first, second = _other(data, 1, 400, m), _other(data, 1, 400, n)  # other checkpoints of the same log
+    tampered = {  # kind: (first, second, first root, second root, proof)
+        "proof byte": lambda: (m, n, LOG[2][m], LOG[2][n], _flip_in(proof, at, bit)),
+        "first root byte": lambda: (m, n, _flip(LOG[2][m], at, bit), LOG[2][n], proof),
+        "second root byte": lambda: (m, n, LOG[2][m], _flip(LOG[2][n], at, bit), proof),
+        "first": lambda: (first, n, LOG[2][first], LOG[2][n], proof),
+        "second": lambda: (m, second, LOG[2][m], LOG[2][second], proof),
+        **_reshapings(proof, data, lambda p: (m, n, LOG[2][m], LOG[2][n], p)),
+    }
+    args = _refused(data, tampered, merkle.verify_consistency,
+                    lambda a: merkle.roots_from_consistency(m, n, LOG[2][m], a[4]))
+    if args and 0 < args[0] <= args[1]:
         assert ref_roots_from_proof(args[0], args[1], args[2], args[4]) != (args[2], args[3])
 
 
