@@ -16,7 +16,7 @@ from sesemi.attestation.backends import TeeBackend, make_backend
 from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
-                           PolicyError, ReplayError, SesemiError, StaleSequence)
+                           PolicyError, RateLimited, ReplayError, SesemiError, StaleSequence)
 from sesemi.identity import check_public_key, is_principal_id, principal_id
 from sesemi.measure import keyservice_mrenclave
 from sesemi.names import check_model_id
@@ -25,7 +25,7 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
-from .limits import RefusalCounter
+from .limits import RateLimiter, RefusalCounter
 from .store import open_store
 from .store_seal import TreeHead
 
@@ -73,7 +73,12 @@ class KeyService:
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
-        self.refusals = RefusalCounter()
+        # Refusals that would otherwise append a leaf each: attestations and joins
+        # (no credential) and releases (any attested enclave may ask), counted and
+        # written as one row per check (and model) per maintenance window.
+        self.refusals = RefusalCounter(max_keys=256)
+        self._refusal_leaves = RateLimiter("refused-release leaves", *config.release_refusal_leaves,
+                                           max_addresses=1)
         self.log_origin = checkpoint.origin_for(self.signing_public)
         self._note: tuple[TreeHead, str] | None = None
 
@@ -133,9 +138,9 @@ class KeyService:
         counts = self.refusals.drain()
         if counts:
             with self.store.tx() as c:
-                for (event, check), (n, first) in sorted(counts.items()):
-                    self.store.audit(c, now, event, "refused", reason=f"{check}: {first} ({n} refusal(s) "
-                                     "without a credential in this window)"[:300])
+                for (event, check, model_id), (n, first) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+                    self.store.audit(c, now, event, "refused", model_id=model_id,
+                                     reason=f"{check}: {first} ({n} refusal(s) in this window)"[:300])
 
     def claim_call_seq(self, pid: str, seq: int) -> None:
         """Per principal and persisted: no clock, restart or other principal's call
@@ -278,8 +283,8 @@ class KeyService:
         return self.audit_answer(pid, model_id)["entries"]
 
     def audit_answer(self, pid: str, model_id: str | None, verify: bool = False,
-                     limit: int = 1000) -> dict[str, Any]:
-        """The newest `limit` entries `pid` may see, each with its leaf index and
+                     limit: int = 100, before: int | None = None) -> dict[str, Any]:
+        """The newest `limit` entries `pid` may see below leaf `before`, each with its leaf index and
         hash, and the tree head the response's checkpoint names. With `verify`,
         each entry also carries its inclusion proof against that checkpoint, for
         the client to check: proofs of the caller's own entries, never a walk of
@@ -287,12 +292,12 @@ class KeyService:
         does that, in its own process)."""
         if model_id:
             self._require_owner(model_id, pid, "audit")
-        rows = self.store.audit_entries(model_id=model_id or None, visible_to=pid, limit=limit)
+        rows = self.store.audit_entries(model_id=model_id or None, visible_to=pid, limit=limit, before=before)
         head = self.store.head()
         entries = []
         for r in rows:
-            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex() if r["hash"] else None}
-            if verify and r["leaf"] is not None:
+            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex()}
+            if verify:
                 e["inclusion_proof"] = [h.hex() for h in self.store.inclusion_proof(r["leaf"], head.size)]
             entries.append(e)
         return {"entries": entries, "head": {"size": head.size, "root": head.root.hex()}, "_head": head}
@@ -406,6 +411,14 @@ class KeyService:
                                "max_requests": self.config.release_max_requests}
 
         def refuse(exc: SesemiError, reason: str) -> None:
+            # A leaf each while refusals are rare; a flood (any attested enclave may ask)
+            # is counted instead, one row per check and model per window.
+            try:
+                self._refusal_leaves.take("all")
+            except RateLimited:
+                self.refusals.count("release", reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)",
+                                    model_id=model_id)
+                raise exc from None
             with self.store.tx() as c:
                 self.store.audit(c, now, "release", "refused", model_id=model_id, user_id=user_id,
                                  mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
