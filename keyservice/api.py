@@ -56,7 +56,15 @@ def _request_body() -> bytes:
 # header is noise anyone can add, and counting it would hand the reserve to
 # slow anonymous work (an attestation waiting on a PCCS).
 _CHECKS_CREDENTIAL = frozenset({"put_model", "get_model", "grant", "revoke", "request_key", "user_status",
-                                "audit", "enclave_keys"})
+                                "audit", "enclave_keys", "enclave_roster"})
+
+
+def _bearer() -> str:
+    """The attestation token of an enclave's call."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        raise AuthError("missing attestation token (Authorization: Bearer ...)")
+    return auth[7:].strip()
 
 
 def _credentialed() -> bool:
@@ -231,10 +239,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.post("/v1/enclave/keys")
     def enclave_keys() -> Response:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            raise AuthError("missing attestation token (Authorization: Bearer ...)")
-        return _json(ks.release_keys(auth[7:].strip(), _body()))
+        return _json(ks.release_keys(_bearer(), _body()))
+
+    @app.post("/v1/enclave/roster")
+    def enclave_roster() -> Response:
+        return _json(ks.enclave_roster(_bearer(), _body()))
 
     if not _CHECKS_CREDENTIAL <= set(app.view_functions):  # a renamed route would leave the reserve silently
         raise RuntimeError(f"unknown routes in _CHECKS_CREDENTIAL: {sorted(_CHECKS_CREDENTIAL - set(app.view_functions))}")

@@ -26,6 +26,7 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
 from .limits import RefusalCounter
+from . import roster_source
 from .store import INTERNAL_EVENTS, open_store
 
 AUDIT_COLUMNS = ("ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
@@ -369,14 +370,32 @@ class KeyService:
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
 
-    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
-        """Release a model key and/or a user's request key, wrapped (HPKE) to the
-        ephemeral key bound into the evidence that earned this token."""
+    def _enclave_session(self, token_hex: str) -> tuple[Claims, bytes]:
         claims, pub = self._session(token_hex)
         if claims.simulated and not self.config.insecure_sim_attestation:
             # Tokens outlive restarts: one earned while the flag was on is void without it.
             raise AttestationError("sim evidence refused: this key service was not started with "
                                    "--insecure-sim-attestation", check="sim")
+        return claims, pub
+
+    def enclave_roster(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """A model's roster (keyservice/roster_source.py), for an enclave whose
+        claims meet the model's policy: who is granted is the owner's secret."""
+        claims, _ = self._enclave_session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(body.get("model_id", ""))
+        try:
+            EnclavePolicy.from_json(json_loads(self._model_row(model_id)["policy"])).check(claims)
+        except PolicyError as exc:
+            self.refusals.count("roster", f"policy:{exc.check}", str(exc))
+            raise
+        return roster_source.answer(self.store, model_id, body)
+
+    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Release a model key and/or a user's request key, wrapped (HPKE) to the
+        ephemeral key bound into the evidence that earned this token."""
+        claims, pub = self._enclave_session(token_hex)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         model_id = check_model_id(body.get("model_id", ""))
@@ -411,6 +430,8 @@ class KeyService:
                 refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
             out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
+            # The roster's first page rides with the model key, signed with the release.
+            out["roster"] = roster_source.answer(self.store, model_id, {})
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
