@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sesemi import ks_response, signed_call
+from sesemi import http_methods, ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError, UnavailableError
 from sesemi.http_errors import error_body
@@ -150,6 +150,9 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if not http_methods.recognised(request.method):  # 501 on any path, as the action answers
+            return _json({"error": f"{request.method[:32]} is not a method this server implements",
+                          "kind": "HTTPError"}, 501)
         return _json({"error": exc.description or exc.name, "kind": "HTTPError"}, exc.code or 400)
 
     @app.errorhandler(Exception)
