@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from sesemi import build_stamp
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class KeyServiceConfig:
     pool_size: int = 10              # PostgreSQL connections
     peers: tuple[str, ...] = ()      # other replicas' URLs: they exchange state versions (cluster.py)
     cluster_policy: str | None = None  # canonical JSON of the EnclavePolicy a joining replica must meet
+    # When this service was built: the DCAP time floor is never below it (sesemi/build_stamp.py).
+    build_date: float = field(default_factory=build_stamp.release_date)
 
     @property
     def db(self) -> str:
@@ -46,4 +50,5 @@ class KeyServiceConfig:
         return {"insecure_sim_attestation": self.insecure_sim_attestation,
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
                 "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests,
+                "build_date": build_stamp.stamp(self.build_date),
                 **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {})}

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from sesemi import hpke_box, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
-from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
+from sesemi.attestation.dcap import TIME_FLOOR_SEED, CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
                            PolicyError, ReplayError, SesemiError, StaleSequence)
@@ -57,8 +57,10 @@ class KeyService:
         # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
-            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
-                                       min_tcb_eval=config.min_tcb_eval) if source is not None else None)
+            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store, min_tcb_eval=config.min_tcb_eval,
+                                       # never below the (measured) date this service was built
+                                       floor_seed=max(TIME_FLOOR_SEED, config.build_date))
+            if source is not None else None)
         if secrets_ is None and not config.secrets_path.exists() and self.store.one(
                 "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
             # New secrets would leave every stored key undecryptable and break every pin.
