@@ -24,6 +24,7 @@ class KeyServiceConfig:
     # What callers without a credential may make the service keep (issue 13, item 8).
     max_outstanding_nonces: int = 10_000   # att_nonces rows (each lives nonce_ttl_s)
     max_live_tokens: int = 50_000          # tokens rows (each lives token_ttl_s)
+    max_tokens_per_measurement: int = 10_000  # of those, earned by one measurement (keyservice/token_quota.py)
     nonces_per_address: tuple[float, int] = (20.0, 200)        # per second, burst
     registrations_per_address: tuple[float, int] = (1.0, 100)  # per second, burst
     refusal_window_s: float = 60.0         # anonymous refusals: one audit row per check per window

@@ -27,6 +27,7 @@ from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
 from .limits import RefusalCounter
 from . import roster_source
+from .token_quota import TokenBook
 from .store import INTERNAL_EVENTS, open_store
 
 AUDIT_COLUMNS = ("ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
@@ -78,6 +79,11 @@ class KeyService:
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
         self.refusals = RefusalCounter()
+        self.tokens = TokenBook(config.max_tokens_per_measurement, config.max_live_tokens)
+        for r in self.store.all("SELECT claims, token_hash, expires FROM tokens"):  # minted before a restart
+            c = json_loads(r["claims"])
+            self.tokens.mint(r["token_hash"], TokenBook.group_of(c.get("tee"), c.get("mrenclave"), c.get("mrsigner")),
+                             float(r["expires"]), used=True)
 
     # --- the service's own attestation ------------------------------------
     def self_attestation(self, nonce: bytes) -> dict[str, Any]:
@@ -105,6 +111,7 @@ class KeyService:
         write the window's refusal counts as one audit row per check."""
         now = self.clock()
         self.store.purge_expired(now)
+        self.tokens.purge(now)
         counts = self.refusals.drain()
         if counts:
             with self.store.tx() as c:
@@ -300,9 +307,13 @@ class KeyService:
         each model judges at release time. Callers must have checked the binding."""
         now = self.clock()
         token = secrets.token_bytes(32)
+        token_hash, expires = hashlib.sha256(token).hexdigest(), now + self.config.token_ttl_s
         with self.store.tx() as c:
-            self.store.put_token(c, hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(),
-                                 public_key, now + self.config.token_ttl_s)
+            self.store.put_token(c, token_hash, canonical_json(claims.to_json()).decode(), public_key, expires)
+            # Per measurement, idle before in use (token_quota.py); the cap below is the backstop.
+            for dropped in self.tokens.mint(token_hash, TokenBook.group_of(claims.tee, claims.mrenclave,
+                                                                           claims.mrsigner), expires):
+                c.execute("DELETE FROM tokens WHERE token_hash=?", (dropped,))
             # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
             self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
@@ -362,12 +373,15 @@ class KeyService:
             self.store.audit(c, now, "join", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
         return {"secrets": seal_secrets(self.secrets, pub, self.hpke_public)}
 
-    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+    @staticmethod
+    def _token_hash(token_hex: str) -> str:
         try:
-            token = bytes.fromhex(token_hex)
+            return hashlib.sha256(bytes.fromhex(token_hex)).hexdigest()
         except ValueError:
             raise AuthError("malformed attestation token") from None
-        row = self.store.get_token(hashlib.sha256(token).hexdigest())
+
+    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+        row = self.store.get_token(self._token_hash(token_hex))
         if row is None or row["expires"] < self.clock():
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
@@ -392,7 +406,9 @@ class KeyService:
         except PolicyError as exc:
             self.refusals.count("roster", f"policy:{exc.check}", str(exc))
             raise
-        return roster_source.answer(self.store, model_id, body)
+        out = roster_source.answer(self.store, model_id, body)
+        self.tokens.touch(self._token_hash(token_hex))
+        return out
 
     def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
         """Release a model key and/or a user's request key, wrapped (HPKE) to the
@@ -449,4 +465,5 @@ class KeyService:
             self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
                              mrenclave=claims.mrenclave, tee=claims.tee,
                              reason="model_key" if want_model else None)
+        self.tokens.touch(self._token_hash(token_hex))
         return out
