@@ -27,6 +27,10 @@ from sesemi.timeouts import Deadline
 Fetch = Callable[[str, "int | None", str, Deadline], dict]
 
 EARLY_S = 1.0
+# Paging a whole roster in may take longer than one request's key-service
+# budget (10^6 members: 245 pages); the request that started it waits this
+# long at most, and others retry meanwhile (docs/protocol.md).
+WHOLE_ROSTER_S = 300.0
 
 
 @dataclass
@@ -124,13 +128,15 @@ class RosterBook:
         """All pages from this first one. Each page is read at its own state
         version; the roster counts as read at the first (oldest) one, so the
         next refresh's changes cover writes made while paging."""
-        r = roster.Roster(model_id)
-        seq = _seq(answer, model_id)
+        raws, seq = [], _seq(answer, model_id)
+        deadline = Deadline(WHOLE_ROSTER_S, "roster pages", time.monotonic)
         while True:
-            r.add(roster.decode(answer.get("records")))
+            raws.append(roster.decode_raw(answer.get("records")))
+            if sum(map(len, raws)) > roster.MAX_MEMBERS * roster.RECORD:
+                raise FormatError(f"a roster of more than {roster.MAX_MEMBERS} members is refused")
             nxt = answer.get("next")
             if nxt is None:
-                return _Held(r, seq, now)
+                return _Held(roster.Roster.from_raw(model_id, raws), seq, now)
             if not isinstance(nxt, str) or answer.get("after") is not None and nxt <= answer["after"]:
                 raise FormatError("roster page cursor does not advance")
             answer = self._fetch(model_id, None, nxt, deadline)
