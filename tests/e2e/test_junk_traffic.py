@@ -116,6 +116,7 @@ def test_junk_at_200_per_s_through_the_router_refuses_no_honest_first_request(st
     assert not refused, refused
     assert offered >= 0.8 * JUNK_RATE, offered  # the flood was what it claims
     assert set(answers) == {403}, answers  # every junk request refused alike, none retried as unavailable
+    assert requests.get(router.url + "/stats", timeout=10).json()["counters"]["retries"] == 0
 
 
 def test_no_probe_sequence_tells_granted_users_apart(stack):
@@ -141,11 +142,14 @@ def test_no_probe_sequence_tells_granted_users_apart(stack):
             seen.setdefault(_post(s, action.url, _junk("d-junk", t)), []).append(f"{round_}:{t[:8]}")
 
     probe("cold")
+    before = requests.get(action.url + "/stats", timeout=10).json()
     time.sleep(5.2)  # the old refusal cache's lifetime
     for _ in range(400):  # the old shared bucket's burst and more
         _post(s, action.url, _junk("d-junk", _random_id()))
     probe("drained")
     probe("warm")
+    after = requests.get(action.url + "/stats", timeout=10).json()
+    assert after["key_fetches"] == before["key_fetches"]  # 400 junk ids and the probes: no key release asked for
     assert len(seen) == 1, seen
     (status, text), = seen
     assert status == 200 and '"AccessDenied"' in text, text
