@@ -4,7 +4,7 @@ key service and without a budget junk could spend (docs/protocol.md,
 "Refusing without the key service").
 
 A roster is fetched whole on first use (its first page comes with the model
-key), then kept fresh by its changes since the state version it was read at:
+key), then kept fresh by its changes since the log size (tree size) it was read at:
 every `refresh_s`, and at most once every `early_s` when a request names a
 user it does not list, or a request-key version newer than the one it lists
 (a user granted or re-enrolled since the last refresh is then served within
@@ -36,7 +36,7 @@ WHOLE_ROSTER_S = 300.0
 @dataclass
 class _Held:
     roster: roster.Roster
-    seq: int          # the state version it was read at: changes after it are fetched next
+    seq: int          # the log tree size it was read at: changes from there are fetched next
     fetched_at: float
 
 
@@ -146,5 +146,5 @@ class RosterBook:
 def _seq(answer: dict, model_id: str) -> int:
     seq = answer.get("seq")
     if answer.get("model_id") != model_id or type(seq) is not int or seq < 0:
-        raise FormatError("roster answer for another model, or without a state version")
+        raise FormatError("roster answer for another model, or without a log size")
     return seq

@@ -68,7 +68,7 @@ def keyservice_side(n: int) -> None:
         rk = hpke_box.seal(b"r" * 32, ks.hpke_public, hpke_box.info("request-key", "m", u.principal_id))
         ks.put_request_key(u.principal_id, "m", {"wrapped_key": b64e(rk)})
     setup = time.perf_counter() - t0
-    seq = ks.store.state().seq
+    seq = ks.store.head().size
     t0 = time.perf_counter()
     after, members = "", 0
     while after is not None:

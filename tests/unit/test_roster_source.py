@@ -64,7 +64,7 @@ def test_roster_lists_granted_and_enrolled_users_with_their_versions(tmp_path):
     # The model-key release carries the same first page, under the release's signature.
     rel = ks.release_keys(token, {"model_id": "m", "seal_id": SEAL})
     assert _listed(rel["roster"]) == _listed(first)
-    # Changes since the roster's state version: a revocation (0), an enrolment.
+    # Changes since the roster's log size: a revocation (0), an enrolment.
     ks.revoke(owner.principal_id, "m", a.principal_id)
     _enroll(ks, c)
     delta = ks.enclave_roster(token, {"model_id": "m", "since": first["seq"]})

@@ -123,7 +123,7 @@ def test_grants_revocations_and_re_enrolments_reach_the_roster():
     session = _session(ks, now)
     session.keys("m", "a", need_model_key=False)
     ks.set("b", 1)  # granted and enrolled after the roster was read
-    now[0] += EARLY_S  # the early refresh: changes since the roster's state version
+    now[0] += EARLY_S  # the early refresh: changes since the roster's log size
     _, rk = session.keys("m", "b", need_model_key=False)
     assert rk is not None and ks.calls[-2][:2] == ("roster", 1)
     ks.set("a", 2)  # re-enrolled: the roster lists version 2, so the held version 1 is refetched
