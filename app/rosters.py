@@ -14,6 +14,7 @@ and with none the action refuses everyone alike, retryably.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from sesemi.errors import AccessDenied, FormatError, SesemiError, UnavailableErr
 from sesemi.timeouts import Deadline
 
 # (model id, since, after, deadline) -> the key service's answer
+log = logging.getLogger("sesemi.action")
+
 Fetch = Callable[[str, "int | None", str, Deadline], dict]
 
 EARLY_S = 1.0
@@ -103,6 +106,8 @@ class RosterBook:
                 fresh = self._changes(model_id, held, now, deadline) if held is not None else \
                     self._whole(model_id, self._fetch(model_id, None, "", deadline), now, deadline)
             except (SesemiError, OSError) as exc:
+                # The key service's reason (no request data): a refused answer, a forked log...
+                log.warning("roster of model %s not refreshed: %s: %s", model_id, type(exc).__name__, exc)
                 if held is not None and now - held.fetched_at < self.max_age_s:
                     return held
                 self._held.pop(model_id, None)

@@ -1,6 +1,6 @@
 """A model's roster as the key service sends it (sesemi/roster.py has the
-format): pages of members in user-id order, or the changes since a state
-version, read from the sealed grant and request-key rows.
+format): pages of members in user-id order, or the changes since a log
+tree size, read from the sealed grant and request-key rows.
 
 The host may hide rows from the listing queries (the reads after them are
 sealed, so it cannot add or alter a member): that can only drop members from

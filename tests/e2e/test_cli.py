@@ -111,9 +111,9 @@ def test_cli_full_flow(cli_world):
     entries = sesemi_json(owner_home, "ks", "audit", "--as", "alice", "--model-id", "digits")["entries"]
     assert {"ts", "mrenclave", "tee"} <= set(next(e for e in entries if e["event"] == "release"))
     # Refused by the fresh action's roster (bob is off it): no key was released after the revoke.
-    revoked_at = max(e["seq"] for e in entries if e["event"] == "revoke")
-    assert not any(e["event"] == "release" and e["outcome"] == "ok" and e["seq"] > revoked_at
-                   and e.get("user_id") == user_id for e in entries)
+    revoked_at = max(i for i, e in enumerate(entries) if e["event"] == "revoke")  # entries: oldest first
+    assert not any(e["event"] == "release" and e["outcome"] == "ok" and e.get("user_id") == user_id
+                   for e in entries[revoked_at + 1:])
 
 
 @pytest.mark.parametrize("args,needle", [
