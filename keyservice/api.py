@@ -10,7 +10,7 @@ from typing import Any, Callable
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sesemi import ks_log, ks_response, signed_call
+from sesemi import http_methods, ks_log, ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError, UnavailableError
 from sesemi.http_errors import error_body
@@ -58,7 +58,15 @@ def _request_body() -> bytes:
 # header is noise anyone can add, and counting it would hand the reserve to
 # slow anonymous work (an attestation waiting on a PCCS).
 _CHECKS_CREDENTIAL = frozenset({"put_model", "get_model", "grant", "revoke", "request_key", "user_status",
-                                "audit", "enclave_keys"})
+                                "audit", "enclave_keys", "enclave_roster"})
+
+
+def _bearer() -> str:
+    """The attestation token of an enclave's call."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        raise AuthError("missing attestation token (Authorization: Bearer ...)")
+    return auth[7:].strip()
 
 
 def _credentialed() -> bool:
@@ -209,6 +217,9 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if not http_methods.recognised(request.method):  # 501 on any path, as the action answers
+            return _json({"error": f"{request.method[:32]} is not a method this server implements",
+                          "kind": "HTTPError"}, 501)
         return _json({"error": exc.description or exc.name, "kind": "HTTPError"}, exc.code or 400)
 
     @app.errorhandler(Exception)
@@ -318,10 +329,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.post("/v1/enclave/keys")
     def enclave_keys() -> Response:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            raise AuthError("missing attestation token (Authorization: Bearer ...)")
-        return _json(ks.release_keys(auth[7:].strip(), _body()))
+        return _json(ks.release_keys(_bearer(), _body()))
+
+    @app.post("/v1/enclave/roster")
+    def enclave_roster() -> Response:
+        return _json(ks.enclave_roster(_bearer(), _body()))
 
     if not _CHECKS_CREDENTIAL <= set(app.view_functions):  # a renamed route would leave the reserve silently
         raise RuntimeError(f"unknown routes in _CHECKS_CREDENTIAL: {sorted(_CHECKS_CREDENTIAL - set(app.view_functions))}")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from sesemi import checkpoint, hpke_box, ks_log, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
-from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
+from sesemi.attestation.dcap import TIME_FLOOR_SEED, CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
                            PolicyError, RateLimited, ReplayError, SesemiError, StaleSequence)
@@ -26,6 +26,8 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
 from .limits import RateLimiter, RefusalCounter
+from . import roster_source
+from .token_quota import TokenBook
 from .store import open_store
 from .store_seal import TreeHead
 
@@ -56,8 +58,10 @@ class KeyService:
         # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
-            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
-                                       min_tcb_eval=config.min_tcb_eval) if source is not None else None)
+            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store, min_tcb_eval=config.min_tcb_eval,
+                                       # never below the (measured) date this service was built
+                                       floor_seed=max(TIME_FLOOR_SEED, config.build_date))
+            if source is not None else None)
         if secrets_ is None and not config.secrets_path.exists() and self.store.holds_keys():
             # New secrets would leave every stored key undecryptable and break every pin.
             raise SesemiError(f"{config.secrets_path} is missing but the database holds keys: restore the "
@@ -79,6 +83,11 @@ class KeyService:
         self.refusals = RefusalCounter(max_keys=256)
         self._refusal_leaves = RateLimiter("refused-release leaves", *config.release_refusal_leaves,
                                            max_addresses=1)
+        self.tokens = TokenBook(config.max_tokens_per_measurement, config.max_live_tokens)
+        for r in self.store.live_tokens():  # minted before a restart
+            c = json_loads(r["claims"])
+            self.tokens.mint(r["token_hash"], TokenBook.group_of(c.get("tee"), c.get("mrenclave"), c.get("mrsigner")),
+                             float(r["expires"]), used=True)
         self.log_origin = checkpoint.origin_for(self.signing_public)
         self._note: tuple[TreeHead, str] | None = None
 
@@ -134,6 +143,7 @@ class KeyService:
         write the window's refusal counts as one audit row per check."""
         now = self.clock()
         self.store.purge_expired(now)
+        self.tokens.purge(now)
         self.store.snapshot()
         counts = self.refusals.drain()
         if counts:
@@ -320,9 +330,13 @@ class KeyService:
         each model judges at release time. Callers must have checked the binding."""
         now = self.clock()
         token = secrets.token_bytes(32)
+        token_hash, expires = hashlib.sha256(token).hexdigest(), now + self.config.token_ttl_s
         with self.store.tx() as c:
-            self.store.put_token(c, hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(),
-                                 public_key, now + self.config.token_ttl_s)
+            self.store.put_token(c, token_hash, canonical_json(claims.to_json()).decode(), public_key, expires)
+            # Per measurement, idle before in use (token_quota.py); the cap below is the backstop.
+            for dropped in self.tokens.mint(token_hash, TokenBook.group_of(claims.tee, claims.mrenclave,
+                                                                           claims.mrsigner), expires):
+                self.store.drop_token(c, dropped)
             # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
             self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
@@ -379,24 +393,47 @@ class KeyService:
             self.store.audit(c, now, "join", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
         return {"secrets": seal_secrets(self.secrets, pub, self.hpke_public)}
 
-    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+    @staticmethod
+    def _token_hash(token_hex: str) -> str:
         try:
-            token = bytes.fromhex(token_hex)
+            return hashlib.sha256(bytes.fromhex(token_hex)).hexdigest()
         except ValueError:
             raise AuthError("malformed attestation token") from None
-        row = self.store.get_token(hashlib.sha256(token).hexdigest())
+
+    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+        row = self.store.get_token(self._token_hash(token_hex))
         if row is None or row["expires"] < self.clock():
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
 
-    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
-        """Release a model key and/or a user's request key, wrapped (HPKE) to the
-        ephemeral key bound into the evidence that earned this token."""
+    def _enclave_session(self, token_hex: str) -> tuple[Claims, bytes]:
         claims, pub = self._session(token_hex)
         if claims.simulated and not self.config.insecure_sim_attestation:
             # Tokens outlive restarts: one earned while the flag was on is void without it.
             raise AttestationError("sim evidence refused: this key service was not started with "
                                    "--insecure-sim-attestation", check="sim")
+        return claims, pub
+
+    def enclave_roster(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """A model's roster (keyservice/roster_source.py), for an enclave whose
+        claims meet the model's policy: who is granted is the owner's secret."""
+        claims, _ = self._enclave_session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(body.get("model_id", ""))
+        try:
+            EnclavePolicy.from_json(json_loads(self._model_row(model_id)["policy"])).check(claims)
+        except PolicyError as exc:
+            self.refusals.count("roster", f"policy:{exc.check}", str(exc))
+            raise
+        out = roster_source.answer(self.store, model_id, body)
+        self.tokens.touch(self._token_hash(token_hex))
+        return out
+
+    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Release a model key and/or a user's request key, wrapped (HPKE) to the
+        ephemeral key bound into the evidence that earned this token."""
+        claims, pub = self._enclave_session(token_hex)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         model_id = check_model_id(body.get("model_id", ""))
@@ -439,6 +476,8 @@ class KeyService:
                 refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
             out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
+            # The roster's first page rides with the model key, signed with the release.
+            out["roster"] = roster_source.answer(self.store, model_id, {})
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
@@ -454,4 +493,5 @@ class KeyService:
             self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
                              mrenclave=claims.mrenclave, tee=claims.tee,
                              reason="model_key" if want_model else None)
+        self.tokens.touch(self._token_hash(token_hex))
         return out

@@ -543,6 +543,27 @@ class Store:
         row = self.get("grants", (model_id, user_id))
         return row is not None and bool(row["active"])
 
+    def grant_listing(self, model_id: str, after: str, limit: int) -> list[str]:
+        """User ids with a grant row on the model (any state, unchecked: the
+        caller reads each through `is_granted`), in order, after `after`."""
+        return [r["user_id"] for r in self._all("SELECT user_id FROM grants WHERE model_id=? AND user_id > ? "
+                                                "ORDER BY user_id LIMIT ?", model_id, after, limit)]
+
+    def users_changed(self, model_id: str, since: int, events: Sequence[str], limit: int) -> list[str]:
+        """User ids named by log leaves `since` and later, of these events, on the
+        model (unchecked: a roster's change set re-reads each user's rows)."""
+        marks = ", ".join("?" * len(events))
+        return [r["user_id"] for r in self._all(
+            f"SELECT DISTINCT user_id FROM audit WHERE model_id=? AND leaf >= ? AND user_id IS NOT NULL "
+            f"AND event IN ({marks}) LIMIT ?", model_id, since, *events, limit)]
+
+    def live_tokens(self) -> list[Any]:
+        """(token_hash, claims, expires) of every stored token (the token quota's book at start)."""
+        return self._all("SELECT token_hash, claims, expires FROM tokens")
+
+    def drop_token(self, c: Conn, token_hash: str) -> None:
+        c.execute("DELETE FROM tokens WHERE token_hash=?", (token_hash,))
+
     def user_standing(self, user_id: str) -> tuple[set[str], set[str]]:
         """(models the user is granted, models it holds a request key for), each row checked."""
         granted = {r["model_id"] for r in self._all("SELECT model_id FROM grants WHERE user_id=?", user_id)
