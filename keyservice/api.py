@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from sesemi.http_errors import error_body
 from sesemi.identity import check_public_key, principal_id
 
 from .limits import RateLimiter
+from .metrics import CONTENT_TYPE_LATEST
 from .store import LogNodesEdited
 from .service import KeyService
 
@@ -158,10 +160,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.before_request
     def _follow_ledger() -> None:
-        # Every answer then carries a state version no older than the database's at
-        # the time of the request (what a client that saw another replica expects);
-        # a database behind what this replica or a peer has seen is refused here.
-        ks.store.sync()
+        # Every answer then reflects a log no older than the database's at the time
+        # of the request (what a client that saw another replica expects); requests
+        # that arrive together share one follow. A database behind what this
+        # replica or a peer has seen is refused here.
+        ks.store.sync_after(g.setdefault("arrived", time.monotonic()))
 
     @app.after_request
     def _label(resp: Response) -> Response:
@@ -233,6 +236,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         return _json({"ok": True, "tee": ks.tee.name, "insecure_simulation": ks.tee.simulated,
                       "accepts_sim_evidence": ks.config.insecure_sim_attestation,
                       "accepts_dcap_evidence": ks.verifier.accepts_dcap})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        # Counts only, labels from the code (keyservice/metrics.py); docs/keyservice.md.
+        return Response(ks.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/attestation")
     def attestation() -> Response:

@@ -25,7 +25,9 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
+from .group_commit import GroupCommit
 from .limits import RateLimiter, RefusalCounter
+from .metrics import ServiceMetrics
 from . import roster_source
 from .token_quota import TokenBook
 from .store import open_store
@@ -88,6 +90,10 @@ class KeyService:
             c = json_loads(r["claims"])
             self.tokens.mint(r["token_hash"], TokenBook.group_of(c.get("tee"), c.get("mrenclave"), c.get("mrsigner")),
                              float(r["expires"]), used=True)
+        self.metrics = ServiceMetrics()
+        self.metrics.watch_store(self.store)
+        self.log_writer = GroupCommit(self.store.append_entries, max_batch=config.max_commit_batch,
+                                      observe=self.metrics.batch)
         self.log_origin = checkpoint.origin_for(self.signing_public)
         self._note: tuple[TreeHead, str] | None = None
 
@@ -448,6 +454,8 @@ class KeyService:
                                "max_requests": self.config.release_max_requests}
 
         def refuse(exc: SesemiError, reason: str) -> None:
+            self.metrics.releases.labels("refused").inc()
+            self.metrics.refusals.labels("release", reason.split(":")[0]).inc()
             # A leaf each while refusals are rare; a flood (any attested enclave may ask)
             # is counted instead, one row per check and model per window.
             try:
@@ -456,9 +464,9 @@ class KeyService:
                 self.refusals.count("release", reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)",
                                     model_id=model_id)
                 raise exc from None
-            with self.store.tx() as c:
-                self.store.audit(c, now, "release", "refused", model_id=model_id, user_id=user_id,
-                                 mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
+            self.log_writer.append({"ts": now, "event": "release", "outcome": "refused", "model_id": model_id,
+                                    "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,
+                                    "reason": reason})
             raise exc
 
         row = self.store.get("models", (model_id,))
@@ -489,9 +497,10 @@ class KeyService:
             out["request_key_version"] = version
             out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
                                                                            str(version))))
-        with self.store.tx() as c:
-            self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
-                             mrenclave=claims.mrenclave, tee=claims.tee,
-                             reason="model_key" if want_model else None)
+        # Durable before the answer leaves; releases that arrive together share the commit.
+        self.log_writer.append({"ts": now, "event": "release", "outcome": "ok", "model_id": model_id,
+                                "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,
+                                "reason": "model_key" if want_model else None})
         self.tokens.touch(self._token_hash(token_hex))
+        self.metrics.releases.labels("ok").inc()
         return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ _PAGE = 2000
 SNAPSHOT_EVERY = 10_000      # leaves between sealed snapshots: what a start-up re-reads at most
 _NODE_CACHE = 1 << 16        # perfect subtrees this replica computed itself, kept for proofs
 _MAX_SEQ = 1 << 62           # the audit table's row ids (not authenticated: a host may push them up)
+_ROW_CACHE = 1 << 17         # checked rows kept, each valid while the log names its version
+_TOKEN_CACHE = 1 << 16       # MAC-checked token rows kept until they expire
 
 RowRef = tuple[str, str, int, bytes]
 
@@ -61,6 +64,24 @@ class Conn:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._execute(sql, args)
+
+
+class StoreStats:
+    """What operators and the capacity model read (keyservice/metrics.py)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.write_txs = 0
+        self.lock_held_s = 0.0        # summed time inside the serialized writer section
+        self.leaves = 0
+        self.syncs = 0                # follows of the log that queried the database
+        self.reads = 0                # autocommit queries
+        self.row_cache_hits = 0
+
+    def add(self, **kw: float) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
 
 
 class Store:
@@ -85,6 +106,13 @@ class Store:
         self._floor_checked: TreeHead | None = None
         self.broken: str | None = None
         self.leaves_read = 0          # leaves followed from the database by this process
+        self.stats = StoreStats()
+        # Rows read through `get`, kept with their (version, digest): one is served
+        # from memory while the log's version map names exactly that version.
+        self._rows: OrderedDict[tuple[str, tuple], tuple[tuple[int, bytes], dict[str, Any]]] = OrderedDict()
+        self._tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._sync_lock = threading.Lock()
+        self._sync_started = 0.0
 
     # --- backend primitives -------------------------------------------------
     def _tx(self):  # pragma: no cover - abstract
@@ -101,9 +129,16 @@ class Store:
     def tx(self) -> Iterator[Conn]:
         """The write is durable when this exits."""
         with self._tx() as c:
+            t0 = time.perf_counter()   # the writer lock is held from here to the commit
             yield c
             self._flush_nodes(c)
+        self.stats.add(write_txs=1, lock_held_s=time.perf_counter() - t0, leaves=len(c.leaves))
         self._apply(c)
+
+    def append_entries(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Several log entries in one transaction (group commit): their leaf indices."""
+        with self.tx() as c:
+            return [self._append(c, e) for e in entries]
 
     def _one(self, sql: str, *args: Any) -> Any:
         rows = self._read(sql, args)
@@ -113,7 +148,10 @@ class Store:
         return self._read(sql, args)
 
     def _q(self, c: Conn | None, sql: str, args: Sequence[Any]) -> list[Any]:
-        return c.execute(sql, args).fetchall() if c is not None else self._read(sql, args)
+        if c is not None:
+            return c.execute(sql, args).fetchall()
+        self.stats.add(reads=1)
+        return self._read(sql, args)
 
     # --- attaching the storage key: resume the log, build the version map ------
     def attach(self, storage_key: bytes, clock: Callable[[], float]) -> TreeHead:
@@ -229,6 +267,16 @@ class Store:
             self._versions[(r["row_tbl"], r["row_key"])] = (int(r["row_ver"]), bytes(r["row_digest"]))
         self.leaves_read += 1
 
+    def sync_after(self, arrived: float) -> TreeHead:
+        """Follow the log at least once after `arrived` (time.monotonic()). Requests
+        that queue while a follow runs share the next one: one query for a burst,
+        and still no answer older than the database was when its request came."""
+        with self._sync_lock:
+            if self._sync_started > arrived and not self.broken:
+                return self._head
+            self._sync_started = time.monotonic()
+            return self.sync()
+
     def sync(self, c: Conn | None = None) -> TreeHead:
         """Follow the log from our head to the database's; refuse a database that
         lacks a leaf we have seen, or does not extend a peer's checkpoint."""
@@ -237,6 +285,7 @@ class Store:
         with self._mlock:
             size = self._frontier.size
             rows = self._q(c, "SELECT * FROM audit WHERE leaf >= ? ORDER BY leaf LIMIT ?", (max(size - 1, 0), _PAGE))
+            self.stats.add(syncs=1)
             if size:
                 if not rows or int(rows[0]["leaf"]) != size - 1 or bytes(rows[0]["hash"] or b"") != self._last_leaf:
                     self._fail(f"the database is behind: its log lacks leaf {size - 1} as this replica saw it "
@@ -471,8 +520,21 @@ class Store:
         return None
 
     def get(self, table: str, key: Sequence[Any], c: Conn | None = None) -> Any:
-        """The row, checked against its MAC and the ledger's newest version, or None."""
+        """The row, checked against its MAC and the log's newest version, or None.
+        Outside a transaction it comes from memory when the log names the very
+        version kept (what this replica has followed; docs/keyservice.md,
+        "Throughput"), and a row the log does not name is absent without a read."""
         key = tuple(key)
+        if c is None:
+            with self._mlock:
+                expected = self._versions.get((table, row_key(key)))
+                hit = self._rows.get((table, key))
+            if expected is None and self.sealer is not None:
+                self.stats.add(row_cache_hits=1)
+                return None
+            if hit is not None and hit[0] == expected:
+                self.stats.add(row_cache_hits=1)
+                return hit[1]
         pk, _ = VERSIONED[table]
         where = " AND ".join(f"{k}=?" for k in pk)
         for attempt in (0, 1):
@@ -480,10 +542,21 @@ class Store:
             row = rows[0] if rows else None
             why = self._check_row(table, key, row)
             if why is None:
+                if row is not None and c is None:
+                    self._keep_row(table, key, row)
                 return row
             if attempt == 0:
                 self.sync(c)  # another replica may have written it since
         raise IntegrityError(f"database tampered: {why}")
+
+    def _keep_row(self, table: str, key: tuple, row: Any) -> None:
+        pk, cols = VERSIONED[table]
+        ver = int(row["ver"])
+        digest = Sealer.row_digest(table, key, ver, normalize(cols, [row[k] for k in cols]))
+        with self._mlock:
+            self._rows[(table, key)] = ((ver, digest), dict(row))
+            while len(self._rows) > _ROW_CACHE:
+                self._rows.popitem(last=False)
 
     def put(self, c: Conn, table: str, key: Sequence[Any], values: Mapping[str, Any], *, event: str,
             outcome: str = "ok", **audit: Any) -> int:
@@ -563,6 +636,7 @@ class Store:
 
     def drop_token(self, c: Conn, token_hash: str) -> None:
         c.execute("DELETE FROM tokens WHERE token_hash=?", (token_hash,))
+        self._forget_tokens(token_hash)
 
     def user_standing(self, user_id: str) -> tuple[set[str], set[str]]:
         """(models the user is granted, models it holds a request key for), each row checked."""
@@ -618,12 +692,31 @@ class Store:
                    self.sealer.token_mac(token_hash, claims, public_key, expires)))
 
     def get_token(self, token_hash: str) -> Any:
+        """The MAC-checked token row (kept in memory until it expires: a token row is
+        written once, so a kept one is the row; a row the host deletes stays usable
+        here until then, which buys it nothing)."""
+        with self._mlock:
+            hit = self._tokens.get(token_hash)
+        if hit is not None and hit["expires"] >= self.clock():
+            return hit
         row = self._one("SELECT * FROM tokens WHERE token_hash=?", token_hash)
         if row is not None and not hmac_ok(self.sealer.token_mac(row["token_hash"], row["claims"],
                                                                   bytes(row["public_key"]), row["expires"]),
                                            row["mac"]):
             raise IntegrityError("database tampered: an attestation token row does not authenticate")
+        if row is not None:
+            with self._mlock:
+                self._tokens[token_hash] = dict(row)
+                while len(self._tokens) > _TOKEN_CACHE:
+                    self._tokens.popitem(last=False)
         return row
+
+    def _forget_tokens(self, token_hash: str | None = None) -> None:
+        with self._mlock:
+            if token_hash is None:
+                self._tokens.clear()
+            else:
+                self._tokens.pop(token_hash, None)
 
     # --- the replay helper's call sequence numbers, the attest helper's marks --
     def claim_call_seq(self, principal: str, seq: int) -> int | None:
@@ -674,6 +767,8 @@ class Store:
         drop those that expire first."""
         key = self._EXPIRING[table]
         if c.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()["n"] > keep:
+            if table == "tokens":
+                self._forget_tokens()
             # LIMIT with a huge bound: both engines take it (SQLite has no LIMIT ALL, PostgreSQL no LIMIT -1).
             c.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY expires DESC "
                       "LIMIT ? OFFSET ?)", (1 << 62, keep))
