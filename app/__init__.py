@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping
 
-from sesemi import logsafe
+from sesemi import hpke_box, logsafe
 from sesemi.attestation.backends import check_available
 
 from .config import ActionConfig
@@ -29,6 +29,7 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     tune_malloc()
     config = ActionConfig.from_environ().with_env(settings)
     check_available(config.tee)  # before listening: a platform should see the start fail, not /init
+    hpke_box.check_backend()  # released keys arrive in hybrid HPKE boxes: ML-KEM must be there
     server = make_server(config, host, port, max_connections=threads)
     if config.tee == "sim":
         log.warning("INSECURE SIMULATION: tee=sim; evidence is not hardware-backed and every "

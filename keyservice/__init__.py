@@ -41,7 +41,8 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
           pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
           secrets_file: str | Path | None = None, peers: Sequence[str] = (), join_url: str | None = None,
           cluster_policy: str | None = None, pool_size: int | None = None,
-          limits: ServingLimits | None = None, release_max_requests: int = 10_000) -> None:
+          limits: ServingLimits | None = None, release_max_requests: int = 10_000,
+          insecure_allow_classical_kem: bool = False) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     `db_path`: a SQLite file, or a postgresql:// URL (replicas over one
@@ -51,10 +52,12 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
     /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
+    from sesemi import hpke_box
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
     logsafe.configure("keyservice")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.keyservice")
+    hpke_box.check_backend()  # before anything is opened: one line naming a missing primitive
     if not collateral_file and not pccs_url:
         pccs_url = pccs_url_from_qcnl()
         if pccs_url:
@@ -71,7 +74,8 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
                               min_tcb_eval=min_tcb_eval, secrets_file=Path(secrets_file) if secrets_file else None,
                               peers=tuple(peers), cluster_policy=cluster_policy,
                               pool_size=pool_size or 2 * threads + 2,  # a transaction and a read each
-                              release_max_requests=release_max_requests)
+                              release_max_requests=release_max_requests,
+                              insecure_allow_classical_kem=insecure_allow_classical_kem)
     joined = None
     if join_url:
         joined = join_cluster(config, join_url)
@@ -96,8 +100,14 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
         if config.insecure_sim_attestation:
             log.warning("INSECURE: --insecure-sim-attestation is on: enclaves presenting SIMULATED "
                         "evidence will receive keys")
-        log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
-                 ks.audience)
+        if config.insecure_allow_classical_kem:
+            log.warning("INSECURE: --insecure-allow-classical-kem is on: X25519-only uploads and releases are "
+                        "accepted; keys in them are NOT protected against recorded traffic decrypted later")
+        if ks.secrets.kem_upgraded:
+            log.warning("the secrets file held an X25519-only HPKE key: replaced by a hybrid %s key (stored "
+                        "keys unchanged); clients must run `sesemi ks attest` again", hpke_box.HYBRID)
+        log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s id %s", host, port, ks.tee.name,
+                 ks.mrenclave, hpke_box.HYBRID, ks.audience)
 
     ks.maintenance()
     _every(30.0, ks.maintenance, log)

@@ -30,6 +30,9 @@ class KeyServiceConfig:
     pool_size: int = 10              # PostgreSQL connections
     peers: tuple[str, ...] = ()      # other replicas' URLs: they exchange state versions (cluster.py)
     cluster_policy: str | None = None  # canonical JSON of the EnclavePolicy a joining replica must meet
+    # Accept X25519-only boxes and enclave keys (uploads, releases): no post-quantum
+    # protection for them (docs/protocol.md, "Downgrade"). Measured when on.
+    insecure_allow_classical_kem: bool = False
 
     @property
     def db(self) -> str:
@@ -46,4 +49,5 @@ class KeyServiceConfig:
         return {"insecure_sim_attestation": self.insecure_sim_attestation,
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
                 "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests,
-                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {})}
+                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {}),
+                **({"insecure_allow_classical_kem": True} if self.insecure_allow_classical_kem else {})}

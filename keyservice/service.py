@@ -70,7 +70,8 @@ class KeyService:
             self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
-        self.audience = self.hpke_public.hex()
+        self.classical_ok = config.insecure_allow_classical_kem
+        self.audience = hpke_box.key_id(self.hpke_public)
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
@@ -88,6 +89,7 @@ class KeyService:
             "hpke_public_key": b64e(self.hpke_public),
             "signing_public_key": b64e(self.signing_public),
             "hpke_suite": hpke_box.SUITE_NAME,
+            "insecure_allow_classical_kem": self.classical_ok,
             "tee": self.tee.name,
             "insecure_simulation": self.tee.simulated,
         }
@@ -126,7 +128,8 @@ class KeyService:
         return pid
 
     def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
-        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context))
+        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context),
+                             allow_classical=self.classical_ok)
         if len(key) != 32:
             raise FormatError("wrapped key must hold a 32-byte AES-256 key")
         return key
@@ -313,7 +316,7 @@ class KeyService:
             raise FormatError("expected a JSON object")
         nonce = hexd(body.get("nonce"), "nonce", 32)
         pub = b64d(body.get("public_key"), "public_key")
-        hpke_box.load_public(pub)
+        hpke_box.load_public(pub, allow_classical=self.classical_ok)
         now = self.clock()
         with self.store.tx() as c:
             row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
@@ -410,7 +413,8 @@ class KeyService:
                 # An old seal, or another seal under the same key: its chunks are not the published model's.
                 refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
-            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
+            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id),
+                                                  allow_classical=self.classical_ok))
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
@@ -421,7 +425,8 @@ class KeyService:
             version = int(rk["version"])
             out["request_key_version"] = version
             out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
-                                                                           str(version))))
+                                                                           str(version)),
+                                                    allow_classical=self.classical_ok))
         with self.store.tx() as c:
             self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
                              mrenclave=claims.mrenclave, tee=claims.tee,

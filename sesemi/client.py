@@ -165,7 +165,7 @@ class KeyServiceClient:
         pid = identity.principal_id
         seq = self.counter.next(pid)
         for attempt in range(_SEQ_ATTEMPTS):
-            headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock(), seq)
+            headers = signed_call.sign(identity, method, path, self._audience, raw, self.clock(), seq)
             headers["Content-Type"] = "application/json"
             try:
                 body, resp = self.http.call(method, path, what, raw, headers,
@@ -180,11 +180,17 @@ class KeyServiceClient:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
-        if served_by and served_by != self.pin.hpke_public_key:
+        if served_by and served_by != self._audience:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
         return body, resp
 
+    @property
+    def _audience(self) -> str:
+        """The pinned key service's HPKE key id (hpke_box.key_id): signed calls name it."""
+        return hpke_box.key_id(bytes.fromhex(self.pin.hpke_public_key))
+
     def _wrap(self, key: bytes, *context: str) -> str:
+        # Hybrid only: a pin to an X25519-only key is refused here (hpke_box.Downgrade).
         return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
 
     def register(self, identity: Identity) -> str:
