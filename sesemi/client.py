@@ -48,6 +48,12 @@ class KsPin:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def audience(self) -> str:
+        """The pinned HPKE key's id (hpke_box.key_id): what signed calls name and
+        `X-Sesemi-KS-Key` says."""
+        return hpke_box.key_id(bytes.fromhex(self.hpke_public_key))
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
@@ -165,7 +171,7 @@ class KeyServiceClient:
         pid = identity.principal_id
         seq = self.counter.next(pid)
         for attempt in range(_SEQ_ATTEMPTS):
-            headers = signed_call.sign(identity, method, path, self._audience, raw, self.clock(), seq)
+            headers = signed_call.sign(identity, method, path, self.pin.audience, raw, self.clock(), seq)
             headers["Content-Type"] = "application/json"
             try:
                 body, resp = self.http.call(method, path, what, raw, headers,
@@ -180,14 +186,9 @@ class KeyServiceClient:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
-        if served_by and served_by != self._audience:
+        if served_by and served_by != self.pin.audience:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
         return body, resp
-
-    @property
-    def _audience(self) -> str:
-        """The pinned key service's HPKE key id (hpke_box.key_id): signed calls name it."""
-        return hpke_box.key_id(bytes.fromhex(self.pin.hpke_public_key))
 
     def _wrap(self, key: bytes, *context: str) -> str:
         # Hybrid only: a pin to an X25519-only key is refused here (hpke_box.Downgrade).

@@ -46,7 +46,7 @@ def test_signed_call_replay_refused(ks):
     owner = Identity.generate("o")
     c.register(owner)
     path = "/v1/audit"
-    headers = signed_call.sign(owner, "GET", path, c.pin.hpke_public_key, b"", time.time(),
+    headers = signed_call.sign(owner, "GET", path, c.pin.audience, b"", time.time(),
                                c.counter.next(owner.principal_id))
     r1 = requests.get(srv.url + path, headers=headers, timeout=5)
     r2 = requests.get(srv.url + path, headers=headers, timeout=5)
@@ -83,7 +83,7 @@ def test_signed_target_is_verified_as_sent(shared_ks, sent):
     except AccessDenied:  # an earlier case's owner published it: any owner's audit call will do
         pass
     signed = "/v1/audit?model_id=m"
-    h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
+    h = signed_call.sign(owner, "GET", signed, c.pin.audience, b"", time.time(),
                          c.counter.next(owner.principal_id))
     status, body = _raw(srv.url, "GET", sent, h)
     assert 400 <= status < 500 and body["error"], (status, body)
