@@ -89,7 +89,7 @@ def check_backend() -> None:
     if not backend.x25519_supported():
         raise SesemiError(f"the crypto library ({backend.openssl_version_text()}) lacks X25519")
     try:
-        key = new_private_key()
+        key = new_private_key(HYBRID)
         open_(seal(b"\0" * 32, key.public, b"check"), key, b"check")
     except (UnsupportedAlgorithm, SesemiError) as exc:
         raise SesemiError(f"the {SUITE_NAME} HPKE suite does not work with "
