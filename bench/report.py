@@ -339,12 +339,13 @@ def pq_section(d: dict) -> list[str]:
              f"| cold start, digits (median of {cold['reps']}) | {cold['median'][H]['total_s'] * 1e3:.0f} ms | "
              f"{cold['median'][C]['total_s'] * 1e3:.0f} ms | ×{cold['ratio_total']:.3f} (paired ×"
              f"{cold['ratio_of_paired']:.3f}) | ≤ ×{GOALS_PQ['cold']} {mark(cold['ratio_total'] <= GOALS_PQ['cold'])} |",
-             f"| one key release round trip, p50 (both boxes opened) | {rt_h['p50_ms']:.3f} ms | "
+             f"| one key release round trip, p50 of {rel['round_trip'][H]['n']} (both boxes opened) | {rt_h['p50_ms']:.3f} ms | "
              f"{rt_c['p50_ms']:.3f} ms | {rel['round_trip_delta_ms']:+.3f} ms | ≤ +{GOALS_PQ['round_trip_ms']} ms "
              f"{mark(rel['round_trip_delta_ms'] <= GOALS_PQ['round_trip_ms'])} |",
-             f"| key releases/s, 1 client ({rel['rounds']} alternating blocks) | {rel['releases_per_s'][H]:.0f} | "
-             f"{rel['releases_per_s'][C]:.0f} | ×{rel['releases_ratio']:.3f} | ≥ ×{GOALS_PQ['releases']} "
-             f"{mark(rel['releases_ratio'] >= GOALS_PQ['releases'])} |",
+             f"| key releases/s, 1 client ({rel['rounds']} alternating blocks of {rel['block_s']} s; ratio: median "
+             f"of the pairs) | {rel['releases_per_s'][H]:.0f} | {rel['releases_per_s'][C]:.0f} | "
+             f"×{rel['releases_ratio_of_pairs']:.3f} | ≥ ×{GOALS_PQ['releases']} "
+             f"{mark(rel['releases_ratio_of_pairs'] >= GOALS_PQ['releases'])} |",
              f"| HPKE key generation (in-process, median) | {mic['keygen_' + H]:.0f} µs | {mic['keygen_' + C]:.0f} µs "
              f"| ×{mic['keygen_' + H] / mic['keygen_' + C]:.2f} | |",
              f"| HPKE seal, 32-byte key | {mic['seal_' + H]:.0f} µs | {mic['seal_' + C]:.0f} µs | "
