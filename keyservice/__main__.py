@@ -6,6 +6,7 @@ from . import serve
 
 serve(os.environ.get("SESEMI_KS_DB", "/data/ks.db"),
       insecure_sim_attestation=os.environ.get("SESEMI_INSECURE_SIM_ATTESTATION", "") == "1",
+      insecure_allow_classical_kem=os.environ.get("SESEMI_INSECURE_ALLOW_CLASSICAL_KEM", "") == "1",
       token_ttl_s=int(os.environ.get("SESEMI_KS_TOKEN_TTL", "600")),
       host=os.environ.get("SESEMI_HOST", "0.0.0.0"), port=int(os.environ.get("SESEMI_PORT", "8443")),
       threads=int(os.environ.get("SESEMI_THREADS", "8")),

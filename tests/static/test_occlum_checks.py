@@ -340,3 +340,11 @@ def test_old_cryptography_requirement_is_reported(broken, closures):
     text = (REPO / "pyproject.toml").read_text()
     (broken.root / "pyproject.toml").write_text(re.sub(r'"cryptography>=[\d.]+"', '"cryptography>=46"', text))
     assert_reports(broken, closures, r"pyproject.toml: cryptography must be >= 47")
+
+
+def test_classical_kem_in_production_is_reported(broken, closures):
+    edit(broken.template("keyservice", "prod"), "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=0",
+         "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=1")
+    assert_reports(broken, closures, r"production needs SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=0")
+    edit(broken.template("keyservice", "prod"), '            "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=1",\n', "")
+    assert_reports(broken, closures, r"SESEMI_INSECURE_ALLOW_CLASSICAL_KEM must be set in env.default")
