@@ -22,6 +22,7 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     process environment; /init's value.env overrides both. `threads` caps the
     concurrent connections (the platform's concurrency limit sets how many it opens).
     `make_server`: the HTTP layer (bench/flask_action.py measures another one)."""
+    hpke_box.check_backend()  # released keys arrive in hybrid HPKE boxes: one line if ML-KEM is missing
     logsafe.configure("action")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.action")
     from .malloc_tuning import tune_malloc
@@ -29,7 +30,6 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     tune_malloc()
     config = ActionConfig.from_environ().with_env(settings)
     check_available(config.tee)  # before listening: a platform should see the start fail, not /init
-    hpke_box.check_backend()  # released keys arrive in hybrid HPKE boxes: ML-KEM must be there
     server = make_server(config, host, port, max_connections=threads)
     if config.tee == "sim":
         log.warning("INSECURE SIMULATION: tee=sim; evidence is not hardware-backed and every "

@@ -55,9 +55,9 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
     from sesemi import hpke_box
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
+    hpke_box.check_backend()  # before anything is opened: one line naming a missing primitive
     logsafe.configure("keyservice")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.keyservice")
-    hpke_box.check_backend()  # before anything is opened: one line naming a missing primitive
     if not collateral_file and not pccs_url:
         pccs_url = pccs_url_from_qcnl()
         if pccs_url:
