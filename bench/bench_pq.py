@@ -111,6 +111,9 @@ def releases(world: LocalWorld, mr: str, n: int, seconds: float, rounds: int) ->
             "releases_per_s": {k: statistics.median(v) for k, v in per_s.items()},
             "releases_ratio": statistics.median(per_s[H]) / statistics.median(per_s[C]),
             "releases_ratio_of_pairs": statistics.median(a / b for a, b in zip(per_s[H], per_s[C])),
+            # The same ratio from the per-call interleaved round trips (1 client: rate = 1 / mean).
+            "releases_ratio_interleaved_calls": statistics.fmean(rt[C]) / statistics.fmean(rt[H]),
+            "releases_per_s_blocks": per_s,
             "rounds": rounds, "block_s": seconds}
 
 

@@ -344,7 +344,8 @@ def pq_section(d: dict) -> list[str]:
              f"{mark(rel['round_trip_delta_ms'] <= GOALS_PQ['round_trip_ms'])} |",
              f"| key releases/s, 1 client ({rel['rounds']} alternating blocks of {rel['block_s']} s; ratio: median "
              f"of the pairs) | {rel['releases_per_s'][H]:.0f} | {rel['releases_per_s'][C]:.0f} | "
-             f"×{rel['releases_ratio_of_pairs']:.3f} | ≥ ×{GOALS_PQ['releases']} "
+             f"×{rel['releases_ratio_of_pairs']:.3f} (from the interleaved calls: "
+             f"×{rel['releases_ratio_interleaved_calls']:.3f}) | ≥ ×{GOALS_PQ['releases']} "
              f"{mark(rel['releases_ratio_of_pairs'] >= GOALS_PQ['releases'])} |",
              f"| HPKE key generation (in-process, median) | {mic['keygen_' + H]:.0f} µs | {mic['keygen_' + C]:.0f} µs "
              f"| ×{mic['keygen_' + H] / mic['keygen_' + C]:.2f} | |",
