@@ -86,6 +86,10 @@ def cmd_ks_attest(args: argparse.Namespace) -> Out:
     home.save_pin(pin)
     if pin.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
+    if pin.insecure_allow_classical_kem:
+        print("WARNING: this key service runs with --insecure-allow-classical-kem: it releases keys under X25519 "
+              "alone to enclaves that ask for it (your own uploads stay hybrid; your policy decides which "
+              "enclaves get keys)", file=sys.stderr)
     text = (f"pinned key service {pin.url}\n  tee        {pin.tee}\n  mrenclave  {pin.mrenclave}\n"
             f"  mrsigner   {pin.mrsigner}\n  hpke key   {hpke_box.HYBRID} (post-quantum hybrid), "
             f"id {hpke_box.key_id(bytes.fromhex(pin.hpke_public_key))}"

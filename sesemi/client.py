@@ -44,6 +44,9 @@ class KsPin:
     insecure_simulation: bool
     tcb_status: str | None = None  # DCAP only: as judged when pinned
     signing_public_key: str = ""   # hex; signs every response (sesemi/ks_response.py)
+    # The service said it accepts X25519-only key transport (--insecure-allow-classical-kem).
+    # Informational: what binds it is the measurement the client pins.
+    insecure_allow_classical_kem: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +135,8 @@ def _attest_one(url: str, *, insecure_sim: bool, expect_mrenclave: str | None, e
                       accept_tcb_statuses=accept_tcb_statuses, accept_advisories=accept_advisories)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
                  mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
-                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex())
+                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex(),
+                 insecure_allow_classical_kem=body.get("insecure_allow_classical_kem") is True)
 
 
 class KeyServiceClient:

@@ -16,6 +16,7 @@ from bundle_tool.procs import free_port, start_keyservice
 from sesemi.encoding import b64d, json_loads
 
 from ..conftest import REPO
+from .test_cli import sesemi
 
 # The OpenSSL behind `cryptography` made to report no ML-KEM, then the entry point.
 _NO_MLKEM = ("from cryptography.hazmat.backends.openssl.backend import backend; "
@@ -65,6 +66,9 @@ def test_classical_kem_flag_is_loud_announced_and_measured(tmp_path):
         log = flagged.log_path.read_text()
         assert "INSECURE: --insecure-allow-classical-kem is on" in log
         assert "insecure-allow-classical-kem" not in plain.log_path.read_text()
+        warned = sesemi(tmp_path / "h1", "ks", "attest", flagged.url, "--insecure-sim")
+        assert "--insecure-allow-classical-kem" in warned.stderr and "MLKEM768-X25519" in warned.stdout
+        assert "classical" not in sesemi(tmp_path / "h2", "ks", "attest", plain.url, "--insecure-sim").stderr
     finally:
         plain.stop()
         flagged.stop()
