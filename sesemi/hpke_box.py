@@ -22,6 +22,7 @@ the X25519 private key (32 bytes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -161,7 +162,11 @@ def kem_of_public(raw: bytes, allow_classical: bool = False) -> Kem:
 
 def load_public(raw: bytes, allow_classical: bool = False):
     """The key object hpke.Suite.encrypt takes; FormatError if malformed."""
-    kem = kem_of_public(raw, allow_classical)
+    return _public_object(bytes(raw), kem_of_public(raw, allow_classical))
+
+
+@functools.lru_cache(maxsize=1024)  # a release seals twice to one enclave key, and again every key TTL
+def _public_object(raw: bytes, kem: Kem):
     try:
         if kem.name == CLASSICAL:
             return X25519PublicKey.from_public_bytes(raw)
