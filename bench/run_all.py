@@ -28,6 +28,9 @@ STEPS = [
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
     ("router capacity", ["bench_router.py"]),
+    ("key-service log proofs", ["bench_log.py"]),
+    ("key-service log at scale", ["bench_log_scale.py"]),
+    ("key-service log A/B", ["bench_log_ab.py"]),
     ("report", ["report.py"]),
 ]
 

@@ -6,13 +6,15 @@
     ks_pin.json                     the attested key service
     call_seq/PID                    the last signed-call sequence number of each identity
     dcap_marks.json                 the DCAP time floor and TCB evaluation numbers `ks attest` has verified
-    ks_state.json                   the highest state version seen of each key service
+    ks_state.json                   the last signed checkpoint accepted of each key service's log
+    receipts/LEAF-EVENT.json        inclusion proofs of this home's writes (`sesemi ks receipt verify`)
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sesemi.call_seq import FileCallCounter
 from sesemi.ks_state import FileStateWitness
@@ -146,6 +148,12 @@ class Home:
 
     def call_counter(self) -> FileCallCounter:
         return FileCallCounter(self.root / "call_seq")
+
+    def save_receipt(self, receipt: Any) -> Path:
+        """A write's receipt (sesemi.ks_log.Receipt), kept for offline checks."""
+        path = self.root / "receipts" / f"{receipt.index:012d}-{receipt.entry.get('event')}.json"
+        write_private_file(path, canonical_json(receipt.to_json()))
+        return path
 
     def state_witness(self) -> FileStateWitness:
         return FileStateWitness(self.root / "ks_state.json")

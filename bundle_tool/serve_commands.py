@@ -57,6 +57,15 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
                      insecure_allow_classical_kem=args.insecure_allow_classical_kem)
 
 
+def cmd_keyservice_verify(args: argparse.Namespace):
+    import keyservice
+
+    from .output import Out
+
+    got = keyservice.verify_database(args.db, args.secrets)
+    return Out(got, f"ok: log of {got['tree_size']} leaves (root {got['root']}) and {got['rows']} sealed rows verify")
+
+
 def cmd_action_serve(args: argparse.Namespace) -> None:
     import app
 

@@ -18,7 +18,30 @@ from .cluster import PeerWatch, join_cluster
 from .service import KeyService
 from .serving import ServingLimits
 
-__all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
+__all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve", "verify_database"]
+
+
+def verify_database(db: str, secrets_file: str | Path | None = None) -> dict:
+    """The operator's full check, in its own process (it never holds a lock a
+    serving replica needs): every leaf of the log from the start (index, hash,
+    MAC), every stored node rebuilt, every sealed row against the newest version
+    the log records. Raises IntegrityError at the first fault."""
+    from .sealing import ServiceSecrets
+    from .store import open_store
+    from .store_seal import Sealer
+
+    is_url = db.startswith(("postgresql://", "postgres://"))
+    path = Path(secrets_file) if secrets_file else (None if is_url else Path(db).with_name(Path(db).name + ".secrets"))
+    if path is None or not path.exists():
+        raise SesemiError("--secrets FILE: the service identity is needed to check the log's MACs")
+    store = open_store(db)
+    try:
+        store.sealer = Sealer(ServiceSecrets.load_or_create(path).storage_key)
+        head = store.verify_log()
+        rows = store.verify_rows(store.checked_versions)
+    finally:
+        store.close()
+    return {"tree_size": head.size, "root": head.root.hex(), "rows": rows}
 
 
 def _every(period_s: float, fn, log: logging.Logger) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sesemi import ks_response, signed_call
+from sesemi import ks_log, ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError, UnavailableError
 from sesemi.http_errors import error_body
@@ -68,6 +68,13 @@ def _credentialed() -> bool:
         request.headers.get("Authorization", "").startswith("Bearer ")
 
 
+def _count(text: str, what: str, low: int, high: int) -> int:
+    # isascii: str.isdigit() also holds for digits int() refuses ("²") or reads ("١")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not low <= int(text) <= high:
+        raise FormatError(f"{what}: expected a whole number from {low} to {high}")
+    return int(text)
+
+
 def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
     """`anonymous_slots`: how many requests without a credential may run at once
     (serve() passes its thread count less a reserve), so that slow anonymous
@@ -91,9 +98,18 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
             slots.release()
 
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
-    # Anonymous writes, per client address (issue 13, item 8).
+    # Anonymous writes and proof requests, per client address (docs/protocol.md, "Bounds").
     nonce_limit = RateLimiter("attestation nonces", *ks.config.nonces_per_address)
     registration_limit = RateLimiter("registrations", *ks.config.registrations_per_address)
+    proof_limit = RateLimiter("log proof requests", *ks.config.proofs_per_address)
+    # Each signed call appends a leaf (its sequence number): a principal may not grow
+    # the log at hundreds of entries a second for ever (docs/keyservice.md, "Bounds").
+    call_limit = RateLimiter("signed calls from this principal", *ks.config.calls_per_principal,
+                             max_addresses=ks.config.max_tracked_principals)
+
+    def claim(pid: str, seq: int) -> None:
+        call_limit.take(pid)  # after the signature verified: only a key holder spends its bucket
+        ks.claim_call_seq(pid, seq)
     # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
     # before any error handler runs: route those to the JSON 404 instead.
     app.url_map.merge_slashes = False
@@ -112,7 +128,7 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         target = signed_target()
         return signed_call.verify(
             request.headers, request.method, target, ks.audience, request.get_data(cache=True),
-            ks.clock(), public_key_of, ks.claim_call_seq,
+            ks.clock(), public_key_of, claim,
         ).principal_id
 
     @app.before_request
@@ -125,15 +141,33 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
     @app.after_request
     def _label(resp: Response) -> Response:
         resp.headers["X-Sesemi-KS-Key"] = ks.audience
-        state = str(g.get("ks_state") or ks.store.state())
-        resp.headers[ks_response.H_STATE] = state
+        # The checkpoint of the head this answer reflects (a write's receipt names the
+        # same one), and a consistency proof from the size the caller holds.
+        head, note = ks.checkpoint_note(g.get("ks_head"))
+        resp.headers[ks_log.H_CHECKPOINT] = ks_log.encode_note(note)
+        proof_from, proof = _proof_for(head)
+        if proof_from:
+            resp.headers[ks_log.H_PROOF_FROM] = proof_from
+            resp.headers[ks_log.H_PROOF] = proof
         # Bound to the caller's nonce, so a response cannot be forged, altered or replayed.
         resp.headers[ks_response.H_SIGNATURE] = ks_response.sign(
             ks.signer, request.headers.get(ks_response.H_NONCE, ""), request.method, _target(),
-            _request_body(), resp.status_code, resp.get_data(), state)
+            _request_body(), resp.status_code, resp.get_data(), note, proof_from, proof)
         if ks.tee.simulated:
             resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
         return resp
+
+    def _proof_for(head) -> tuple[str, str]:
+        """('', '') when the caller holds no size, or one this log cannot extend (it
+        then refuses the answer itself, naming both checkpoints)."""
+        known = request.headers.get(ks_log.H_KNOWN, "")
+        if not (known.isascii() and known.isdigit()) or len(known) > 19 or not 0 < int(known) <= head.size:
+            return "", ""
+        try:
+            return known, ks_log.encode_proof(ks.store.consistency_proof(int(known), head.size))
+        except SesemiError as exc:  # stored nodes edited: the caller refuses an answer without its proof
+            log.error("cannot prove the log from size %s: %s", known, exc)
+            return "", ""
 
     @app.errorhandler(SesemiError)
     def _sesemi_error(exc: SesemiError) -> Response:
@@ -176,7 +210,9 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.put("/v1/models/<model_id>")
     def put_model(model_id: str) -> Response:
-        return _json(ks.put_model(authenticate(), model_id, _body()))
+        answer = ks.put_model(authenticate(), model_id, _body())
+        g.ks_head = answer.pop("_head")  # the receipt's checkpoint is the answer's
+        return _json(answer)
 
     @app.get("/v1/models/<model_id>")
     def get_model(model_id: str) -> Response:
@@ -184,18 +220,18 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.put("/v1/models/<model_id>/grants/<user_id>")
     def grant(model_id: str, user_id: str) -> Response:
-        ks.grant(authenticate(), model_id, user_id)
-        return _json({"model_id": model_id, "user_id": user_id, "granted": True})
+        g.ks_head, receipt = ks.grant(authenticate(), model_id, user_id)
+        return _json({"model_id": model_id, "user_id": user_id, "granted": True, "receipt": receipt})
 
     @app.delete("/v1/models/<model_id>/grants/<user_id>")
     def revoke(model_id: str, user_id: str) -> Response:
-        ks.revoke(authenticate(), model_id, user_id)
-        return _json({"model_id": model_id, "user_id": user_id, "granted": False})
+        g.ks_head, receipt = ks.revoke(authenticate(), model_id, user_id)
+        return _json({"model_id": model_id, "user_id": user_id, "granted": False, "receipt": receipt})
 
     @app.put("/v1/models/<model_id>/request-key")
     def request_key(model_id: str) -> Response:
-        version = ks.put_request_key(authenticate(), model_id, _body())
-        return _json({"model_id": model_id, "enrolled": True, "version": version})
+        version, g.ks_head, receipt = ks.put_request_key(authenticate(), model_id, _body())
+        return _json({"model_id": model_id, "enrolled": True, "version": version, "receipt": receipt})
 
     @app.get("/v1/users/<user_id>/status")
     def user_status(user_id: str) -> Response:
@@ -206,15 +242,30 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         verify = request.args.get("verify", "0")
         if verify not in ("0", "1"):
             raise FormatError("verify: expected 0 or 1")
-        answer = ks.audit_answer(authenticate(), request.args.get("model_id"), verify == "1")
-        g.ks_state = ks.store.state_of(answer["head"])  # the head in the body is the one signed
+        limit = _count(request.args.get("limit", "1000"), "limit", 1, 5000)
+        answer = ks.audit_answer(authenticate(), request.args.get("model_id"), verify == "1", limit)
+        g.ks_head = answer.pop("_head")  # the head in the body is the one the checkpoint signs
         return _json(answer)
 
     @app.get("/v1/state")
     def state() -> Response:
-        # The signed X-Sesemi-KS-State header is the answer (peers, operators).
-        st = ks.store.state()
-        return _json({"seq": st.seq, "head": st.head.hex()})
+        # The signed checkpoint header is the answer (peers, operators).
+        head = ks.store.head()
+        g.ks_head = head
+        return _json({"size": head.size, "root": head.root.hex()})
+
+    # Anyone may read checkpoints and proofs: they reveal only hashes and sizes.
+    @app.get("/v1/log/checkpoint")
+    def log_checkpoint() -> Response:
+        g.ks_head, note = ks.checkpoint_note()
+        return _json({"checkpoint": note})
+
+    @app.get("/v1/log/consistency")
+    def log_consistency() -> Response:
+        proof_limit.take(request.remote_addr or "")
+        first = _count(request.args.get("first", ""), "first", 0, 1 << 62)
+        second = _count(request.args.get("second", ""), "second", 0, 1 << 62)
+        return _json(ks.consistency(first, second))
 
     @app.post("/v1/cluster/join")
     def cluster_join() -> Response:

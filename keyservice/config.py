@@ -19,11 +19,15 @@ class KeyServiceConfig:
     release_max_requests: int = 10_000
     nonce_ttl_s: int = 60            # attestation nonces: single use, short-lived
     max_body_bytes: int = 1 << 20
-    # What callers without a credential may make the service keep (issue 13, item 8).
+    # What callers without a credential may make the service keep (docs/protocol.md, "Bounds").
     max_outstanding_nonces: int = 10_000   # att_nonces rows (each lives nonce_ttl_s)
     max_live_tokens: int = 50_000          # tokens rows (each lives token_ttl_s)
     nonces_per_address: tuple[float, int] = (20.0, 200)        # per second, burst
     registrations_per_address: tuple[float, int] = (1.0, 100)  # per second, burst
+    proofs_per_address: tuple[float, int] = (20.0, 200)        # anonymous log proofs: per second, burst
+    # Signed calls per principal (each appends a leaf): a burst suited to scripts, then 5 a second.
+    calls_per_principal: tuple[float, int] = (5.0, 300)
+    max_tracked_principals: int = 100_000  # buckets kept, least recently used forgotten first
     refusal_window_s: float = 60.0         # anonymous refusals: one audit row per check per window
     db_url: str | None = None        # postgresql://...: replicas over one database (store_pg.py)
     secrets_file: Path | None = None  # default: next to the SQLite file

@@ -12,10 +12,10 @@ that rewrites a request (say the `user_id` of a key release) gets an answer
 the caller refuses. Clients pin the key with `sesemi ks attest`;
 actions pin it in their measured configuration (SESEMI_KS_KEY).
 
-The signature also covers the service's state version (`X-Sesemi-KS-State`,
-the head of its ledger: sesemi/ks_state.py), so every answer tells the caller
-how new the state behind it is, and a client that has seen a newer one
-refuses it (a rolled-back database).
+The signature also covers the service's signed checkpoint of its log and the
+consistency proof from the tree size the caller said it holds (sesemi/ks_log.py,
+sesemi/ks_state.py), so every answer proves that the state behind it extends
+what the caller has seen: a rolled-back or forked database cannot.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # the verifier is passed in: this module stays light for the 
 
 H_SIGNATURE = "X-Sesemi-Response-Signature"
 H_NONCE = "X-Sesemi-Nonce"  # the caller's fresh nonce (signed calls already send one)
-H_STATE = "X-Sesemi-KS-State"  # the state version behind the answer: "SEQ.HEAD_HEX"
 
 
 def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
@@ -44,23 +43,24 @@ def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
 
 
 def message(nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
-            state: str = "") -> bytes:
-    return lp("sesemi/ks-response/v3", nonce, method.upper(), target, hashlib.sha256(request_body).digest(),
-              str(status), hashlib.sha256(body).digest(), state)
+            note: str = "", proof_from: str = "", proof: str = "") -> bytes:
+    return lp("sesemi/ks-response/v4", nonce, method.upper(), target, hashlib.sha256(request_body).digest(),
+              str(status), hashlib.sha256(body).digest(), note, proof_from, proof)
 
 
 def sign(signer, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
-         state: str = "") -> str:
-    return b64e(signer.sign(message(nonce, method, target, request_body, status, body, state)))
+         note: str = "", proof_from: str = "", proof: str = "") -> str:
+    return b64e(signer.sign(message(nonce, method, target, request_body, status, body, note, proof_from, proof)))
 
 
 def verify(signing_public: bytes, signature: str | None, nonce: str, method: str, target: str,
-           request_body: bytes, status: int, body: bytes, state: str = "") -> None:
+           request_body: bytes, status: int, body: bytes, note: str = "", proof_from: str = "",
+           proof: str = "") -> None:
     if not signature:
         raise IntegrityError("key-service response is not signed (not the pinned key service)")
     try:
         verify_signature(signing_public, b64d(signature, "response signature"),
-                         message(nonce, method, target, request_body, status, body, state))
+                         message(nonce, method, target, request_body, status, body, note, proof_from, proof))
     except (IntegrityError, FormatError):
         raise IntegrityError("key-service response signature does not verify: not from the pinned key "
                              "service, altered, or replayed") from None

@@ -19,6 +19,14 @@ from app.runtime import NOT_AUTHORISED
 from ..conftest import DIGITS, plaintext_outputs
 
 
+def _log(r):
+    """The log fields of an answer that its signature covers."""
+    from sesemi.ks_state import LogAnswer
+
+    a = LogAnswer.from_headers(r.headers)
+    return a.note, a.proof_from, a.proof
+
+
 def test_full_flow_matches_plaintext(world, action, heldout):
     x, y = heldout
     res = ActionClient(action.url).infer("digits", world.user.principal_id, world.request_key, {"image": x[:50]})
@@ -340,11 +348,11 @@ def test_key_release_signature_binds_the_callers_nonce(world):
                                       headers={ks_response.H_NONCE: nonce})
     key = bytes.fromhex(world.ks.pin.signing_public_key)
     sig = r.headers.get(ks_response.H_SIGNATURE)
-    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data, *_log(r))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", b"", r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
+        ks_response.verify(key, sig, _secrets.token_hex(16), "POST", "/v1/enclave/nonce", b"", r.status, r.data, *_log(r))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data + b" ", r.headers.get(ks_response.H_STATE, ""))
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/nonce", b"", r.status, r.data + b" ", *_log(r))
 
 
 def test_key_service_answer_binds_the_request_body(world):
@@ -366,6 +374,6 @@ def test_key_service_answer_binds_the_request_body(world):
                                                "Authorization": "Bearer " + "00" * 32})
     key = bytes.fromhex(world.ks.pin.signing_public_key)
     sig = r.headers.get(ks_response.H_SIGNATURE)
-    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", rewritten, r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
+    ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", rewritten, r.status, r.data, *_log(r))
     with pytest.raises(IntegrityError):
-        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", sent, r.status, r.data, r.headers.get(ks_response.H_STATE, ""))
+        ks_response.verify(key, sig, nonce, "POST", "/v1/enclave/keys", sent, r.status, r.data, *_log(r))
