@@ -171,6 +171,8 @@ def cmd_log_monitor(args: argparse.Namespace) -> Out:
     held (the home's witness), so a fork exits non-zero (RollbackDetected)."""
     import time
 
+    if args.count < 1 or not 0 <= args.interval <= 86_400:
+        raise FormatError("--count must be at least 1 and --interval from 0 to 86400 seconds")
     ks = _ks(args)
     seen = []
     for i in range(args.count):

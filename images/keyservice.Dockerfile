@@ -53,6 +53,10 @@ FROM ${OCCLUM_IMAGE} AS builder
 ARG SGX_MODE=HW
 ARG PCCS_URL=""
 ARG RENDER_OPTIONS=""
+# The build's date, stamped into the measured env.default (SESEMI_BUILD_DATE): the
+# DCAP time floor never goes below it. Reproducible: --build-arg
+# SOURCE_DATE_EPOCH=$(git log -1 --format=%ct); unset, the time of the build.
+ARG SOURCE_DATE_EPOCH=""
 COPY --from=python /opt/python-occlum /opt/python-occlum
 COPY --from=deps /opt/sesemi-deps /opt/sesemi-deps
 COPY sesemi /opt/sesemi/src/sesemi

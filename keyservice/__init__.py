@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 from sesemi.errors import SesemiError
 
-from sesemi import logsafe
+from sesemi import build_stamp, logsafe
 
 from .api import create_app
 from .config import KeyServiceConfig
@@ -65,7 +66,7 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
           secrets_file: str | Path | None = None, peers: Sequence[str] = (), join_url: str | None = None,
           cluster_policy: str | None = None, pool_size: int | None = None,
           limits: ServingLimits | None = None, release_max_requests: int = 10_000,
-          insecure_allow_classical_kem: bool = False) -> None:
+          build_date: float | None = None, insecure_allow_classical_kem: bool = False) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     `db_path`: a SQLite file, or a postgresql:// URL (replicas over one
@@ -98,6 +99,8 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
                               peers=tuple(peers), cluster_policy=cluster_policy,
                               pool_size=pool_size or 2 * threads + 2,  # a transaction and a read each
                               release_max_requests=release_max_requests,
+                              # the image's stamp (measured env.default), never before the code's release date
+                              build_date=build_date if build_date is not None else build_stamp.build_date(os.environ),
                               insecure_allow_classical_kem=insecure_allow_classical_kem)
     joined = None
     if join_url:

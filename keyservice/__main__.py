@@ -5,6 +5,8 @@ import sys
 
 from sesemi.errors import SesemiError
 
+from sesemi import build_stamp
+
 from . import serve
 
 try:
@@ -16,6 +18,8 @@ try:
           threads=int(os.environ.get("SESEMI_THREADS", "8")),
           tee=os.environ.get("SESEMI_TEE", "sim"), pccs_url=os.environ.get("SESEMI_PCCS_URL") or None,
           min_tcb_eval=int(os.environ.get("SESEMI_MIN_TCB_EVAL", "0")),
-          release_max_requests=int(os.environ.get("SESEMI_RELEASE_MAX_REQUESTS", "10000")))
+          release_max_requests=int(os.environ.get("SESEMI_RELEASE_MAX_REQUESTS", "10000")),
+          # Stamped by the image build into the measured env.default (occlum_instance/render.py).
+          build_date=build_stamp.build_date({"SESEMI_BUILD_DATE": os.environ.get("SESEMI_BUILD_DATE", "")}))
 except SesemiError as exc:  # a start-up refusal (missing ML-KEM, secrets file...): one line, no traceback
     sys.exit(f"sesemi key service: {exc}")

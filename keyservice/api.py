@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any, Callable
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sesemi import ks_log, ks_response, signed_call
+from sesemi import http_methods, ks_log, ks_response, signed_call
 from sesemi.encoding import JSONDecodeError, b64d, hexd, json_dumps, json_loads
 from sesemi.errors import AuthError, FormatError, SesemiError, UnavailableError
 from sesemi.http_errors import error_body
 from sesemi.identity import check_public_key, principal_id
 
 from .limits import RateLimiter
+from .store import LogNodesEdited
 from .service import KeyService
 
 log = logging.getLogger("sesemi.keyservice")
@@ -56,7 +58,15 @@ def _request_body() -> bytes:
 # header is noise anyone can add, and counting it would hand the reserve to
 # slow anonymous work (an attestation waiting on a PCCS).
 _CHECKS_CREDENTIAL = frozenset({"put_model", "get_model", "grant", "revoke", "request_key", "user_status",
-                                "audit", "enclave_keys"})
+                                "audit", "enclave_keys", "enclave_roster"})
+
+
+def _bearer() -> str:
+    """The attestation token of an enclave's call."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        raise AuthError("missing attestation token (Authorization: Bearer ...)")
+    return auth[7:].strip()
 
 
 def _credentialed() -> bool:
@@ -107,8 +117,15 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
     call_limit = RateLimiter("signed calls from this principal", *ks.config.calls_per_principal,
                              max_addresses=ks.config.max_tracked_principals)
 
+    # Writes append leaves whoever signs them: an address's self-registered
+    # principals share one bucket for writes (docs/keyservice.md, "Bounds").
+    write_limit = RateLimiter("signed writes from this address", *ks.config.writes_per_address)
+
     def claim(pid: str, seq: int) -> None:
         call_limit.take(pid)  # after the signature verified: only a key holder spends its bucket
+        if request.method == "GET":
+            return  # a read changes nothing: no sequence number to claim, no leaf (its answer is bound to its nonce)
+        write_limit.take(request.remote_addr or "")
         ks.claim_call_seq(pid, seq)
     # werkzeug answers '//' and a missing trailing slash with an HTML redirect,
     # before any error handler runs: route those to the JSON 404 instead.
@@ -132,6 +149,14 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         ).principal_id
 
     @app.before_request
+    def _bound_proofs() -> None:
+        # A proof for the held size is built on any route; without a credential it
+        # comes from the caller's address's proof bucket (a 429 says "retry", never
+        # an answer without its proof, which a witness would read as a fork).
+        if request.headers.get(ks_log.H_KNOWN) and not _credentialed():
+            proof_limit.take(request.remote_addr or "")
+
+    @app.before_request
     def _follow_ledger() -> None:
         # Every answer then carries a state version no older than the database's at
         # the time of the request (what a client that saw another replica expects);
@@ -140,12 +165,17 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.after_request
     def _label(resp: Response) -> Response:
-        resp.headers["X-Sesemi-KS-Key"] = ks.audience
         # The checkpoint of the head this answer reflects (a write's receipt names the
         # same one), and a consistency proof from the size the caller holds.
         head, note = ks.checkpoint_note(g.get("ks_head"))
+        try:
+            proof_from, proof = _proof_for(head)
+        except LogNodesEdited as exc:  # not a fork: say what it is, signed, rather than send a bad proof
+            log.error("%s", exc)
+            resp = _json(error_body(exc), exc.http_status)
+            proof_from, proof = "", ""
+        resp.headers["X-Sesemi-KS-Key"] = ks.audience
         resp.headers[ks_log.H_CHECKPOINT] = ks_log.encode_note(note)
-        proof_from, proof = _proof_for(head)
         if proof_from:
             resp.headers[ks_log.H_PROOF_FROM] = proof_from
             resp.headers[ks_log.H_PROOF] = proof
@@ -157,17 +187,28 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
             resp.headers["X-Sesemi-Simulation"] = "insecure-sim"
         return resp
 
+    proofs: OrderedDict[tuple[int, int], str] = OrderedDict()
+    proofs_lock = threading.Lock()
+
+    def _cached_proof(first: int, second: int) -> str:
+        """Witnesses near the head ask for the same few proofs: each is built once."""
+        with proofs_lock:
+            hit = proofs.get((first, second))
+        if hit is None:
+            hit = ks_log.encode_proof(ks.store.consistency_proof(first, second))
+            with proofs_lock:
+                proofs[(first, second)] = hit
+                while len(proofs) > 1024:
+                    proofs.popitem(last=False)
+        return hit
+
     def _proof_for(head) -> tuple[str, str]:
         """('', '') when the caller holds no size, or one this log cannot extend (it
         then refuses the answer itself, naming both checkpoints)."""
         known = request.headers.get(ks_log.H_KNOWN, "")
         if not (known.isascii() and known.isdigit()) or len(known) > 19 or not 0 < int(known) <= head.size:
             return "", ""
-        try:
-            return known, ks_log.encode_proof(ks.store.consistency_proof(int(known), head.size))
-        except SesemiError as exc:  # stored nodes edited: the caller refuses an answer without its proof
-            log.error("cannot prove the log from size %s: %s", known, exc)
-            return "", ""
+        return known, _cached_proof(int(known), head.size)
 
     @app.errorhandler(SesemiError)
     def _sesemi_error(exc: SesemiError) -> Response:
@@ -176,6 +217,9 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if not http_methods.recognised(request.method):  # 501 on any path, as the action answers
+            return _json({"error": f"{request.method[:32]} is not a method this server implements",
+                          "kind": "HTTPError"}, 501)
         return _json({"error": exc.description or exc.name, "kind": "HTTPError"}, exc.code or 400)
 
     @app.errorhandler(Exception)
@@ -242,8 +286,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         verify = request.args.get("verify", "0")
         if verify not in ("0", "1"):
             raise FormatError("verify: expected 0 or 1")
-        limit = _count(request.args.get("limit", "1000"), "limit", 1, 5000)
-        answer = ks.audit_answer(authenticate(), request.args.get("model_id"), verify == "1", limit)
+        # With proofs an entry costs ~20 hashes and ~1 KiB: fewer per answer (page with `before`).
+        limit = _count(request.args.get("limit", "100"), "limit", 1, 200 if verify == "1" else 1000)
+        before = request.args.get("before")
+        answer = ks.audit_answer(authenticate(), request.args.get("model_id"), verify == "1", limit,
+                                 None if before is None else _count(before, "before", 0, 1 << 62))
         g.ks_head = answer.pop("_head")  # the head in the body is the one the checkpoint signs
         return _json(answer)
 
@@ -282,10 +329,11 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
 
     @app.post("/v1/enclave/keys")
     def enclave_keys() -> Response:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            raise AuthError("missing attestation token (Authorization: Bearer ...)")
-        return _json(ks.release_keys(auth[7:].strip(), _body()))
+        return _json(ks.release_keys(_bearer(), _body()))
+
+    @app.post("/v1/enclave/roster")
+    def enclave_roster() -> Response:
+        return _json(ks.enclave_roster(_bearer(), _body()))
 
     if not _CHECKS_CREDENTIAL <= set(app.view_functions):  # a renamed route would leave the reserve silently
         raise RuntimeError(f"unknown routes in _CHECKS_CREDENTIAL: {sorted(_CHECKS_CREDENTIAL - set(app.view_functions))}")

@@ -45,6 +45,7 @@ from sesemi.policy import EnclavePolicy
 from sesemi.timeouts import Timeouts
 
 from .sealing import ServiceSecrets
+from .store import LogNodesEdited
 from .store_seal import TreeHead
 
 log_ = logging.getLogger("sesemi.keyservice")
@@ -197,6 +198,9 @@ class PeerWatch:
             elif peer.size < own.size and peer.size:
                 merkle.verify_consistency(peer.size, own.size, peer.root, own.root,
                                           self.store.consistency_proof(peer.size, own.size))
+        except LogNodesEdited as exc:
+            self.store.refuse(str(exc))
+            return
         except (merkle.ProofError, SesemiError) as exc:
             self.store.refuse(f"peer replica {url} serves another history: its checkpoint (size {peer.size}, root "
                               f"{peer.root.hex()[:16]}…) and ours (size {own.size}, root {own.root.hex()[:16]}…) "

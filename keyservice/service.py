@@ -13,10 +13,10 @@ from typing import Any, Callable
 from sesemi import checkpoint, hpke_box, ks_log, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
-from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
+from sesemi.attestation.dcap import TIME_FLOOR_SEED, CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
-                           PolicyError, ReplayError, SesemiError, StaleSequence)
+                           PolicyError, RateLimited, ReplayError, SesemiError, StaleSequence)
 from sesemi.identity import check_public_key, is_principal_id, principal_id
 from sesemi.measure import keyservice_mrenclave
 from sesemi.names import check_model_id
@@ -25,7 +25,9 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
-from .limits import RefusalCounter
+from .limits import RateLimiter, RefusalCounter
+from . import roster_source
+from .token_quota import TokenBook
 from .store import open_store
 from .store_seal import TreeHead
 
@@ -56,8 +58,10 @@ class KeyService:
         # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
-            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
-                                       min_tcb_eval=config.min_tcb_eval) if source is not None else None)
+            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store, min_tcb_eval=config.min_tcb_eval,
+                                       # never below the (measured) date this service was built
+                                       floor_seed=max(TIME_FLOOR_SEED, config.build_date))
+            if source is not None else None)
         if secrets_ is None and not config.secrets_path.exists() and self.store.holds_keys():
             # New secrets would leave every stored key undecryptable and break every pin.
             raise SesemiError(f"{config.secrets_path} is missing but the database holds keys: restore the "
@@ -74,7 +78,17 @@ class KeyService:
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
-        self.refusals = RefusalCounter()
+        # Refusals that would otherwise append a leaf each: attestations and joins
+        # (no credential) and releases (any attested enclave may ask), counted and
+        # written as one row per check (and model) per maintenance window.
+        self.refusals = RefusalCounter(max_keys=256)
+        self._refusal_leaves = RateLimiter("refused-release leaves", *config.release_refusal_leaves,
+                                           max_addresses=1)
+        self.tokens = TokenBook(config.max_tokens_per_measurement, config.max_live_tokens)
+        for r in self.store.live_tokens():  # minted before a restart
+            c = json_loads(r["claims"])
+            self.tokens.mint(r["token_hash"], TokenBook.group_of(c.get("tee"), c.get("mrenclave"), c.get("mrsigner")),
+                             float(r["expires"]), used=True)
         self.log_origin = checkpoint.origin_for(self.signing_public)
         self._note: tuple[TreeHead, str] | None = None
 
@@ -131,13 +145,14 @@ class KeyService:
         write the window's refusal counts as one audit row per check."""
         now = self.clock()
         self.store.purge_expired(now)
+        self.tokens.purge(now)
         self.store.snapshot()
         counts = self.refusals.drain()
         if counts:
             with self.store.tx() as c:
-                for (event, check), (n, first) in sorted(counts.items()):
-                    self.store.audit(c, now, event, "refused", reason=f"{check}: {first} ({n} refusal(s) "
-                                     "without a credential in this window)"[:300])
+                for (event, check, model_id), (n, first) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+                    self.store.audit(c, now, event, "refused", model_id=model_id,
+                                     reason=f"{check}: {first} ({n} refusal(s) in this window)"[:300])
 
     def claim_call_seq(self, pid: str, seq: int) -> None:
         """Per principal and persisted: no clock, restart or other principal's call
@@ -281,8 +296,8 @@ class KeyService:
         return self.audit_answer(pid, model_id)["entries"]
 
     def audit_answer(self, pid: str, model_id: str | None, verify: bool = False,
-                     limit: int = 1000) -> dict[str, Any]:
-        """The newest `limit` entries `pid` may see, each with its leaf index and
+                     limit: int = 100, before: int | None = None) -> dict[str, Any]:
+        """The newest `limit` entries `pid` may see below leaf `before`, each with its leaf index and
         hash, and the tree head the response's checkpoint names. With `verify`,
         each entry also carries its inclusion proof against that checkpoint, for
         the client to check: proofs of the caller's own entries, never a walk of
@@ -290,12 +305,12 @@ class KeyService:
         does that, in its own process)."""
         if model_id:
             self._require_owner(model_id, pid, "audit")
-        rows = self.store.audit_entries(model_id=model_id or None, visible_to=pid, limit=limit)
+        rows = self.store.audit_entries(model_id=model_id or None, visible_to=pid, limit=limit, before=before)
         head = self.store.head()
         entries = []
         for r in rows:
-            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex() if r["hash"] else None}
-            if verify and r["leaf"] is not None:
+            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex()}
+            if verify:
                 e["inclusion_proof"] = [h.hex() for h in self.store.inclusion_proof(r["leaf"], head.size)]
             entries.append(e)
         return {"entries": entries, "head": {"size": head.size, "root": head.root.hex()}, "_head": head}
@@ -318,9 +333,13 @@ class KeyService:
         each model judges at release time. Callers must have checked the binding."""
         now = self.clock()
         token = secrets.token_bytes(32)
+        token_hash, expires = hashlib.sha256(token).hexdigest(), now + self.config.token_ttl_s
         with self.store.tx() as c:
-            self.store.put_token(c, hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(),
-                                 public_key, now + self.config.token_ttl_s)
+            self.store.put_token(c, token_hash, canonical_json(claims.to_json()).decode(), public_key, expires)
+            # Per measurement, idle before in use (token_quota.py); the cap below is the backstop.
+            for dropped in self.tokens.mint(token_hash, TokenBook.group_of(claims.tee, claims.mrenclave,
+                                                                           claims.mrsigner), expires):
+                self.store.drop_token(c, dropped)
             # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
             self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
@@ -377,24 +396,47 @@ class KeyService:
             self.store.audit(c, now, "join", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
         return {"secrets": seal_secrets(self.secrets, pub, self.hpke_public)}
 
-    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+    @staticmethod
+    def _token_hash(token_hex: str) -> str:
         try:
-            token = bytes.fromhex(token_hex)
+            return hashlib.sha256(bytes.fromhex(token_hex)).hexdigest()
         except ValueError:
             raise AuthError("malformed attestation token") from None
-        row = self.store.get_token(hashlib.sha256(token).hexdigest())
+
+    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+        row = self.store.get_token(self._token_hash(token_hex))
         if row is None or row["expires"] < self.clock():
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
 
-    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
-        """Release a model key and/or a user's request key, wrapped (HPKE) to the
-        ephemeral key bound into the evidence that earned this token."""
+    def _enclave_session(self, token_hex: str) -> tuple[Claims, bytes]:
         claims, pub = self._session(token_hex)
         if claims.simulated and not self.config.insecure_sim_attestation:
             # Tokens outlive restarts: one earned while the flag was on is void without it.
             raise AttestationError("sim evidence refused: this key service was not started with "
                                    "--insecure-sim-attestation", check="sim")
+        return claims, pub
+
+    def enclave_roster(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """A model's roster (keyservice/roster_source.py), for an enclave whose
+        claims meet the model's policy: who is granted is the owner's secret."""
+        claims, _ = self._enclave_session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(body.get("model_id", ""))
+        try:
+            EnclavePolicy.from_json(json_loads(self._model_row(model_id)["policy"])).check(claims)
+        except PolicyError as exc:
+            self.refusals.count("roster", f"policy:{exc.check}", str(exc))
+            raise
+        out = roster_source.answer(self.store, model_id, body)
+        self.tokens.touch(self._token_hash(token_hex))
+        return out
+
+    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Release a model key and/or a user's request key, wrapped (HPKE) to the
+        ephemeral key bound into the evidence that earned this token."""
+        claims, pub = self._enclave_session(token_hex)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         model_id = check_model_id(body.get("model_id", ""))
@@ -409,6 +451,14 @@ class KeyService:
                                "max_requests": self.config.release_max_requests}
 
         def refuse(exc: SesemiError, reason: str) -> None:
+            # A leaf each while refusals are rare; a flood (any attested enclave may ask)
+            # is counted instead, one row per check and model per window.
+            try:
+                self._refusal_leaves.take("all")
+            except RateLimited:
+                self.refusals.count("release", reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)",
+                                    model_id=model_id)
+                raise exc from None
             with self.store.tx() as c:
                 self.store.audit(c, now, "release", "refused", model_id=model_id, user_id=user_id,
                                  mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
@@ -430,6 +480,8 @@ class KeyService:
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
             out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id),
                                                   allow_classical=self.classical_ok))
+            # The roster's first page rides with the model key, signed with the release.
+            out["roster"] = roster_source.answer(self.store, model_id, {})
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
@@ -446,4 +498,5 @@ class KeyService:
             self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
                              mrenclave=claims.mrenclave, tee=claims.tee,
                              reason="model_key" if want_model else None)
+        self.tokens.touch(self._token_hash(token_hex))
         return out

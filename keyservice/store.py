@@ -40,7 +40,7 @@ INTERNAL_EVENTS = ("ledger_start", "migrate", "call", "mark", "seal_id")
 _PAGE = 2000
 SNAPSHOT_EVERY = 10_000      # leaves between sealed snapshots: what a start-up re-reads at most
 _NODE_CACHE = 1 << 16        # perfect subtrees this replica computed itself, kept for proofs
-_ROOTS_KEPT = 4096           # recent tree heads, to check the proofs this replica serves
+_MAX_SEQ = 1 << 62           # the audit table's row ids (not authenticated: a host may push them up)
 
 RowRef = tuple[str, str, int, bytes]
 
@@ -80,7 +80,6 @@ class Store:
         self._last_leaf = b""
         self._versions: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._nodes: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._roots: OrderedDict[int, bytes] = OrderedDict()
         self._snapshot_size = 0
         self.peer_floor: TreeHead | None = None   # the largest checkpoint a live peer replica reported
         self._floor_checked: TreeHead | None = None
@@ -200,13 +199,6 @@ class Store:
 
     def _set_head(self) -> None:
         self._head = TreeHead(self._frontier.size, self._frontier.root())
-        self._roots[self._head.size] = self._head.root
-        while len(self._roots) > _ROOTS_KEPT:
-            self._roots.popitem(last=False)
-
-    def root_at(self, size: int) -> bytes | None:
-        """The root at `size` if this replica saw the tree at that size recently."""
-        return self._roots.get(size)
 
     def _fail(self, why: str) -> None:
         self.broken = why
@@ -282,6 +274,8 @@ class Store:
             else:
                 merkle.verify_consistency(floor.size, head.size, floor.root, head.root,
                                           self.consistency_proof(floor.size, head.size))
+        except LogNodesEdited as exc:
+            self._fail(str(exc))
         except (merkle.ProofError, IntegrityError) as exc:
             self._fail(f"the database is a fork: its log (tree size {head.size}, root {head.root.hex()[:16]}…) "
                        f"does not extend the checkpoint a peer replica has seen (size {floor.size}, root "
@@ -305,6 +299,9 @@ class Store:
             with self._mlock:
                 c.frontier = self._frontier.copy()
             c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
+            if c.next_seq >= _MAX_SEQ:
+                raise IntegrityError("the audit table's row ids were pushed to their limit (the database was "
+                                     "edited)")
         i = c.frontier.size
         full = {f: entry.get(f) for f in AUDIT_FIELDS}
         full["ts"] = float(entry.get("ts", self.clock()))
@@ -368,10 +365,27 @@ class Store:
         return build(lambda level, idx: nodes[(level, idx)])
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        """From the tree of `first` leaves to the tree of `second` (≤ our size)."""
-        if not 0 <= first <= second <= self._head.size:
+        """From the tree of `first` leaves to the tree of `second` (≤ our size).
+        A proof to our own head is checked before it is used: every element
+        folds into the second root, so an edited stored node is found here
+        (LogNodesEdited), not reported by a witness as a fork."""
+        head = self._head
+        if not 0 <= first <= second <= head.size:
             raise IntegrityError(f"no consistency proof from {first} to {second}: this log has "
-                                 f"{self._head.size} leaves")
+                                 f"{head.size} leaves")
+        if 0 < first < second and second == head.size:
+            nodes = self._get_nodes(merkle.nodes_needed(
+                lambda get: (merkle.consistency_proof(first, second, get), merkle.subtree_hash(0, first, get))))
+            get = lambda level, idx: nodes[(level, idx)]  # noqa: E731
+            proof = merkle.consistency_proof(first, second, get)
+            try:
+                _, root = merkle.roots_from_consistency(first, second, merkle.subtree_hash(0, first, get), proof)
+            except merkle.ProofError:
+                root = b""
+            if root != head.root:
+                raise LogNodesEdited("the log's stored nodes do not reproduce this replica's root: the database "
+                                     "was edited (the operator's `sesemi keyservice verify` names the node)")
+            return proof
         return self._proof(lambda get: merkle.consistency_proof(first, second, get))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
@@ -529,6 +543,27 @@ class Store:
         row = self.get("grants", (model_id, user_id))
         return row is not None and bool(row["active"])
 
+    def grant_listing(self, model_id: str, after: str, limit: int) -> list[str]:
+        """User ids with a grant row on the model (any state, unchecked: the
+        caller reads each through `is_granted`), in order, after `after`."""
+        return [r["user_id"] for r in self._all("SELECT user_id FROM grants WHERE model_id=? AND user_id > ? "
+                                                "ORDER BY user_id LIMIT ?", model_id, after, limit)]
+
+    def users_changed(self, model_id: str, since: int, events: Sequence[str], limit: int) -> list[str]:
+        """User ids named by log leaves `since` and later, of these events, on the
+        model (unchecked: a roster's change set re-reads each user's rows)."""
+        marks = ", ".join("?" * len(events))
+        return [r["user_id"] for r in self._all(
+            f"SELECT DISTINCT user_id FROM audit WHERE model_id=? AND leaf >= ? AND user_id IS NOT NULL "
+            f"AND event IN ({marks}) LIMIT ?", model_id, since, *events, limit)]
+
+    def live_tokens(self) -> list[Any]:
+        """(token_hash, claims, expires) of every stored token (the token quota's book at start)."""
+        return self._all("SELECT token_hash, claims, expires FROM tokens")
+
+    def drop_token(self, c: Conn, token_hash: str) -> None:
+        c.execute("DELETE FROM tokens WHERE token_hash=?", (token_hash,))
+
     def user_standing(self, user_id: str) -> tuple[set[str], set[str]]:
         """(models the user is granted, models it holds a request key for), each row checked."""
         granted = {r["model_id"] for r in self._all("SELECT model_id FROM grants WHERE user_id=?", user_id)
@@ -538,24 +573,24 @@ class Store:
         return granted, keyed
 
     def audit_entries(self, *, model_id: str | None = None, visible_to: str | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
-        """The newest `limit` entries that are not bookkeeping, of one model or visible
-        to one principal (theirs, or of their models), oldest first; each leaf is
-        checked against its hash and MAC. Entries written before an upgraded
-        database had a log come with `leaf` None."""
+                      limit: int = 1000, before: int | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` leaves below `before` that are not bookkeeping, of one
+        model or visible to one principal (theirs, or of their models), oldest
+        first, ordered by leaf index (the only order the log authenticates); each
+        is checked against its hash and MAC. Entries of an upgraded database's
+        older audit trail are not leaves and are not shown."""
         internal = ", ".join(f"'{e}'" for e in INTERNAL_EVENTS)
+        below = self._head.size if before is None else min(before, self._head.size)
         if model_id is not None:
-            rows = self._all(f"SELECT * FROM audit WHERE model_id=? AND event NOT IN "
-                             f"({internal}) ORDER BY seq DESC LIMIT ?", model_id, limit)
+            rows = self._all(f"SELECT * FROM audit WHERE leaf IS NOT NULL AND leaf < ? AND model_id=? AND event "
+                             f"NOT IN ({internal}) ORDER BY leaf DESC LIMIT ?", below, model_id, limit)
         else:
-            rows = self._all(f"SELECT * FROM audit WHERE (principal=? OR user_id=? OR model_id "
-                             f"IN (SELECT model_id FROM models WHERE owner=?)) AND event NOT IN ({internal}) "
-                             "ORDER BY seq DESC LIMIT ?", visible_to, visible_to, visible_to, limit)
+            rows = self._all(f"SELECT * FROM audit WHERE leaf IS NOT NULL AND leaf < ? AND (principal=? OR "
+                             f"user_id=? OR model_id IN (SELECT model_id FROM models WHERE owner=?)) AND event NOT "
+                             f"IN ({internal}) ORDER BY leaf DESC LIMIT ?", below, visible_to, visible_to,
+                             visible_to, limit)
         out: list[dict[str, Any]] = []
         for r in reversed(rows):
-            if r["leaf"] is None:  # history from before the log (an upgraded database): shown, not provable
-                out.append({"leaf": None, "hash": None, **{f: r[f] for f in AUDIT_FIELDS}})
-                continue
             i = int(r["leaf"])
             entry = {f: r[f] for f in AUDIT_FIELDS}
             h = ks_log.leaf_of(i, entry)
@@ -647,6 +682,13 @@ class Store:
         with self.tx() as c:
             c.execute("DELETE FROM att_nonces WHERE expires < ?", (now,))
             c.execute("DELETE FROM tokens WHERE expires < ?", (now,))
+
+
+class LogNodesEdited(IntegrityError):
+    """The stored nodes do not reproduce the root this replica computed: the
+    database was edited (not a fork: the leaves this replica followed are intact)."""
+
+    http_status = 503
 
 
 def _encode_versions(versions: Mapping[tuple[str, str], tuple[int, bytes]]) -> bytes:

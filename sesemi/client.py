@@ -291,8 +291,6 @@ class KeyServiceClient:
 def check_entry(e: Any, cp: checkpoint.Checkpoint, with_proof: bool) -> None:
     """An audit entry is the leaf it claims to be; with its inclusion proof, that
     leaf is in the signed checkpoint (the client checks; the service is not trusted)."""
-    if isinstance(e, dict) and e.get("leaf") is None and e.get("hash") is None:
-        return  # history from before the service had a log (docs/keyservice.md): not provable
     if not isinstance(e, dict) or type(e.get("leaf")) is not int:
         raise FormatError("audit: an entry without its leaf index")
     fields = {k: e.get(k) for k in ks_log.AUDIT_FIELDS}

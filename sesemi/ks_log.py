@@ -69,6 +69,9 @@ def entry_from_json(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict) or set(obj) != set(AUDIT_FIELDS):
         raise FormatError(f"a log entry has exactly the fields {', '.join(AUDIT_FIELDS)}")
     out = dict(obj)
+    for f, v in out.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int, float))):
+            raise FormatError(f"a log entry's {f} is not a string, a number or null")
     if out["row_digest"] is not None:
         try:
             out["row_digest"] = bytes.fromhex(out["row_digest"])

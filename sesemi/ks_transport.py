@@ -86,7 +86,9 @@ class _Http:
                 ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
                                    headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
                                    resp.data or b"", log.note, log.proof_from, log.proof)
-                if witness is not None:
+                # A signed 503 without a proof ("stored log nodes edited", "database behind")
+                # relies on no state: it is reported as what it says, not as a fork.
+                if witness is not None and not (resp.status >= 500 and not log.proof_from):
                     witness.observe(signed_by.hex(), signed_by, log, sent, what,
                                     lambda lo, hi: self.proof(lo, hi, signed_by, deadline))
             except (IntegrityError, FormatError) as exc:

@@ -61,13 +61,11 @@ def test_restored_and_padded_database_is_caught_by_owner_cli_and_action(tmp_path
     world.ks_server = start_keyservice(tmp_path / "w", port=port)
     world.servers.append(world.ks_server)
     try:
-        # 4. pad the restored log past every witness: junk joins (counted, not logged)
-        # and a self-registered principal's signed calls (each appends a leaf).
+        # 4. pad the restored log past every witness with self-registered principals
+        # (each registration is a signed write: its sequence number and its row).
         fresh = KeyServiceClient(attest_key_service(world.ks_server.url, insecure_sim=True))
-        mallory = Identity.generate("mallory")
-        fresh.register(mallory)
-        for _ in range(12):
-            fresh.user_status(mallory)
+        for i in range(12):
+            fresh.register(Identity.generate(f"mallory{i}"))
         assert fresh.checkpoint()[0].size > witnessed + 5
         p = sesemi(owner_home, "ks", "log", "checkpoint", ok=False)
         err = p.stderr.strip()

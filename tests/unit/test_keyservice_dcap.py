@@ -35,7 +35,9 @@ def make_ks(tmp_path, at: float = fx.INSIDE, **cfg) -> KeyService:
     tmp_path.mkdir(parents=True, exist_ok=True)
     collateral = tmp_path / "collateral.json"
     collateral.write_bytes(fx.collateral_json())
-    config = KeyServiceConfig(db_path=tmp_path / "ks.db", collateral_file=collateral, **cfg)
+    # A key service built in the fixture's time (its floor is never below its build date).
+    config = KeyServiceConfig(db_path=tmp_path / "ks.db", collateral_file=collateral,
+                              **{"build_date": fx.WINDOW_START, **cfg})
     return KeyService(config, clock=fx.clock(at))
 
 

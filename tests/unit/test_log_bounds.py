@@ -119,3 +119,99 @@ def test_log_routes_refuse_bad_numbers_with_a_reason(tmp_path):
     r = client.get("/v1/log/checkpoint", headers={"X-Sesemi-KS-Known-Size": "²"})
     assert r.status_code == 200 and "X-Sesemi-KS-Proof" not in r.headers
     assert client.get("/v1/log/checkpoint").get_json()["checkpoint"].startswith("sesemi-keyservice/")
+
+
+def _owner_with_model(ks: KeyService) -> Identity:
+    from sesemi.policy import EnclavePolicy
+
+    owner = Identity.generate("owner")
+    ks.register_principal(owner.public_raw)
+    box = hpke_box.seal(b"k" * 32, ks.hpke_public, hpke_box.info("model-key", "m", owner.principal_id, "5e" * 16))
+    ks.put_model(owner.principal_id, "m", {"wrapped_key": b64e(box), "policy": EnclavePolicy(mrenclave=("ab" * 32,))
+                                           .to_json(), "seal_id": "5e" * 16})
+    return owner
+
+
+def test_an_edited_stored_node_is_reported_as_an_edit_not_served_as_a_fork(tmp_path):
+    """The service checks the proofs it serves against its own root: an edited
+    node gives a signed 503 naming the edit, which the SDK reports as such."""
+    import sqlite3
+
+    ks = _ks(tmp_path)
+    for i in range(40):
+        with ks.store.tx() as c:
+            ks.store.audit(c, 1.0, "release", "ok")
+    assert ks.store.snapshot(every=1)
+    again = _ks(tmp_path)  # resumed from the snapshot: nodes below it come from the database
+    with sqlite3.connect(tmp_path / "ks.db") as con:
+        con.execute("UPDATE log_nodes SET hash = zeroblob(32) WHERE level = 4 AND idx = 0")
+    client = create_app(again).test_client()
+    r = client.get("/v1/log/checkpoint", headers={"X-Sesemi-KS-Known-Size": "17"})
+    assert r.status_code == 503 and "stored nodes" in r.get_json()["error"]
+    assert "X-Sesemi-KS-Proof" not in r.headers and r.headers["X-Sesemi-Response-Signature"]
+
+
+def test_proofs_for_a_held_size_come_from_the_address_bucket_without_a_credential(tmp_path):
+    ks = _ks(tmp_path, proofs_per_address=(0.001, 5))
+    client = create_app(ks).test_client()
+    with ks.store.tx() as c:
+        for _ in range(10):
+            ks.store.audit(c, 1.0, "release", "ok")
+    codes = [client.get("/healthz-nope", headers={"X-Sesemi-KS-Known-Size": "3"}).status_code for _ in range(8)]
+    assert codes[:5] == [404] * 5 and set(codes[5:]) == {429}
+    assert client.get("/healthz").status_code == 200       # without the header: no proof, no bucket
+
+
+def test_audit_with_proofs_is_capped_and_pages_by_leaf(tmp_path):
+    ks = _ks(tmp_path)
+    owner = _owner_with_model(ks)
+    with ks.store.tx() as c:
+        for _ in range(300):
+            ks.store.audit(c, 1.0, "release", "ok", model_id="m")
+    client = create_app(ks).test_client()
+
+    def audit(seq: int, query: str):
+        path = f"/v1/audit?{query}"
+        return client.get(path, headers=signed_call.sign(owner, "GET", path, ks.audience, b"", ks.clock(), seq))
+
+    assert audit(1, "verify=1&limit=201").status_code == 400
+    page = audit(2, "verify=1&limit=200").get_json()["entries"]
+    assert len(page) == 200 and all("inclusion_proof" in e for e in page)
+    older = audit(3, f"limit=200&before={page[0]['leaf']}").get_json()["entries"]
+    assert older and older[-1]["leaf"] < page[0]["leaf"]
+
+
+def test_entries_without_a_leaf_are_never_shown(tmp_path):
+    """Audit rows the host inserts (or strips of their leaf) are not part of the log."""
+    import sqlite3
+
+    ks = _ks(tmp_path)
+    owner = _owner_with_model(ks)
+    with sqlite3.connect(tmp_path / "ks.db") as con:
+        con.execute("INSERT INTO audit (seq, ts, event, outcome, model_id, user_id) VALUES "
+                    "(999999, 1.0, 'grant', 'ok', 'm', ?)", ("00" * 32,))
+    entries = ks.audit_answer(owner.principal_id, "m")["entries"]
+    assert entries and all(e["leaf"] is not None for e in entries)
+    assert not any(e["user_id"] == "00" * 32 for e in entries)
+
+
+def test_self_registered_principals_of_one_address_share_one_write_bucket(tmp_path):
+    ks = _ks(tmp_path, writes_per_address=(0.001, 10), registrations_per_address=(1e6, 10**6))
+    client = create_app(ks).test_client()
+    codes = []
+    for i in range(14):
+        who = Identity.generate(f"sybil{i}")
+        body = json_dumps({"public_key": b64e(who.public_raw)})
+        h = signed_call.sign(who, "POST", "/v1/principals", ks.audience, body, ks.clock(), 1)
+        codes.append(client.post("/v1/principals", data=body, headers={**h, "Content-Type": "application/json"})
+                     .status_code)
+    assert codes[:10] == [200] * 10 and set(codes[10:]) == {429}
+
+
+def test_a_hostile_receipt_is_refused_with_a_reason():
+    from sesemi.ks_log import AUDIT_FIELDS, Receipt
+
+    entry = {**{f: None for f in AUDIT_FIELDS}, "ts": True}
+    with pytest.raises(SesemiError, match="ts is not a string"):
+        Receipt.from_json({"format": "sesemi-ks-receipt/v1", "leaf_index": 0, "entry": entry,
+                           "inclusion_proof": [], "checkpoint": ""})
