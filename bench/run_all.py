@@ -24,6 +24,7 @@ STEPS = [
     ("packing", ["bench_packing.py"]),
     ("key service", ["bench_keyservice.py"]),
     ("key service at scale (issue 14)", ["bench_keyservice_scale.py"]),
+    ("post-quantum key transport", ["bench_pq.py"]),
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
     ("router capacity", ["bench_router.py"]),

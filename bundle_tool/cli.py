@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--token-ttl", type=int, default=600, metavar="S", help="enclave attestation token lifetime (s)")
     a.add_argument("--insecure-sim-attestation", action="store_true",
                    help="release keys to enclaves presenting SIMULATED evidence (development only)")
+    a.add_argument("--insecure-allow-classical-kem", action="store_true",
+                   help="accept X25519-only HPKE keys and boxes (uploads, releases) beside the hybrid post-quantum "
+                   "ones: no protection against recorded traffic decrypted later (migration only; measured)")
     a.add_argument("--tee", choices=TEE_NAMES, default="sim",
                    help="how the service attests itself: sim, or occlum (inside an Occlum enclave)")
     a.add_argument("--pccs-url", metavar="URL", help="DCAP collateral for enclaves' quotes from this PCCS "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sesemi import ks_log, sealed_model
+from sesemi import hpke_box, ks_log, sealed_model
 from sesemi import timeouts as T
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
 from sesemi.envelope import new_request_key
@@ -38,6 +38,7 @@ def _timeouts(args: argparse.Namespace, job: T.Timeouts) -> T.Timeouts:
 
 
 def _ks(args: argparse.Namespace) -> KeyServiceClient:
+    hpke_box.check_backend()  # keys are sealed in hybrid HPKE boxes: one line if ML-KEM is missing
     home = home_of(args)
     return KeyServiceClient(home.pin(), _timeouts(args, T.KEY_SERVICE), counter=home.call_counter(),
                             witness=home.state_witness())
@@ -74,6 +75,7 @@ def _dcap_verifier(args: argparse.Namespace):
 
 def cmd_ks_attest(args: argparse.Namespace) -> Out:
     check_urls(args.url, "key service URL")
+    hpke_box.check_backend()
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
                              expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
                              accept_tcb_statuses=args.accept_tcb_status,
@@ -84,8 +86,13 @@ def cmd_ks_attest(args: argparse.Namespace) -> Out:
     home.save_pin(pin)
     if pin.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
+    if pin.insecure_allow_classical_kem:
+        print("WARNING: this key service runs with --insecure-allow-classical-kem: it releases keys under X25519 "
+              "alone to enclaves that ask for it (your own uploads stay hybrid; your policy decides which "
+              "enclaves get keys)", file=sys.stderr)
     text = (f"pinned key service {pin.url}\n  tee        {pin.tee}\n  mrenclave  {pin.mrenclave}\n"
-            f"  mrsigner   {pin.mrsigner}\n  hpke key   {pin.hpke_public_key}"
+            f"  mrsigner   {pin.mrsigner}\n  hpke key   {hpke_box.HYBRID} (post-quantum hybrid), "
+            f"id {hpke_box.key_id(bytes.fromhex(pin.hpke_public_key))}"
             + (f"\n  tcb status {pin.tcb_status}" if pin.tcb_status else "")
             + f"\n  signing key {pin.signing_public_key}")
     return Out({**pin.to_json(), "pin_file": str(home.pin_path)}, text)

@@ -20,7 +20,8 @@ from sesemi.call_seq import FileCallCounter
 from sesemi.ks_state import FileStateWitness
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
-from sesemi.errors import FormatError, NotFound, SesemiError
+from sesemi import hpke_box
+from sesemi.errors import FormatError, NotFound, PinMismatch, SesemiError
 from sesemi.identity import Identity, write_private_file
 from sesemi.names import check_local_name, check_model_id
 
@@ -173,6 +174,10 @@ class Home:
             pin = KsPin.from_json(doc) if isinstance(doc, dict) else None
         except (ValueError, TypeError):  # orjson's JSONDecodeError is a ValueError; a missing field a TypeError
             pin = None
+        if pin is not None and _is_hex32(pin.hpke_public_key):
+            # Pinned before key transport became hybrid: the key service now presents another key.
+            raise PinMismatch(f"{self.pin_path} pins an X25519-only key-service key (before post-quantum key "
+                              "transport): run `sesemi ks attest URL` again to re-pin its hybrid key")
         if pin is None or not _pin_is_sound(pin):
             raise FormatError(f"{self.pin_path} is damaged: run `sesemi ks attest URL` again to re-pin")
         return pin
@@ -182,8 +187,13 @@ def _is_hex32(v: object) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v)
 
 
+def _is_hybrid_key_hex(v: object) -> bool:
+    return (isinstance(v, str) and len(v) == 2 * hpke_box.KEMS[hpke_box.HYBRID].public_len
+            and all(c in "0123456789abcdefABCDEF" for c in v))
+
+
 def _pin_is_sound(pin: KsPin) -> bool:
     """The fields later calls use without further checks (keys as hex, the URL)."""
     return (isinstance(pin.url, str) and pin.url.startswith(("http://", "https://"))
-            and _is_hex32(pin.hpke_public_key) and (pin.signing_public_key == "" or _is_hex32(pin.signing_public_key))
+            and _is_hybrid_key_hex(pin.hpke_public_key) and (pin.signing_public_key == "" or _is_hex32(pin.signing_public_key))
             and isinstance(pin.tee, str) and isinstance(pin.insecure_simulation, bool))

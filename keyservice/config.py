@@ -42,6 +42,9 @@ class KeyServiceConfig:
     cluster_policy: str | None = None  # canonical JSON of the EnclavePolicy a joining replica must meet
     # When this service was built: the DCAP time floor is never below it (sesemi/build_stamp.py).
     build_date: float = field(default_factory=build_stamp.release_date)
+    # Accept X25519-only boxes and enclave keys (uploads, releases): no post-quantum
+    # protection for them (docs/protocol.md, "HPKE"). Measured when on.
+    insecure_allow_classical_kem: bool = False
 
     @property
     def db(self) -> str:
@@ -59,4 +62,5 @@ class KeyServiceConfig:
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
                 "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests,
                 "build_date": build_stamp.stamp(self.build_date),
-                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {})}
+                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {}),
+                **({"insecure_allow_classical_kem": True} if self.insecure_allow_classical_kem else {})}

@@ -75,7 +75,8 @@ class KeyService:
             self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
-        self.audience = self.hpke_public.hex()
+        self.classical_ok = config.insecure_allow_classical_kem
+        self.audience = hpke_box.key_id(self.hpke_public)
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
@@ -109,6 +110,7 @@ class KeyService:
             "hpke_public_key": b64e(self.hpke_public),
             "signing_public_key": b64e(self.signing_public),
             "hpke_suite": hpke_box.SUITE_NAME,
+            "insecure_allow_classical_kem": self.classical_ok,
             "tee": self.tee.name,
             "insecure_simulation": self.tee.simulated,
         }
@@ -175,7 +177,8 @@ class KeyService:
         return pid
 
     def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
-        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context))
+        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context),
+                             allow_classical=self.classical_ok)
         if len(key) != 32:
             raise FormatError("wrapped key must hold a 32-byte AES-256 key")
         return key
@@ -356,7 +359,7 @@ class KeyService:
             raise FormatError("expected a JSON object")
         nonce = hexd(body.get("nonce"), "nonce", 32)
         pub = b64d(body.get("public_key"), "public_key")
-        hpke_box.load_public(pub)
+        hpke_box.load_public(pub, allow_classical=self.classical_ok)
         now = self.clock()
         return nonce, pub, now, self.store.take_nonce(nonce.hex())
 
@@ -483,7 +486,8 @@ class KeyService:
                 # An old seal, or another seal under the same key: its chunks are not the published model's.
                 refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
-            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
+            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id),
+                                                  allow_classical=self.classical_ok))
             # The roster's first page rides with the model key, signed with the release.
             out["roster"] = roster_source.answer(self.store, model_id, {})
         if user_id is not None:
@@ -496,7 +500,8 @@ class KeyService:
             version = int(rk["version"])
             out["request_key_version"] = version
             out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
-                                                                           str(version))))
+                                                                           str(version)),
+                                                    allow_classical=self.classical_ok))
         # Durable before the answer leaves; releases that arrive together share the commit.
         self.log_writer.append({"ts": now, "event": "release", "outcome": "ok", "model_id": model_id,
                                 "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,

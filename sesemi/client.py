@@ -44,9 +44,18 @@ class KsPin:
     insecure_simulation: bool
     tcb_status: str | None = None  # DCAP only: as judged when pinned
     signing_public_key: str = ""   # hex; signs every response (sesemi/ks_response.py)
+    # The service said it accepts X25519-only key transport (--insecure-allow-classical-kem).
+    # Informational: what binds it is the measurement the client pins.
+    insecure_allow_classical_kem: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def audience(self) -> str:
+        """The pinned HPKE key's id (hpke_box.key_id): what signed calls name and
+        `X-Sesemi-KS-Key` says."""
+        return hpke_box.key_id(bytes.fromhex(self.hpke_public_key))
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
@@ -126,7 +135,8 @@ def _attest_one(url: str, *, insecure_sim: bool, expect_mrenclave: str | None, e
                       accept_tcb_statuses=accept_tcb_statuses, accept_advisories=accept_advisories)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
                  mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
-                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex())
+                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex(),
+                 insecure_allow_classical_kem=body.get("insecure_allow_classical_kem") is True)
 
 
 class KeyServiceClient:
@@ -165,7 +175,7 @@ class KeyServiceClient:
         pid = identity.principal_id
         seq = self.counter.next(pid)
         for attempt in range(_SEQ_ATTEMPTS):
-            headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock(), seq)
+            headers = signed_call.sign(identity, method, path, self.pin.audience, raw, self.clock(), seq)
             headers["Content-Type"] = "application/json"
             try:
                 body, resp = self.http.call(method, path, what, raw, headers,
@@ -180,7 +190,7 @@ class KeyServiceClient:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
-        if served_by and served_by != self.pin.hpke_public_key:
+        if served_by and served_by != self.pin.audience:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
         return body, resp
 
@@ -197,6 +207,7 @@ class KeyServiceClient:
         return receipt
 
     def _wrap(self, key: bytes, *context: str) -> str:
+        # Hybrid only: a pin to an X25519-only key is refused here (hpke_box.Downgrade).
         return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
 
     def register(self, identity: Identity) -> str:

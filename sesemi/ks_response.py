@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from . import hpke_box
 from .encoding import b64d, b64e, lp
 from .errors import FormatError, IntegrityError
 from .identity import verify_signature
@@ -35,8 +36,10 @@ H_NONCE = "X-Sesemi-Nonce"  # the caller's fresh nonce (signed calls already sen
 
 
 def identity(hpke_public: bytes, signing_public: bytes) -> bytes:
-    """What the key service's REPORT_DATA binds: both of its public keys (32 + 32 bytes)."""
-    return hpke_public + signing_public
+    """What the key service's REPORT_DATA binds: its HPKE key's suite and both
+    of its public keys (hybrid: 1,216 + 32 bytes)."""
+    return lp("sesemi/ks-identity/v2", hpke_box.kem_of_public(hpke_public, allow_classical=True).suite_name,
+              hpke_public, signing_public)
 
 
 def message(nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
@@ -66,12 +69,17 @@ def verify(signing_public: bytes, signature: str | None, nonce: str, method: str
 def verify_attestation(body: Any, nonce: bytes, verifier: EvidenceVerifier,
                        what: str) -> tuple[Claims, bytes, bytes]:
     """A key service's `/v1/attestation` answer: its evidence must bind our nonce
-    and both of its public keys. Returns (claims, HPKE key, signing key)."""
+    and both of its public keys, and its HPKE key must be hybrid (an X25519-only
+    key is a downgrade: refused). Returns (claims, HPKE key, signing key)."""
     if not isinstance(body, dict):
         raise FormatError(f"{what}: expected a JSON object")
     pub = b64d(body.get("hpke_public_key"), "hpke_public_key")
     sig_pub = b64d(body.get("signing_public_key"), "signing_public_key")
-    if len(pub) != 32 or len(sig_pub) != 32:
-        raise FormatError(f"{what}: keys must be 32 bytes")
+    if len(sig_pub) != 32:
+        raise FormatError(f"{what}: the signing key must be 32 bytes (Ed25519)")
+    try:
+        hpke_box.kem_of_public(pub)
+    except (FormatError, IntegrityError) as exc:
+        raise type(exc)(f"{what}: {exc}") from None
     claims = verifier.verify(body.get("evidence"), nonce=nonce, public_key=identity(pub, sig_pub))
     return claims, pub, sig_pub

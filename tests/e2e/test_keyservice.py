@@ -47,7 +47,7 @@ def test_signed_call_replay_refused(ks):
     c.register(owner)
     path = "/v1/principals"  # a write (registering again changes nothing, but claims its number)
     body = json_dumps({"public_key": b64e(owner.public_raw)})
-    headers = signed_call.sign(owner, "POST", path, c.pin.hpke_public_key, body, time.time(),
+    headers = signed_call.sign(owner, "POST", path, c.pin.audience, body, time.time(),
                                c.counter.next(owner.principal_id))
     headers["Content-Type"] = "application/json"
     r1 = requests.post(srv.url + path, data=body, headers=headers, timeout=5)
@@ -85,7 +85,7 @@ def test_signed_target_is_verified_as_sent(shared_ks, sent):
     except AccessDenied:  # an earlier case's owner published it: any owner's audit call will do
         pass
     signed = "/v1/audit?model_id=m"
-    h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
+    h = signed_call.sign(owner, "GET", signed, c.pin.audience, b"", time.time(),
                          c.counter.next(owner.principal_id))
     status, body = _raw(srv.url, "GET", sent, h)
     assert 400 <= status < 500 and body["error"], (status, body)

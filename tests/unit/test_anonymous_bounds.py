@@ -46,7 +46,7 @@ def test_refused_attestations_are_counted_not_written_one_row_each(tmp_path):
     before = ks.store._one("SELECT COUNT(*) AS n FROM audit")["n"]
     for _ in range(50):
         with pytest.raises(ReplayError):
-            ks.attest_enclave({"nonce": "00" * 32, "evidence": {}, "public_key": b64e(b"\1" * 32)})
+            ks.attest_enclave({"nonce": "00" * 32, "evidence": {}, "public_key": b64e(b"\1" * 1216)})
     assert ks.store._one("SELECT COUNT(*) AS n FROM audit")["n"] == before
     ks.maintenance()
     rows = ks.store._all("SELECT reason FROM audit WHERE event='attest' AND outcome='refused'")
