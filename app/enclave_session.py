@@ -12,6 +12,8 @@ from collections import deque
 import time
 from typing import Callable
 
+from sesemi.attestation.backends import TeeBackend
+
 from sesemi import envelope, hpke_box
 from sesemi.attestation.claims import report_data_binding
 from sesemi.ks_roster import fetch_roster
@@ -33,7 +35,7 @@ _REFUSAL_TTL_S, _REFUSALS_MAX = 5.0, 4096
 
 
 class EnclaveSession:
-    def __init__(self, tee, ks: EnclaveKeyClient, key_ttl_s: float,
+    def __init__(self, tee: TeeBackend, ks: EnclaveKeyClient, key_ttl_s: float,
                  clock: Callable[[], float] = time.monotonic, budget_s: float = ENCLAVE_KEY_BUDGET_S,
                  seal_id_of: Callable[[str], str] | None = None) -> None:
         """`budget_s`: everything one request may spend on the key service (waiting

@@ -13,7 +13,6 @@ every answer, the HTTP layer's own refusals included.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 import threading
 import time
@@ -194,10 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 500, _error_bytes(500, "internal error in the action")
         self._respond(status, payload, head_only=method == "HEAD")
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
     def _not_allowed(self) -> None:
@@ -225,7 +224,7 @@ class ActionHTTPServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(addr, _Handler)
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         # At the cap, wait for a slot instead of refusing: the accept loop
         # pauses and further connections queue in the listen backlog. A 503
         # would tell OpenWhisk the container is shutting down.
@@ -240,14 +239,14 @@ class ActionHTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.error("connection error: %s", sys.exc_info()[0].__name__ if sys.exc_info()[0] else "?")
+        log.error("connection error: %s", getattr(sys.exc_info()[0], "__name__", "?"))
 
 
 def create_server(defaults: ActionConfig, host: str = "127.0.0.1", port: int = 8080, max_connections: int = 64,

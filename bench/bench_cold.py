@@ -23,12 +23,12 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (REPO, bench_world, INTERP_THREADS, MODELS, available, cpu_s, model_input,  # noqa: E402
+from bench.common import (REPO, bench_world, INTERP_THREADS, MODELS, available, cpu_s, model_input,
                           parse_args, progress, write_result)
-from bundle_tool.local import LocalWorld  # noqa: E402
-from bundle_tool.procs import free_port  # noqa: E402
-from sesemi.client import ActionClient  # noqa: E402
-from sesemi.encoding import json_dumps  # noqa: E402
+from bundle_tool.local import LocalWorld
+from bundle_tool.procs import free_port
+from sesemi.client import ActionClient
+from sesemi.encoding import json_dumps
 
 
 class PortRace(RuntimeError):
@@ -38,7 +38,7 @@ class PortRace(RuntimeError):
 
 
 def retried(fn: Callable[..., dict[str, float]], *args, **kw) -> dict[str, float]:
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             return fn(*args, **kw)
         except PortRace as exc:

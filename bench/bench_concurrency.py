@@ -20,10 +20,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (MODELS, available, cpu_s, model_input, parse_args, pct, progress,  # noqa: E402
+from bench.common import (MODELS, available, cpu_s, model_input, parse_args, pct, progress,
                           write_result)
-from bundle_tool.local import LocalWorld  # noqa: E402
-from sesemi.client import ActionClient  # noqa: E402
+from bundle_tool.local import LocalWorld
+from sesemi.client import ActionClient
 
 CONFIGS = [  # (pool size, interpreter threads)
     (1, 1), (2, 1), (1, 2), (2, 2),

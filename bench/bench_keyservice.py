@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, REPO, progress, parse_args, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld  # noqa: E402
-from sesemi import hpke_box  # noqa: E402
-from sesemi.attestation.claims import report_data_binding  # noqa: E402
-from sesemi.attestation.sim import SimBackend  # noqa: E402
-from sesemi.client import EnclaveKeyClient  # noqa: E402
+from bench.common import MODELS, REPO, progress, parse_args, write_result
+from bundle_tool.local import LocalWorld
+from sesemi import hpke_box
+from sesemi.attestation.claims import report_data_binding
+from sesemi.attestation.sim import SimBackend
+from sesemi.client import EnclaveKeyClient
 
 
 ATTEST_CALLS = 60

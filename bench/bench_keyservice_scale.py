@@ -17,16 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import parse_args, progress, write_result  # noqa: E402
-from bundle_tool import pg_local  # noqa: E402
-from bundle_tool.procs import Server, free_port, start  # noqa: E402
-from sesemi import hpke_box, sealed_model  # noqa: E402
-from sesemi.attestation.claims import report_data_binding  # noqa: E402
-from sesemi.attestation.sim import SimBackend  # noqa: E402
-from sesemi.client import EnclaveKeyClient, KeyServiceClient, attest_key_service  # noqa: E402
-from sesemi.envelope import new_request_key  # noqa: E402
-from sesemi.identity import Identity  # noqa: E402
-from sesemi.policy import EnclavePolicy  # noqa: E402
+from bench.common import parse_args, progress, write_result
+from bundle_tool import pg_local
+from bundle_tool.procs import Server, free_port, start
+from sesemi import hpke_box, sealed_model
+from sesemi.attestation.claims import report_data_binding
+from sesemi.attestation.sim import SimBackend
+from sesemi.client import EnclaveKeyClient, KeyServiceClient, attest_key_service
+from sesemi.envelope import new_request_key
+from sesemi.identity import Identity
+from sesemi.policy import EnclavePolicy
 
 MR = "ab" * 32
 SEAL = "5e" * 16
@@ -89,7 +89,7 @@ def releases(urls: list[str], uid: str, ks_key: bytes, seconds: float) -> dict:
     wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {type(errors[0]).__name__}: {errors[0]}")
-    allv = sorted(v for l in lat for v in l)
+    allv = sorted(v for per_client in lat for v in per_client)
     return {"releases_per_s": len(allv) / wall, "p50_ms": 1e3 * allv[len(allv) // 2],
             "p99_ms": 1e3 * allv[min(len(allv) - 1, int(len(allv) * 0.99))], "n": len(allv)}
 
@@ -105,7 +105,7 @@ def failover(servers: list[Server], uid: str, ks_key: bytes, how: signal.Signals
         try:
             c.keys(token, "m", uid, True, seal_id=SEAL)
             return time.perf_counter() - t0
-        except Exception:  # noqa: BLE001 - the failover's own budget expired: try again
+        except Exception:
             if time.perf_counter() - t0 > 30:
                 raise
 

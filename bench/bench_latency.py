@@ -22,12 +22,12 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,  # noqa: E402
+from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,
                           interleaved, progress, summary_ms, timed, write_result)
-from bundle_tool.procs import free_port, start_process  # noqa: E402
-from sesemi import envelope, tensors  # noqa: E402
-from sesemi.client import ActionClient  # noqa: E402
-from sesemi.encoding import json_dumps, json_loads  # noqa: E402
+from bundle_tool.procs import free_port, start_process
+from sesemi import envelope, tensors
+from sesemi.client import ActionClient
+from sesemi.encoding import json_dumps, json_loads
 
 
 def bare(model: Path, x: np.ndarray):

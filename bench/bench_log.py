@@ -35,9 +35,9 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleaved, parse_args, progress, write_result  # noqa: E402
-from sesemi import checkpoint, merkle  # noqa: E402
-from sesemi.identity import Identity, verify_signature  # noqa: E402
+from bench.common import interleaved, parse_args, progress, write_result
+from sesemi import checkpoint, merkle
+from sesemi.identity import Identity, verify_signature
 
 SIZES = [10**3, 10**5, 10**7]
 BUILT_UP_TO = 10**5  # larger trees are synthetic (module docstring)

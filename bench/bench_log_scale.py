@@ -25,11 +25,11 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import parse_args, progress, write_result  # noqa: E402
-from bundle_tool.procs import free_port, start  # noqa: E402
-from keyservice import KeyService, KeyServiceConfig  # noqa: E402
-from sesemi.client import KeyServiceClient, attest_key_service  # noqa: E402
-from sesemi.identity import Identity  # noqa: E402
+from bench.common import parse_args, progress, write_result
+from bundle_tool.procs import free_port, start
+from keyservice import KeyService, KeyServiceConfig
+from sesemi.client import KeyServiceClient, attest_key_service
+from sesemi.identity import Identity
 
 
 def build(db: Path, leaves: int) -> None:
@@ -95,7 +95,7 @@ def main() -> None:
             owner = Identity.generate("owner")
             ks.register(owner)
             alone, loaded = [], []
-            for r in range(rounds):
+            for _round in range(rounds):
                 alone += healthz_ms(srv.url, 40)
                 stop = threading.Event()
 

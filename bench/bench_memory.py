@@ -16,10 +16,10 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (bench_world, MODELS, available, model_input, parse_args, progress, rss_mb,  # noqa: E402
+from bench.common import (bench_world, MODELS, available, model_input, parse_args, progress, rss_mb,
                           write_result)
-from bundle_tool.procs import free_port, start_process  # noqa: E402
-from sesemi.client import ActionClient  # noqa: E402
+from bundle_tool.procs import free_port, start_process
+from sesemi.client import ActionClient
 
 
 def main() -> None:

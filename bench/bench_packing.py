@@ -17,9 +17,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, available, model_input, pct, progress, rss_mb, parse_args, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld  # noqa: E402
-from sesemi.client import ActionClient  # noqa: E402
+from bench.common import MODELS, available, model_input, pct, progress, rss_mb, parse_args, write_result
+from bundle_tool.local import LocalWorld
+from sesemi.client import ActionClient
 
 
 def run(world: LocalWorld, pack: Path, ids: list[str], budget_mb: int, n: int, seed: int, label: str) -> dict:

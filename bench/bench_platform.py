@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, model_input, progress, parse_args, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld  # noqa: E402
-from bundle_tool.platform.local import client_for, deploy_pool, start_emulator  # noqa: E402
-from sesemi import envelope, tensors  # noqa: E402
+from bench.common import MODELS, model_input, progress, parse_args, write_result
+from bundle_tool.local import LocalWorld
+from bundle_tool.platform.local import client_for, deploy_pool, start_emulator
+from sesemi import envelope, tensors
 
 
 def _params(world: LocalWorld, model_id: str) -> dict:

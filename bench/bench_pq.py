@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_cold import retried, sesemi_cold  # noqa: E402
-from bench.common import MODELS, cpu_s, interleaved, parse_args, progress, summary_ms, write_result  # noqa: E402
-from bundle_tool.local import LocalWorld  # noqa: E402
-from sesemi import hpke_box  # noqa: E402
-from sesemi.attestation.claims import report_data_binding  # noqa: E402
-from sesemi.attestation.sim import SimBackend  # noqa: E402
-from sesemi.client import EnclaveKeyClient  # noqa: E402
-from sesemi.encoding import b64d, b64e, json_dumps  # noqa: E402
+from bench.bench_cold import retried, sesemi_cold
+from bench.common import MODELS, cpu_s, interleaved, parse_args, progress, summary_ms, write_result
+from bundle_tool.local import LocalWorld
+from sesemi import hpke_box
+from sesemi.attestation.claims import report_data_binding
+from sesemi.attestation.sim import SimBackend
+from sesemi.client import EnclaveKeyClient
+from sesemi.encoding import b64d, b64e, json_dumps
 
 H, C = hpke_box.HYBRID, hpke_box.CLASSICAL
 HERE = Path(__file__).resolve().parent

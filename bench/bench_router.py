@@ -36,12 +36,12 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, cpu_s, pct, parse_args, process_tree, progress, write_result  # noqa: E402
-from bundle_tool.platform.local import (client_for, deploy_pool, start_emulator, start_front,  # noqa: E402
+from bench.common import REPO, cpu_s, pct, parse_args, process_tree, progress, write_result
+from bundle_tool.platform.local import (client_for, deploy_pool, start_emulator, start_front,
                                         start_router, write_front_config, write_router_config)
-from bundle_tool.procs import Server, free_port  # noqa: E402
-from sesemi import envelope  # noqa: E402
-from sesemi.encoding import json_dumps  # noqa: E402
+from bundle_tool.procs import Server, free_port
+from sesemi import envelope
+from sesemi.encoding import json_dumps
 
 FAKE = REPO / "tests" / "e2e" / "fake_action.py"
 MODELS = [f"m{i}" for i in range(1, 5)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sesemi import hpke_box  # noqa: E402
+from sesemi import hpke_box
 
 _new, _open = hpke_box.new_private_key, hpke_box.open_
 hpke_box.new_private_key = lambda kem=hpke_box.CLASSICAL: _new(kem)

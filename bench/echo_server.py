@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.server import ActionHTTPServer  # noqa: E402
+from app.server import ActionHTTPServer
 
 
 class EchoService:

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask import Flask, Response, request  # noqa: E402
+from flask import Flask, Response, request
 
-import app  # noqa: E402
-from app.config import ActionConfig  # noqa: E402
-from app.server import ActionHTTPServer, ActionService, _Handler, create_server  # noqa: E402
+import app
+from app.config import ActionConfig
+from app.server import ActionHTTPServer, ActionService, _Handler, create_server
 
 
 def create_app(service: ActionService) -> Flask:

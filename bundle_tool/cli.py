@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from sesemi.attestation.backends import TEE_NAMES
 from sesemi import timeouts as T
@@ -81,13 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(p, top=True)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(parent, name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:
+    def add(parent: Any, name: str, fn: Callable[..., Any], help_: str) -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         sp.set_defaults(fn=fn)
         add_global_options(sp, client=name not in ("serve", "demo"))  # every server's command is `serve`
         return sp
 
-    def group(name: str, help_: str):
+    def group(name: str, help_: str) -> Any:
         g = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         add_global_options(g)
         return g.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"sesemi: error: {escape(_oserror_line(exc))}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+    except Exception as exc:
         if os.environ.get("SESEMI_DEBUG"):
             raise
         # the type only: a library's message can quote its input (a model, a key)

@@ -63,7 +63,7 @@ def cmd_identity_show(args: argparse.Namespace) -> Out:
     return Out({"name": args.name, "principal_id": pid}, pid)
 
 
-def _dcap_verifier(args: argparse.Namespace):
+def _dcap_verifier(args: argparse.Namespace) -> Any:
     """A DCAP verifier from --collateral-file / --pccs-url, else from the host's
     /etc/sgx_default_qcnl.conf; None when there is no collateral to be had."""
     from sesemi.attestation.dcap import DcapVerifier, collateral_source, pccs_url_from_qcnl
@@ -293,7 +293,7 @@ def cmd_infer(args: argparse.Namespace) -> Out:
     version = home.request_key_version(user.principal_id, args.model_id)
     result = ActionClient(args.action, _timeouts(args, T.INFERENCE), path=args.path).infer(
         args.model_id, user.principal_id, key, inputs, key_version=version)
-    np.savez(args.out, **result.outputs)
+    np.savez(args.out, **result.outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
     if result.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in result.outputs.items())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from sesemi import sealed_model
 from sesemi.client import KeyServiceClient, attest_key_service
@@ -86,7 +86,7 @@ class LocalWorld:
         build_pack(out, sealed)
         return out
 
-    def publish(self, model_id: str, key: bytes, *mrenclaves: str, **policy) -> None:
+    def publish(self, model_id: str, key: bytes, *mrenclaves: str, **policy: Any) -> None:
         self.ks.publish_model(self.owner, model_id, key, EnclavePolicy(mrenclave=tuple(mrenclaves), **policy),
                               self.seal_ids[model_id])
 
@@ -116,7 +116,7 @@ class LocalWorld:
             self.enroll(self.user, mid)
         return pack
 
-    def action(self, pack: Path, pinned: bool | None = None, **kw) -> Server:
+    def action(self, pack: Path, pinned: bool | None = None, **kw: Any) -> Server:
         key = self.ks_key(pinned)
         if key:
             kw["env"] = {"SESEMI_KS_KEY": key, **(kw.get("env") or {})}

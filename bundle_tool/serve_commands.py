@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 from pathlib import Path
+from typing import Any
 
 from sesemi.errors import FormatError, UnavailableError
 
@@ -33,10 +34,9 @@ def positive_seconds(text: str) -> float:
 
 def cmd_keyservice_serve(args: argparse.Namespace) -> None:
     import keyservice
-    from keyservice.serving import ServingLimits
 
-    limits = ServingLimits(max_connections=args.max_connections, per_address=args.connections_per_address,
-                           read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s)
+    limits = keyservice.ServingLimits(max_connections=args.max_connections, per_address=args.connections_per_address,
+                                      read_timeout_s=args.read_timeout_s, idle_timeout_s=args.idle_timeout_s)
     policy = None
     if args.cluster_policy:
         from sesemi.encoding import canonical_json, json_loads
@@ -57,7 +57,7 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
                      insecure_allow_classical_kem=args.insecure_allow_classical_kem)
 
 
-def cmd_keyservice_verify(args: argparse.Namespace):
+def cmd_keyservice_verify(args: argparse.Namespace) -> Any:
     import keyservice
 
     from .output import Out

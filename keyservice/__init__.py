@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sesemi.errors import SesemiError
 
@@ -45,7 +45,7 @@ def verify_database(db: str, secrets_file: str | Path | None = None) -> dict:
     return {"tree_size": head.size, "root": head.root.hex(), "rows": rows}
 
 
-def _every(period_s: float, fn, log: logging.Logger) -> None:
+def _every(period_s: float, fn: Callable[[], object], log: logging.Logger) -> None:
     """Run `fn` every period on a daemon thread; a failure is logged, not fatal."""
     import threading
 

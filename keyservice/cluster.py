@@ -30,12 +30,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import urllib3
 
 from sesemi import checkpoint, hpke_box, ks_log, ks_response, merkle
 from sesemi.attestation import Claims, EvidenceVerifier
+from sesemi.attestation.backends import TeeBackend
 from sesemi.attestation.claims import report_data_binding
 from sesemi.encoding import JSONDecodeError, b64d, b64e, canonical_json, json_dumps, json_loads
 from sesemi.errors import AttestationError, IntegrityError, PolicyError, SesemiError, UnavailableError
@@ -47,6 +48,9 @@ from sesemi.timeouts import Timeouts
 from .sealing import ServiceSecrets
 from .store import LogNodesEdited
 from .store_seal import TreeHead
+
+if TYPE_CHECKING:
+    from .config import KeyServiceConfig
 
 log_ = logging.getLogger("sesemi.keyservice")
 PEER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=2.0)
@@ -107,7 +111,7 @@ def seal_secrets(s: ServiceSecrets, to_public: bytes, ks_hpke_public: bytes) -> 
     return b64e(hpke_box.seal(plain, to_public, hpke_box.info("cluster-join", ks_hpke_public.hex())))
 
 
-def join(url: str, *, tee, policy: EnclavePolicy, allow_sim: bool,
+def join(url: str, *, tee: TeeBackend, policy: EnclavePolicy, allow_sim: bool,
          timeouts: Timeouts = JOIN_TIMEOUTS) -> ServiceSecrets:
     """Attest the running replica at `url`, attest to it, and receive the service's secrets."""
     http = _Http(url, timeouts)
@@ -137,7 +141,7 @@ def join(url: str, *, tee, policy: EnclavePolicy, allow_sim: bool,
     return got
 
 
-def join_cluster(config, url: str) -> ServiceSecrets:
+def join_cluster(config: KeyServiceConfig, url: str) -> ServiceSecrets:
     """`serve --join URL`: this replica's backend attests; the secrets received
     are kept in the replica's secrets file (sealed storage on SGX), so that a
     restart need not join again."""
@@ -159,7 +163,7 @@ def join_cluster(config, url: str) -> ServiceSecrets:
 class PeerWatch:
     """Polls peers' checkpoints into `store.peer_floor` (a background thread)."""
 
-    def __init__(self, store, signing_public: bytes, peers: Sequence[str], interval_s: float = 1.0) -> None:
+    def __init__(self, store: Any, signing_public: bytes, peers: Sequence[str], interval_s: float = 1.0) -> None:
         self.store = store
         self.signing_public = signing_public
         self.peers = [_Http(p, PEER_TIMEOUTS) for p in peers]

@@ -59,7 +59,7 @@ def _url(v: Any, where: str) -> str:
             or parts.query or parts.fragment:
         raise FormatError(f"{where}: url must be http(s)://HOST[:PORT] with no path, got {v!r}")
     try:
-        parts.port
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError:
         raise FormatError(f"{where}: url has an invalid port: {v!r}") from None
     return v.rstrip("/")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from sesemi.errors import FormatError
 
@@ -222,7 +222,7 @@ class PerModelPool(Pool):
         return self._take(self.actions[self.prefix + model], model, self._model(model))
 
 
-def _best(items: list[ActionState], key) -> ActionState | None:
+def _best(items: list[ActionState], key: Callable[[ActionState], Any]) -> ActionState | None:
     return max(items, key=key) if items else None
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 from .errors import FormatError, TimeoutExpired
 from .identity import is_principal_id, write_private_file
@@ -56,7 +56,7 @@ class CallCounter:
             self._write(pid, value)
             return value
 
-    def _exclusive(self, pid: str):
+    def _exclusive(self, pid: str) -> ContextManager[None]:
         return _NoLock()
 
     @contextmanager
@@ -76,7 +76,7 @@ class CallCounter:
         finally:
             lock.release()
 
-    def _sending_between_processes(self, pid: str, wait_s: float):
+    def _sending_between_processes(self, pid: str, wait_s: float) -> ContextManager[None]:
         return _NoLock()
 
     def next(self, pid: str) -> int:
@@ -92,7 +92,7 @@ class _NoLock:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
@@ -106,7 +106,7 @@ class _FileLock:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
 
@@ -135,17 +135,17 @@ class _BoundedFileLock(_FileLock):
 
 
 class FileCallCounter(CallCounter):
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         super().__init__()
         self.directory = Path(directory)
 
     def _path(self, pid: str) -> Path:
         return self.directory / pid
 
-    def _exclusive(self, pid: str):
+    def _exclusive(self, pid: str) -> ContextManager[None]:
         return _FileLock(self.directory / f"{pid}.lock")
 
-    def _sending_between_processes(self, pid: str, wait_s: float):
+    def _sending_between_processes(self, pid: str, wait_s: float) -> ContextManager[None]:
         return _BoundedFileLock(self.directory / f"{pid}.sending", wait_s,
                                 "another sesemi process of this identity has a signed call in flight")
 

@@ -23,6 +23,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from .errors import FormatError, IntegrityError
 from .identity import verify_signature
 
@@ -54,7 +56,7 @@ class Checkpoint:
         return f"size {self.size}, root {self.root.hex()[:16]}…"
 
 
-def sign(cp: Checkpoint, signer, public: bytes) -> str:
+def sign(cp: Checkpoint, signer: Ed25519PrivateKey, public: bytes) -> str:
     """The signed note (text). `signer`: an Ed25519 private key (`.sign(bytes)`)."""
     body = cp.body()
     sig = signer.sign(body)

@@ -216,7 +216,7 @@ class KeyServiceClient:
         return body["principal_id"]
 
     def publish_model(self, owner: Identity, model_id: str, model_key: bytes, policy: EnclavePolicy,
-                      seal_id: str) -> dict:
+                      seal_id: str) -> dict[str, Any]:
         """`seal_id`: the seal's (`SealedHeader.seal_id`); the key service releases
         the key only to enclaves whose pack holds that seal."""
         body, resp = self._signed_answer(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
@@ -227,7 +227,7 @@ class KeyServiceClient:
         self._receipt(body, resp, "put_model", model_id=model_id, principal=owner.principal_id)
         return body
 
-    def get_model(self, owner: Identity, model_id: str) -> dict:
+    def get_model(self, owner: Identity, model_id: str) -> dict[str, Any]:
         return self._signed(owner, "GET", f"/v1/models/{model_id}", "get model")
 
     def grant(self, owner: Identity, model_id: str, user_id: str) -> ks_log.Receipt:
@@ -266,10 +266,10 @@ class KeyServiceClient:
         """This user's own grants and enrolled request keys (signed; nobody else's)."""
         return self._signed(user, "GET", f"/v1/users/{user.principal_id}/status", "user status")
 
-    def audit(self, identity: Identity, model_id: str | None = None) -> list[dict]:
+    def audit(self, identity: Identity, model_id: str | None = None) -> list[dict[str, Any]]:
         return self.audit_answer(identity, model_id)["entries"]
 
-    def audit_answer(self, identity: Identity, model_id: str | None = None, verify: bool = False) -> dict:
+    def audit_answer(self, identity: Identity, model_id: str | None = None, verify: bool = False) -> dict[str, Any]:
         """Entries, each checked to be the leaf it names, and the log's head (the signed
         checkpoint); with `verify`, each entry's inclusion proof in that checkpoint,
         checked here."""
@@ -300,7 +300,7 @@ def check_entry(e: Any, cp: checkpoint.Checkpoint, with_proof: bool) -> None:
     if with_proof:
         proof = e.get("inclusion_proof")
         try:
-            merkle.verify_inclusion(leaf, e["leaf"], cp.size, [bytes.fromhex(h) for h in proof], cp.root)
+            merkle.verify_inclusion(leaf, e["leaf"], cp.size, [bytes.fromhex(h) for h in proof or ()], cp.root)
         except (TypeError, ValueError):
             raise FormatError(f"audit: entry {e['leaf']} has a malformed inclusion proof") from None
         except merkle.ProofError as exc:

@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover
     import json as _json  # type: ignore[no-redef]
 
     def json_dumps(obj: Any) -> bytes:
-        return _json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+        return _json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()  # type: ignore[call-arg,attr-defined,no-any-return,unused-ignore]
 
     def json_loads(data: bytes | str) -> Any:
         return _json.loads(data)

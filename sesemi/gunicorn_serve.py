@@ -71,7 +71,7 @@ def serve(factory: Callable[[], Any], *, host: str, port: int, threads: int, nam
         "worker_exit": worker_exit,
     }
 
-    class _App(BaseApplication):
+    class _App(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke
@@ -117,7 +118,7 @@ class PrivateKey:
         return f"hpke_box.PrivateKey({self.kem.name})"
 
 
-def _mlkem():
+def _mlkem() -> Any:
     from cryptography.hazmat.primitives.asymmetric import mlkem
     return mlkem
 
@@ -160,13 +161,13 @@ def kem_of_public(raw: bytes, allow_classical: bool = False) -> Kem:
     return kem
 
 
-def load_public(raw: bytes, allow_classical: bool = False):
+def load_public(raw: bytes, allow_classical: bool = False) -> Any:
     """The key object hpke.Suite.encrypt takes; FormatError if malformed."""
     return _public_object(bytes(raw), kem_of_public(raw, allow_classical))
 
 
 @functools.lru_cache(maxsize=1024)  # a release seals twice to one enclave key, and again every key TTL
-def _public_object(raw: bytes, kem: Kem):
+def _public_object(raw: bytes, kem: Kem) -> Any:
     try:
         if kem.name == CLASSICAL:
             return X25519PublicKey.from_public_bytes(raw)
@@ -212,7 +213,7 @@ def open_(box: bytes, recipient: PrivateKey, info_bytes: bytes, allow_classical:
         raise _refuse_classical("HPKE box")
     if kem.name == HYBRID and recipient.kem.name != HYBRID:
         raise IntegrityError("HPKE box is hybrid but this recipient holds an X25519 key only")
-    key = recipient._hpke if kem.name == recipient.kem.name else recipient._x25519
+    key: Any = recipient._hpke if kem.name == recipient.kem.name else recipient._x25519
     try:
         return _SUITES[kem.name].decrypt(box[3:], key, info=_full_info(kem, info_bytes))
     except (InvalidTag, ValueError) as exc:

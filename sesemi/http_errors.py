@@ -61,6 +61,8 @@ def parse_action_error(value: Any) -> tuple[str, int, str, str | None] | None:
 def raise_for(status: int, body: Any, what: str) -> None:
     """Turn an error response into the matching exception (client side): an
     error status, or a 200 whose body carries an action's structured error."""
+    kind: Any
+    msg: Any
     nested = parse_action_error(body.get("error")) if isinstance(body, dict) else None
     if nested is not None:
         kind, status, msg, check = nested

@@ -29,6 +29,8 @@ from .errors import FormatError, IntegrityError
 from .identity import verify_signature
 
 if TYPE_CHECKING:  # the verifier is passed in: this module stays light for the key service
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from .attestation import Claims, EvidenceVerifier
 
 H_SIGNATURE = "X-Sesemi-Response-Signature"
@@ -48,7 +50,7 @@ def message(nonce: str, method: str, target: str, request_body: bytes, status: i
               str(status), hashlib.sha256(body).digest(), note, proof_from, proof)
 
 
-def sign(signer, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
+def sign(signer: Ed25519PrivateKey, nonce: str, method: str, target: str, request_body: bytes, status: int, body: bytes,
          note: str = "", proof_from: str = "", proof: str = "") -> str:
     return b64e(signer.sign(message(nonce, method, target, request_body, status, body, note, proof_from, proof)))
 

@@ -54,7 +54,7 @@ class _Http:
 
     def __init__(self, url: str, timeouts: Timeouts, maxsize: int = 16, pool: Any = None) -> None:
         self.url = url.rstrip("/")
-        self._pool = pool if pool is not None else stdlib_http.Pool(maxsize)
+        self._pool: Any = pool if pool is not None else stdlib_http.Pool(maxsize)
         self.timeouts = timeouts
 
     def call(self, method: str, path: str, what: str, body: bytes | None = None,
@@ -195,7 +195,7 @@ class EnclaveKeyClient:
                                  deadline=deadline, witness=self._witness)
         return bytes.fromhex(body["nonce"])
 
-    def attest(self, nonce: bytes, evidence: dict, public_key: bytes,
+    def attest(self, nonce: bytes, evidence: dict[str, Any], public_key: bytes,
                deadline: Deadline | None = None) -> tuple[str, float]:
         raw = json_dumps({"nonce": nonce.hex(), "evidence": evidence, "public_key": b64e(public_key)})
         body, _ = self.http.call("POST", "/v1/enclave/attest", "enclave attestation", raw,
@@ -204,7 +204,7 @@ class EnclaveKeyClient:
         return body["token"], float(body["expires_in"])
 
     def keys(self, token: str, model_id: str, user_id: str | None, model_key: bool,
-             deadline: Deadline | None = None, seal_id: str | None = None) -> dict:
+             deadline: Deadline | None = None, seal_id: str | None = None) -> dict[str, Any]:
         """`seal_id`: the seal of the model in this enclave's pack; a model key is
         released only for the seal its owner published."""
         req: dict[str, Any] = {"model_id": model_id, "model_key": model_key}

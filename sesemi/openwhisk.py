@@ -39,7 +39,10 @@ STATUS_CODES = {SUCCESS: 0, APPLICATION_ERROR: 1, DEVELOPER_ERROR: 2, INTERNAL_E
 _ACTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 _NAMESPACE = re.compile(r"_|[A-Za-z0-9_][A-Za-z0-9_@.\-]{0,255}")
 
-from .openwhisk_limits import CONCURRENCY, DEFAULT_ACTION_THREADS, MEMORY_MB, TIMEOUT_MS  # noqa: E402,F401
+from .openwhisk_limits import CONCURRENCY as CONCURRENCY  # noqa: E402  (re-exported)
+from .openwhisk_limits import DEFAULT_ACTION_THREADS as DEFAULT_ACTION_THREADS  # noqa: E402
+from .openwhisk_limits import MEMORY_MB as MEMORY_MB  # noqa: E402
+from .openwhisk_limits import TIMEOUT_MS as TIMEOUT_MS  # noqa: E402
 
 
 class PayloadTooLarge(FormatError):
@@ -230,10 +233,10 @@ class Activation:
             result = {"error": "the action's result is not a JSON object"} if status == SUCCESS else {}
             if status == SUCCESS:
                 status = DEVELOPER_ERROR
-        ann = {a.get("key"): a.get("value") for a in rec.get("annotations") or [] if isinstance(a, dict)}
+        ann: dict[str, Any] = {str(a.get("key")): a.get("value") for a in rec.get("annotations") or [] if isinstance(a, dict)}
         start, end = int(rec.get("start") or 0), int(rec.get("end") or 0)
         return cls(str(rec.get("activationId", "")), str(rec.get("name", "")), status, result, start, end,
-                   int(rec.get("duration") if rec.get("duration") is not None else max(0, end - start)), ann)
+                   int(rec.get("duration") or 0) if rec.get("duration") is not None else max(0, end - start), ann)
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,7 @@ class OpenWhiskClient:
 
     def __init__(self, creds: Credentials, timeout: float = 75.0, pool_maxsize: int = 64,
                  connect_timeout: float = 5.0, *, insecure: bool = False,
-                 cacert: str | os.PathLike | None = None) -> None:
+                 cacert: str | os.PathLike[str] | None = None) -> None:
         """`timeout`: the read bound of a call (a blocking invoke waits for the
         activation); `connect_timeout`: the bound on reaching the API host.
         `cacert`: trust this CA bundle (PEM) for the API host, e.g. a

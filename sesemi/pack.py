@@ -45,7 +45,7 @@ class PackEntry:
     seal_id: str   # the sealed header's: what the key service releases the model key for
 
 
-def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike],
+def build(out_path: str | os.PathLike[str], sealed_paths: Iterable[str | os.PathLike[str]],
           progress: Callable[[int], None] | None = None) -> list[PackEntry]:
     """`progress(n)` is told each block of sealed bytes once it is copied in."""
     paths = list(sealed_paths)
@@ -93,7 +93,7 @@ def build(out_path: str | os.PathLike, sealed_paths: Iterable[str | os.PathLike]
 class Pack:
     """Read side. Holds an fd; reads are positional so threads can share it."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
             self._fd = os.open(self.path, os.O_RDONLY)

@@ -149,7 +149,7 @@ def seal_stream(src: BinaryIO, dst: BinaryIO, key: bytes, model_id: str, plainte
     return header
 
 
-def seal_file(model_path: str | os.PathLike, out_path: str | os.PathLike, key: bytes, model_id: str,
+def seal_file(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], key: bytes, model_id: str,
               chunk_size: int = DEFAULT_CHUNK, progress: Callable[[int], None] | None = None) -> SealedHeader:
     """Write OUT.tmp, then rename it over OUT; a failure leaves neither a
     partial OUT nor the temporary file."""

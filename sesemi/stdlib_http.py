@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 MAX_RESPONSE = 8 << 20
@@ -74,7 +74,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+    def readinto(self, buf: Any) -> int:  # a writable buffer
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the answer's deadline passed")
@@ -104,7 +104,7 @@ class Pool:
         self.max_response = max_response
         self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        self._tls = None
+        self._tls: Any = None
 
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None, timeout: tuple[float, float] = (5.0, 15.0)) -> Response:
@@ -123,7 +123,7 @@ class Pool:
             conn = self._connect(key, connect_s)
         try:
             conn.sock.settimeout(read_s)
-            conn.response_class = functools.partial(_Response, deadline=time.monotonic() + read_s)
+            conn.response_class = functools.partial(_Response, deadline=time.monotonic() + read_s)  # type: ignore[assignment]
             conn.request(method, target, body=body, headers=dict(headers or {}))
             resp = conn.getresponse()
             if resp.chunked:
@@ -173,7 +173,7 @@ class Pool:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def _tls_context(self):  # noqa: ANN202 - ssl.SSLContext, imported only for https
+    def _tls_context(self) -> Any:  # ssl.SSLContext, imported only for https
         if self._tls is None:
             import ssl
             self._tls = ssl.create_default_context()  # the system's CA bundle, as urllib3's default

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bundle_tool.procs import start_keyservice  # noqa: E402
+from bundle_tool.procs import start_keyservice
 from tests.e2e.test_keyservice_limits import body_read_before_refusal, _addr, hold_idle_connections
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.identity import Identity
@@ -31,30 +31,48 @@ try:
     with socket.create_connection(_addr(srv), timeout=10) as s:
         s.sendall(b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
-        s.settimeout(0.05); sent = 0; status = None
+        s.settimeout(0.05)
+        sent = 0
+        status = None
         while sent < (256 << 20):
-            try: sent += s.send(chunk)
-            except (BlockingIOError, TimeoutError): pass
-            except (BrokenPipeError, ConnectionResetError): break
+            try:
+                sent += s.send(chunk)
+            except (BlockingIOError, TimeoutError):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
             try:
                 head = s.recv(4096)
-                if head: status = head.split(b" ", 2)[1]
+                if head:
+                    status = head.split(b" ", 2)[1]
                 break
-            except (BlockingIOError, TimeoutError): continue
-            except ConnectionResetError: break
+            except (BlockingIOError, TimeoutError):
+                continue
+            except ConnectionResetError:
+                break
         print(f"chunked body: status {status}, bytes pushed before the answer: {sent}")
     pin = attest_key_service(srv.url, insecure_sim=True)
-    c = KeyServiceClient(pin, Timeouts(5, 10)); o = Identity.generate("o"); c.register(o)
+    c = KeyServiceClient(pin, Timeouts(5, 10))
+    o = Identity.generate("o")
+    c.register(o)
     base = []
     for _ in range(20):
-        t0 = time.perf_counter(); c.audit(o); base.append(time.perf_counter() - t0)
-    held = hold_idle_connections(srv, 200); time.sleep(0.3)
+        t0 = time.perf_counter()
+        c.audit(o)
+        base.append(time.perf_counter() - t0)
+    held = hold_idle_connections(srv, 200)
+    time.sleep(0.3)
     lat = []
     for _ in range(20):
         c2 = KeyServiceClient(pin, Timeouts(5, 10), counter=c.counter)  # a fresh connection each time
-        t0 = time.perf_counter(); c2.audit(o); lat.append(time.perf_counter() - t0)
-    for h in held: h.close()
-    print(f"signed call (GET /v1/audit), idle server: p50 {statistics.median(base)*1e3:.1f} ms; "
-          f"with 200 idle connections held by one client, new connection each: p50 {statistics.median(lat)*1e3:.1f} ms, max {max(lat)*1e3:.1f} ms")
+        t0 = time.perf_counter()
+        c2.audit(o)
+        lat.append(time.perf_counter() - t0)
+    for h in held:
+        h.close()
+    print(
+        f"signed call (GET /v1/audit), idle server: p50 {statistics.median(base) * 1e3:.1f} ms; "
+        f"with 200 idle connections held by one client, new connection each: p50 {statistics.median(lat) * 1e3:.1f} ms, max {max(lat) * 1e3:.1f} ms"
+    )
 finally:
     srv.stop()

@@ -15,12 +15,12 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from keyservice import roster_source  # noqa: E402
-from keyservice.config import KeyServiceConfig  # noqa: E402
-from keyservice.service import KeyService  # noqa: E402
-from sesemi import hpke_box, roster  # noqa: E402
-from sesemi.encoding import b64e  # noqa: E402
-from sesemi.identity import Identity  # noqa: E402
+from keyservice import roster_source
+from keyservice.config import KeyServiceConfig
+from keyservice.service import KeyService
+from sesemi import hpke_box, roster
+from sesemi.encoding import b64e
+from sesemi.identity import Identity
 
 MILLION = 1_000_000
 

@@ -234,7 +234,7 @@ class Platform:
             if old is None and not any(a["key"] == "provide-api-key" for a in annotations):
                 annotations.append({"key": "provide-api-key", "value": False})
             annotations = [a for a in annotations if a["key"] != "exec"] + [{"key": "exec", "value": "blackbox"}]
-            doc = {
+            doc: dict[str, Any] = {
                 "namespace": self.s.namespace,
                 "name": name,
                 "version": _bump(old["version"]) if old else "0.0.1",
@@ -381,7 +381,7 @@ class Platform:
                 status, result, size = INTERNAL_ERROR, None, None
             except _InitFailed as exc:
                 status, result, size, timed_out = DEVELOPER_ERROR, exc.result, exc.size, exc.timed_out
-            except Exception as exc:  # a bug here must still answer the activation
+            except Exception as exc:  # noqa: BLE001 - a bug here must still answer the activation
                 log.error("activation %s: internal error %s", aid, type(exc).__name__)
                 status, result, size = INTERNAL_ERROR, {"error": "internal error in the emulator"}, None
             finally:
@@ -496,7 +496,7 @@ class Platform:
                                         f"{exc.strerror or type(exc).__name__}"})
         deadline = time.monotonic() + self.s.start_timeout_s
         while True:
-            code = c.proc.poll()
+            code = c.proc.poll() if c.proc is not None else -1
             if code is not None:
                 self._fail(c, {"error": f"the container exited during start (exit code {code}); "
                                         f"log: {c.log_path}"})
@@ -557,7 +557,7 @@ class Platform:
         log.info("container %s for %s ready (init %d ms)", c.id, doc["name"], c.init_ms)
 
     def _run(self, c: Container, doc: dict[str, Any], value: dict[str, Any], aid: str, tid: str,
-             timeout_s: float) -> tuple[str, dict[str, Any] | None, int | None, bool]:
+             timeout_s: float) -> tuple[str, dict[str, Any] | list[Any] | None, int | None, bool]:
         """(status, result, size, timed out), classified as processRunResponseContent
         does. A developer error destroys the container ("Failed during use of
         warm container"); success and application errors keep it."""

@@ -23,7 +23,6 @@ One module per concern:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..closure import Closure, runtime_closure

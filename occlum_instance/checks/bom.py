@@ -174,7 +174,7 @@ def _norm_entry(name: str) -> str:
 def check_bom(layout: Layout, appliance: str, closure: Closure, config: dict, where_config: str) -> list[str]:
     """The bom puts into the image what the appliance imports, where its
     Occlum.json (PYTHONHOME, PYTHONPATH, SESEMI_PACK) expects it."""
-    a = APPLIANCES[appliance]
+    APPLIANCES[appliance]
     top = layout.bom(appliance)
     bom = load_bom(top, [layout.occ / "bom"])
     where = layout.rel(top)

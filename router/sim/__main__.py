@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scs = scenarios(cold)[:1] if args.only_main else scenarios(cold)
     workload = None
-    for i, sc in enumerate(scs):
+    for _i, sc in enumerate(scs):
         w = run(sc, costs)
         workload = workload or w
         for r in sc.results:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, billed {r.billed_gbs:,.0f} GB-s, "
                   f"reserved {r.reserved_gbs / 3600:,.0f} GB-h", flush=True)
     rel = None
-    if plot(scs[0], workload, args.image):
+    if workload is not None and plot(scs[0], workload, args.image):
         try:
             rel = str(args.image.resolve().relative_to(args.doc.resolve().parent))
         except ValueError:

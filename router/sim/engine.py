@@ -29,6 +29,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -175,7 +176,7 @@ class Simulation:
                     alive.append(c)
             cs[:] = alive
         mid = self.w.models[model].model_id
-        best, best_key = None, None
+        best, best_key = None, (False, False, 0.0)
         for c in cs:
             if c.busy < p.container_concurrency:
                 key = (mid in c.models, c.ready_at <= t, c.idle_since)
@@ -225,7 +226,7 @@ class Simulation:
         all_busy = timeouts = 0
         heap: list = []
         seq = 0
-        queues = [deque() for _ in self.pools]
+        queues: list[deque[Any]] = [deque() for _ in self.pools]
         qcount = [0] * len(self.pools)
         tick_at = [math.inf] * len(self.pools)
 
@@ -251,7 +252,7 @@ class Simulation:
             if not qcount[k]:
                 q.clear()
                 return
-            pool, keep = self.pools[k], deque()
+            pool, keep = self.pools[k], deque[Any]()
             for i in q:
                 if state[i] != _QUEUED:
                     continue

@@ -30,7 +30,7 @@ BEGIN, END = "<!-- sim-results:begin -->", "<!-- sim-results:end -->"
 
 def load_costs(path: Path | None) -> tuple[float, dict[str, ModelCost]]:
     if path is None:
-        return MEASURED["cold_start_s"], dict(MEASURED["models"])
+        return MEASURED["cold_start_s"], dict(MEASURED["models"])  # type: ignore[return-value,call-overload]
     d = json.loads(path.read_text())
     models = {k: ModelCost(float(v["exec_s"]), float(v["load_s"]), float(v["size_mb"])) for k, v in d["models"].items()}
     return float(d["cold_start_s"]), models

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class Workload:
         return len(self.times)
 
 
-def _warp(period: float, amp: float, horizon: float):
+def _warp(period: float, amp: float, horizon: float) -> tuple[Any, Any, float]:
     """Operational time u = Lambda(t) of the diurnal intensity, and its inverse."""
     grid = np.linspace(0.0, horizon, int(horizon / 30) + 2)
     lam = grid - amp * period / (2 * math.pi) * np.sin(2 * math.pi * grid / period)

@@ -48,7 +48,7 @@ _ATTR_KSS = 0x80               # SGX_FLAGS_KSS: key separation and sharing
 QCNL_CONF = Path("/etc/sgx_default_qcnl.conf")
 
 
-def _qvl():
+def _qvl() -> Any:
     # Imported on first use: the CLI and sim-only processes need not load it.
     import dcap_qvl
 
@@ -207,7 +207,7 @@ class FileCollateral:
     """Collateral from a file, for air-gapped verifiers. The operator replaces
     the file before its nextUpdate; it is re-read when its mtime changes."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._mtime: float | None = None
@@ -244,7 +244,7 @@ def normalise_pccs_url(url: str) -> str:
     return url
 
 
-def pccs_url_from_qcnl(path: str | os.PathLike | None = None) -> str | None:
+def pccs_url_from_qcnl(path: str | os.PathLike[str] | None = None) -> str | None:
     """The collateral URL that Intel's quote provider library is configured
     with: `collateral_service` if set, else `pccs_url` (JSON form, DCAP >= 1.13,
     with // comments), or COLLATERAL_SERVICE / PCCS_URL (older key=value form)."""
@@ -260,7 +260,7 @@ def pccs_url_from_qcnl(path: str | os.PathLike | None = None) -> str | None:
             return str(url) if url else None
     except ValueError:
         pass
-    kv = dict(m.groups() for m in re.finditer(r"^\s*([A-Z_]+)\s*=\s*(\S+)\s*$", stripped, re.M))
+    kv: dict[str, str] = dict((m.group(1), m.group(2)) for m in re.finditer(r"^\s*([A-Z_]+)\s*=\s*(\S+)\s*$", stripped, re.M))
     return kv.get("COLLATERAL_SERVICE") or kv.get("PCCS_URL") or kv.get("PCS_URL")
 
 
@@ -423,7 +423,7 @@ class PccsCollateral:
                 entry.candidate, entry.candidate_until = None, 0.0
 
 
-def collateral_source(*, pccs_url: str | None = None, collateral_file: str | os.PathLike | None = None
+def collateral_source(*, pccs_url: str | None = None, collateral_file: str | os.PathLike[str] | None = None
                       ) -> CollateralSource | None:
     """The source a verifier was configured with (file wins: it is explicit)."""
     if collateral_file:

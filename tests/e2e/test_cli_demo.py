@@ -37,7 +37,7 @@ def test_demo_on_a_terminal_and_piped():
 def test_make_install_pip_line_is_silent(tmp_path):
     """The Makefile's editable install, as it is written (with --no-deps: they are installed)."""
     recipe = (REPO / "Makefile").read_text()
-    line = next(l.strip() for l in recipe.splitlines() if re.search(r"pip install .*-e '\.\[test\]'", l))
+    line = next(ln.strip() for ln in recipe.splitlines() if re.search(r"pip install .*-e '\.\[test\]'", ln))
     argv = shlex.split(line.replace("$(BIN)", str(Path(sys.executable).parent)))
     p = subprocess.run([*argv, "--no-deps"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

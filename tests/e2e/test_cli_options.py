@@ -132,7 +132,7 @@ class _PutAction(BaseHTTPRequestHandler):
     """Answers an action PUT as OpenWhisk does (the created action's record):
     enough to see whether the TLS handshake let the request through."""
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps({"name": self.path.split("/")[-1].split("?")[0], "version": "0.0.1"}).encode()
         self.send_response(200)

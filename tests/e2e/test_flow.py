@@ -343,7 +343,6 @@ def test_key_release_signature_binds_the_callers_nonce(world):
     import urllib3
 
     from sesemi import ks_response
-    from sesemi.errors import IntegrityError
 
     nonce = _secrets.token_hex(16)
     r = urllib3.PoolManager().request("POST", world.ks_server.url + "/v1/enclave/nonce",
@@ -366,7 +365,6 @@ def test_key_service_answer_binds_the_request_body(world):
 
     from sesemi import ks_response
     from sesemi.encoding import json_dumps
-    from sesemi.errors import IntegrityError
 
     sent = json_dumps({"model_id": "digits", "user_id": world.user.principal_id})
     rewritten = json_dumps({"model_id": "digits", "user_id": world.owner.principal_id})

@@ -25,7 +25,7 @@ def test_flow_then_tampered_grant_row_is_refused(db):
 
 def test_request_key_moved_to_another_user_is_refused(db):
     ks = db.service()
-    f = setup_flow(ks)
+    setup_flow(ks)
     other = setup_flow(ks, "m2")
     # The host moves m's request key row to the other user (its own key at m).
     db.sql("DELETE FROM request_keys WHERE model_id='m2'")

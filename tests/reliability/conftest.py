@@ -23,7 +23,7 @@ def w(tmp_path_factory):
         world.stop()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest's hook signature
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if FIGURES or NOTES:
         terminalreporter.section("reliability figures")
         for k in sorted(FIGURES):

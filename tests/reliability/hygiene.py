@@ -6,7 +6,6 @@ directories their servers wrote; the last test of the package scans them."""
 from __future__ import annotations
 
 import base64
-import os
 import tempfile
 import time
 from pathlib import Path

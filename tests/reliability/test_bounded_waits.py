@@ -12,7 +12,6 @@ from bundle_tool.home import Home
 from sesemi import envelope
 from sesemi.client import ActionClient, EnclaveKeyClient, KeyServiceClient, KsPin
 from sesemi.errors import FormatError, TimeoutExpired, UnavailableError
-from sesemi.identity import Identity
 from sesemi.timeouts import Deadline, Timeouts, INFERENCE, KEY_SERVICE
 
 from .silent import accepts_but_never_answers, never_accepts

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
 from bundle_tool.cli import main
 from bundle_tool.home import Home

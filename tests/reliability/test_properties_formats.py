@@ -18,7 +18,6 @@ from sesemi import envelope, hpke_box, sealed_model, signed_call, tensors
 from sesemi.attestation import EvidenceVerifier
 from sesemi.attestation import sim
 from sesemi.attestation.sim import SimBackend
-from sesemi.client import KsPin
 from sesemi.encoding import b64e
 from sesemi.errors import SesemiError
 from sesemi.identity import Identity

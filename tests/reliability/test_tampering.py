@@ -54,7 +54,7 @@ def _sealed(plain: bytes) -> bytes:
 def _sealed_flips(plain: bytes, masks) -> None:
     blob = _sealed(plain)
     made = detected = 0
-    for i, bad in _flips(blob, masks):
+    for _i, bad in _flips(blob, masks):
         made += 1
         r = io.BytesIO(bad)
         try:
@@ -83,7 +83,7 @@ def _hpke_flips(masks) -> None:
     for kem in (hpke_box.HYBRID,):  # the only suite accepted by default
         key = hpke_box.new_private_key(kem)
         info = hpke_box.info("release-model-key", "m", "5e" * 16)
-        for i, bad in _flips(hpke_box.seal(KEY, key.public, info), masks):
+        for _i, bad in _flips(hpke_box.seal(KEY, key.public, info), masks):
             made += 1
             try:
                 hpke_box.open_(bad, key, info)
@@ -120,7 +120,7 @@ def _pack_flips(tmp_path, masks) -> None:
     good.close()
     made = detected = 0
     bad_path = tmp_path / "bad.pack"
-    for i, bad in _flips(blob, masks, 0, base):
+    for _i, bad in _flips(blob, masks, 0, base):
         made += 1
         bad_path.write_bytes(bad)
         try:
@@ -187,7 +187,7 @@ class _Replay(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     answer = b""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                          % len(self.answer) + self.answer)

@@ -18,7 +18,6 @@ import pytest
 from occlum_instance import checks, sizing
 from occlum_instance.checks import Layout
 from occlum_instance.checks.dockerfile import split_entry
-from occlum_instance.closure import runtime_closure
 from .editing import edit, edit_json
 
 REPO = Path(__file__).resolve().parents[2]

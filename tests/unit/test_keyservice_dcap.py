@@ -21,7 +21,7 @@ from keyservice import KeyService, KeyServiceConfig, create_app
 from sesemi import hpke_box
 from sesemi.attestation.dcap import evidence_for_quote
 from sesemi.encoding import b64d, b64e
-from sesemi.errors import AttestationError
+from sesemi.errors import AttestationError, IntegrityError
 from sesemi.identity import Identity
 
 from . import dcap_fixture as fx
@@ -195,7 +195,7 @@ def test_the_model_key_is_released_only_for_the_published_seal(tmp_path):
     ok = client.post("/v1/enclave/keys", json={"model_id": "allowing", "seal_id": SEAL}, headers=auth)
     box = b64d(ok.get_json()["model_key"])
     assert hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", SEAL)) == key
-    with pytest.raises(Exception):  # bound to the seal id: it opens in no other seal's context
+    with pytest.raises(IntegrityError):  # bound to the seal id: it opens in no other seal's context
         hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", "00" * 16))
     reasons = [r["reason"] for r in ks.store._all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
     assert reasons == ["seal_id", "model_key"]

@@ -74,7 +74,7 @@ def test_a_start_up_resumes_from_the_snapshot_not_the_whole_history(tmp_path):
             store.audit(c, 1.0, "release", "ok", model_id=f"m{i % 7}")
     assert store.snapshot()                       # what maintenance() does every 10,000 leaves
     with store.tx() as c:
-        for i in range(50):
+        for _ in range(50):
             store.audit(c, 2.0, "release", "refused")
     head = store.head()
     again = _ks(tmp_path)
@@ -138,7 +138,7 @@ def test_an_edited_stored_node_is_reported_as_an_edit_not_served_as_a_fork(tmp_p
     import sqlite3
 
     ks = _ks(tmp_path)
-    for i in range(40):
+    for _i in range(40):
         with ks.store.tx() as c:
             ks.store.audit(c, 1.0, "release", "ok")
     assert ks.store.snapshot(every=1)

@@ -1,6 +1,5 @@
 """Streaming bounds of the sealed-model format, and the key cache's TTL."""
 
-import io
 import os
 import tracemalloc
 
