@@ -1,4 +1,4 @@
-"""Issue 9 §4: the action's handler as a Flask app through WSGI
+"""The action's handler as a Flask app through WSGI
 (bench/flask_action.py) against today's handler, on the same one-process
 threaded server. Warm: both actions side by side, interleaved call by call.
 Cold: process start -> /init -> first answer, interleaved starts.

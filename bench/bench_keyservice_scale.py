@@ -1,4 +1,4 @@
-"""Key service at scale (issue 14): key releases per second and p99 latency
+"""Key service at scale: key releases per second and p99 latency
 for SQLite with 1 replica, PostgreSQL with 1 and with 2 replicas (the
 replicas share one identity, B joined A by attestation), 4 enclave clients
 over HTTP on loopback; and the time from a replica's death (SIGKILL) or

@@ -1,4 +1,4 @@
-"""(h) One router's capacity, with the action's work excluded (issue 14 §8).
+"""(h) One router's capacity, with the action's work excluded.
 
 Containers run a fake action that answers at once (tests/e2e/fake_action.py),
 so what is measured is the router and the OpenWhisk emulator (and the front

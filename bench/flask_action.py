@@ -1,5 +1,5 @@
 """Bench-only: the action's service as a Flask `create_app()` app, served by
-the action's own one-process threaded server through WSGI (issue 9 §4).
+the action's own one-process threaded server through WSGI.
 
 The handler builds the WSGI environ itself and hands over the connection's
 reader as `wsgi.input`; the views read `Content-Length` bytes from it

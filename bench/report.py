@@ -18,7 +18,7 @@ RESULTS = Path(os.environ.get("SESEMI_BENCH_RESULTS") or REPO / "bench" / "resul
 DOCS = Path(os.environ.get("SESEMI_BENCH_DOCS") or REPO / "docs")
 IMG = DOCS / "img"
 
-# Goals of issue 15: SeSeMI / plaintext server <= 1.00 for every model; SeSeMI / bare invoke below.
+# The performance goals (docs/performance.md): SeSeMI / plaintext server <= 1.00 for every model; SeSeMI / bare invoke below.
 GOALS_PLAIN = {"mobilenetv2": 1.00, "resnet50": 1.00, "densenet121": 1.00}
 GOALS_BARE = {"mobilenetv2": 1.15, "resnet50": 1.03, "densenet121": 1.03}
 GOAL_COLD = 1.05
@@ -461,7 +461,7 @@ def router_section(d: dict) -> list[str]:
 
 def flask_section(d: dict) -> list[str]:
     keep = d["keep_if"]
-    lines = ["## The action's handler as a Flask app (issue 9 §4)", "",
+    lines = ["## The action's handler as a Flask app", "",
              "A `create_app()` Flask app on the action's own one-process threaded server through WSGI, reading "
              "`wsgi.input` directly (bench/flask_action.py), against today's handler (app/server.py). Warm: both "
              "actions side by side, interleaved call by call; cold: process start → /init → first answer, "

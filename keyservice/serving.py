@@ -1,5 +1,5 @@
 """The key service's HTTP server: waitress, with the bounds anyone on the
-internet would otherwise push past (issue 13, section B).
+internet would otherwise push past.
 
 waitress alone (3.0) spools a body of up to 1 GiB before the application can
 refuse it, stops accepting anyone once 100 connections are open (however

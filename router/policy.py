@@ -16,7 +16,7 @@ every acquire is paired with one `release`.
   no unclaimed action has room, a request borrows a claimed action with
   room; only when every action is at its limit does it wait (the caller
   queues, with a bound).
-- `PrototypePool`: the SeSeMI prototype's FnPacker (DESIGN.md §9).
+- `PrototypePool`: the SeSeMI prototype's FnPacker (docs/architecture.md §9).
 - `PerModelPool`: one action per model, the baseline without packing.
 """
 
@@ -184,7 +184,7 @@ class PackedPool(Pool):
 
 
 class PrototypePool(Pool):
-    """The SeSeMI prototype's FnPacker, as DESIGN.md §9 describes it: a model's
+    """The SeSeMI prototype's FnPacker, as docs/architecture.md §9 describes it: a model's
     first request (or one while none of its own is in flight) takes the first
     action neither busy nor claimed by another model; its concurrent requests
     follow it there, and at `claim_at` in flight it claims the action; the claim

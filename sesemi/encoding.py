@@ -1,7 +1,7 @@
 """Byte-level encodings shared by every wire format.
 
 Fast codecs (pybase64, orjson) are used when present: on a 600 KB tensor the
-stdlib ones cost more than the AES-GCM itself (see DESIGN.md, section 8).
+stdlib ones cost more than the AES-GCM itself (docs/architecture.md §8, performance notes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Serve a WSGI app with gunicorn, for the components that run outside
 enclaves (the router, the local platform emulator). Inside an enclave there is
-no fork, so the action and the key service do not use this (DESIGN.md §5).
+no fork, so the action and the key service do not use this (docs/architecture.md §5, Platform).
 
 One worker process with threads: the router's claims and queue, and the
 emulator's containers, are in-memory state that must be shared by all

@@ -1,4 +1,4 @@
-"""The key service under an anonymous caller's weight (issue 13, items 6-7):
+"""The key service under an anonymous caller's weight:
 the body bytes it takes before refusing an oversized one, and a signed
 call's latency while one client holds 200 idle connections. The figures are
 in docs/protocol.md; run from the repository root:

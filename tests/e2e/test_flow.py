@@ -132,7 +132,7 @@ def test_tampered_and_replayed_requests_refused(world, action):
     bad = envelope.Envelope(**{**env.__dict__, "ciphertext": bytes(ct)}).to_json()
     # Refusals are application errors: 200, and kind and status inside `error`. A
     # request that does not authenticate under a granted user's key gets exactly
-    # the answer of an ungranted user (issue 13 item 12).
+    # the answer of an ungranted user.
     r = _post_run(action.url, bad)
     assert r.status_code == 200 and set(r.json()) == {"error"}
     assert r.json()["error"] == {"kind": "AccessDenied", "status": 403, "message": NOT_AUTHORISED}
@@ -155,7 +155,7 @@ def test_tampered_and_replayed_requests_refused(world, action):
 
 def test_wrong_input_shape_is_a_clear_error(world, action):
     # The reason names the model's input signature: it is sealed for the user, and
-    # the platform sees only a status (issue 13 item 13).
+    # the platform sees only a status.
     env = envelope.seal(world.request_key, "digits", world.user.principal_id, envelope.new_request_id(),
                         envelope.REQUEST, tensors.encode({"image": np.zeros((1, 9, 8, 1), np.float32)}))
     r = _post_run(action.url, env.to_json())
@@ -357,7 +357,7 @@ def test_key_release_signature_binds_the_callers_nonce(world):
 
 
 def test_key_service_answer_binds_the_request_body(world):
-    """Issue 13 item 25: a proxy that rewrites the enclave's request (its user_id)
+    """A proxy that rewrites the enclave's request (its user_id)
     gets a signed answer that the enclave refuses, since it covers the request's hash."""
     import secrets as _secrets
 

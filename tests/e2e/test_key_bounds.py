@@ -1,4 +1,4 @@
-"""How long an action keeps using a released key (issue 13, items 4 and 5),
+"""How long an action keeps using a released key,
 against a real key service and action:
 
 - a count stated (signed) in each release bounds a revoked grant even while

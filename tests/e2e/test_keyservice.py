@@ -75,7 +75,7 @@ def _raw(url: str, method: str, target: str, headers: dict[str, str]) -> tuple[i
 @pytest.mark.parametrize("sent", ["/v1/audit?model_id=m??", "/v1/audit?model_id=m?", "/v1/audi%74?model_id=m",
                                   "/v1/audit?model_id=%6d", "/v1/audit?model_id=m&", "/v1/./audit?model_id=m"])
 def test_signed_target_is_verified_as_sent(shared_ks, sent):
-    """Issue 13 item 24: a signature over one spelling verifies for no other."""
+    """A signature over one spelling verifies for no other."""
     srv, _ = shared_ks
     c = _client(srv.url)
     owner = Identity.generate("o")

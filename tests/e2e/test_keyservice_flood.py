@@ -1,4 +1,4 @@
-"""A flood of anonymous requests grows no table without bound (issue 13, item 8).
+"""A flood of anonymous requests grows no table without bound.
 
 `make test` sends 1,000; the soak run 10,000 (`make soak`). Both print the
 growth of every table, the figures docs/protocol.md quotes:

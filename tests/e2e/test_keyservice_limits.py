@@ -1,5 +1,4 @@
-"""The key service's HTTP server under an anonymous caller's weight (issue 13
-items 6-7, issue 12 §1): bodies refused before they are read, idle
+"""The key service's HTTP server under an anonymous caller's weight: bodies refused before they are read, idle
 connections that cannot lock others out, slow requests cut off, and every
 answer of the HTTP server itself in JSON."""
 
@@ -156,7 +155,7 @@ def test_a_slowly_sent_request_is_cut_off(ks):
 
 
 def test_a_percent_encoded_newline_forges_no_log_line(ks):
-    """Issue 13 item 30: the key service logged the decoded path."""
+    """The key service logged the decoded path."""
     status, _ = _exchange(ks, b"GET /v1/models/x%0A2026-01-01%20keyservice%20INFO%20forged HTTP/1.1\r\nHost: x\r\n"
                               b"Connection: close\r\n\r\n")
     assert 400 <= status < 500

@@ -149,7 +149,7 @@ def test_refusals_keep_their_status_and_the_warm_container(stack):
     r = post(other)
     assert r.status_code == 403 and r.json()["error"]["kind"] == "AccessDenied", r.text
     # Tampered: malformed on the way (400), or altered ciphertext, which for a granted
-    # user must look exactly like an ungranted one (403, issue 13 item 12).
+    # user must look exactly like an ungranted one (403).
     bad = dict(env, nonce=env["nonce"][:-4])
     r = post(bad)
     assert r.status_code == 400 and r.json()["error"]["kind"] == "FormatError", r.text

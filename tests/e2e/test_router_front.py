@@ -1,4 +1,4 @@
-"""Several routers behind one front end (issue 14 §8), all real processes on
+"""Several routers behind one front end, all real processes on
 loopback: the OpenWhisk emulator, two routers (one per group of packs), the
 front end, and fake action containers (tests/e2e/fake_action.py, which answer
 at once). Two more routers exist only in the front end's table: one whose
@@ -199,7 +199,7 @@ def _raw_gunicorn(url, parts):
 
 
 def test_front_end_and_router_raw_http(fleet):
-    """Issue 12 §3's raw-HTTP property (tests/reliability) against the front end and a router (both
+    """Raw-HTTP property (tests/reliability) against the front end and a router (both
     gunicorn): JSON 4xx, never HTML or a 5xx; both still serve afterwards."""
     url, _, router_url = fleet
     _raw_gunicorn[0](url)

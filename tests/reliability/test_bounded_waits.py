@@ -1,4 +1,4 @@
-"""Issue 12 §2: every client call has a connect and a read bound, sized for its
+"""Every client call has a connect and a read bound, sized for its
 job and configurable, and its error names the bound that expired."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12 §3 crash consistency: SIGKILL the key service at random moments,
+"""SIGKILL the key service at random moments,
 some during start-up, during a stream of registrations, publishes, grants,
 revokes and enrolments; restart it each time on the same database. Then every
 acknowledged operation is present, nothing is half-applied, the release path

@@ -1,4 +1,4 @@
-"""Issue 12 §3 load (`make soak`): M concurrent clients for T seconds through
+"""Load (`make soak`): M concurrent clients for T seconds through
 the action, with a parallel stream of key-service calls. Zero errors; p50 and
 p99; RSS of both servers at start and end. And the action's replay window,
 bounded by count and by age, with its memory measured (fast, in `make test`)."""

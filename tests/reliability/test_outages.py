@@ -1,4 +1,4 @@
-"""Issue 12 §3 outages: the key service down, frozen and restarted under a
+"""Outages: the key service down, frozen and restarted under a
 serving action. Warm requests go on from the key cache until the TTL; a
 request that needs a key gets a retryable refusal (503 at the SDK) within the
 action's key budget; service resumes by itself."""

@@ -1,4 +1,4 @@
-"""Issue 12 §3 property tests of the CLI's file inputs: the pin, identity,
+"""Property tests of the CLI's file inputs: the pin, identity,
 model-key and request-key files, the input tensors, the model to seal and
 the sealed models to pack. Each damaged file gives one line on stderr and a
 non-zero exit (or, if still valid, success), never a traceback."""
@@ -84,7 +84,7 @@ def _check(kind: str, blob: bytes) -> None:
     assert not list(ROOT.glob("*.tmp")), "a failed command left a temporary file behind"
 
 
-# Issue 12 §1 (CLI): every kind of damaged file is one line (fixed on branch newcomer).
+# Every kind of damaged CLI input file is one error line and a non-zero exit.
 _KINDS = sorted(FILES)
 
 

@@ -1,4 +1,4 @@
-"""Issue 12 §3 property tests of every REST body and header of the key
+"""Property tests of every REST body and header of the key
 service and the action, against the real servers over loopback. Each case
 gets a JSON answer that is a 4xx with a reason (or, at the action, an error
 object; or a success when the input happens to be valid), never a 5xx, a

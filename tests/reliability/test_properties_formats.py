@@ -1,4 +1,4 @@
-"""Issue 12 §3 property tests for every parser of untrusted bytes: sealed
+"""Property tests for every parser of untrusted bytes: sealed
 models, packs, envelopes, tensors, HPKE boxes and public keys (hybrid and
 X25519), evidence, signed-call headers, policies, the key-service pin. Whatever the input, the parser answers with one of the
 project's errors (a 4xx at the HTTP layer), never another exception."""

@@ -1,4 +1,4 @@
-"""Issue 12 §3 property tests below the application: raw HTTP requests with
+"""Property tests below the application: raw HTTP requests with
 odd request lines, methods, header names and values, and Content-Length
 forms, written straight to a socket. Whatever the HTTP server itself refuses
 must still be answered in JSON with a 4xx (or the connection closed without

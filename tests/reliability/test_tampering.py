@@ -1,4 +1,4 @@
-"""Issue 12 §3 tampering: flip every byte of a small sealed model, of a pack's
+"""Tampering: flip every byte of a small sealed model, of a pack's
 header and manifest, of a key-transport (hybrid HPKE) box, of an encrypted
 request and of an encrypted response (the whole JSON answer, labels included).
 Every flip must be detected."""

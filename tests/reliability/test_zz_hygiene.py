@@ -1,4 +1,4 @@
-"""Issue 12 §3 secret hygiene, run last in this package (hence the name): every
+"""Secret hygiene, run last in this package (hence the name): every
 log, database, WAL and temporary file the suites' servers wrote, scanned for
 the models, inputs, outputs and keys they used, raw, base64 and hex. A planted
 leak is found, so the scan can fail."""

@@ -1,4 +1,4 @@
-"""The checks that the Occlum appliances can boot (issue 11), each derived from
+"""The checks that the Occlum appliances can boot, each derived from
 Occlum 0.30.1's source (the check's comment names the file).
 
 Each check must pass on the committed files, fail on the files as they were at
@@ -90,7 +90,7 @@ CHECKS = {
     "TCS reserve (item 8)": (checks.check_tcs_reserve, r"reserves no TCS for the PAL"),
     "no io_uring (item 9)": (schema_findings, r"feature: unknown field 'io_uring'"),
     "no second /proc (item 9)": (schema_findings, r"/proc is already mounted by Occlum"),
-    "SESEMI_PACK classification (issue 13 item 15)":
+    "SESEMI_PACK classification":
         (lambda lay: checks.check_code_trusted_settings(lay.root),
          r"SESEMI_PACK must come from the measured env\.default, yet /init may set it"),
 }
@@ -276,7 +276,7 @@ def test_fields_occlum_0301_does_not_pass_on_are_reported(broken, change, patter
     assert reports(schema_findings(broken), pattern)
 
 
-# ------------------------------------------------------------------ SESEMI_PACK (issue 13 item 15)
+# ------------------------------------------------------------------ SESEMI_PACK
 
 
 def test_pack_path_taken_from_init_is_reported(broken):

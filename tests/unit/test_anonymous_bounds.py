@@ -1,4 +1,4 @@
-"""What callers without a credential can make the key service keep (issue 13, item 8)."""
+"""What callers without a credential can make the key service keep."""
 
 from __future__ import annotations
 

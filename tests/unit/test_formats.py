@@ -248,7 +248,7 @@ def test_every_envelope_message_has_its_own_key():
 
 
 def test_answer_labels_are_inside_and_missing_reads_as_simulated():
-    """Envelope v3: the labels travel in the ciphertext (issue 13 item 14)."""
+    """Envelope v3: the labels travel in the ciphertext."""
     from sesemi import answer
     from sesemi.encoding import json_dumps
     import struct

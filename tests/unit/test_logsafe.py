@@ -1,4 +1,4 @@
-"""A request cannot forge log lines (issue 13, item 30)."""
+"""A request cannot forge log lines."""
 
 from __future__ import annotations
 

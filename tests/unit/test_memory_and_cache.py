@@ -44,7 +44,7 @@ def test_ttl_cache_expires_by_injected_clock():
 
 
 def test_ttl_cache_ends_a_key_after_its_stated_uses_with_the_clock_stalled():
-    """Issue 13 item 4: the count holds when the clock (the host's) does not move."""
+    """The count holds when the clock (the host's) does not move."""
     c = TtlCache(60, clock=lambda: 100.0)
     c.put("k", b"v", max_uses=2)
     assert c.get("k") == b"v" and c.get("k") == b"v"

@@ -1,4 +1,4 @@
-"""Every id and name check matches the whole string (issue 13, item 29)."""
+"""Every id and name check matches the whole string."""
 
 from __future__ import annotations
 

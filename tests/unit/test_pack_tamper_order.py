@@ -1,5 +1,5 @@
-"""What docs/protocol.md says about a tampered pack blob is what the code does
-(issue 13, item 31): the streaming reader refuses an edited chunk by its AEAD
+"""What docs/protocol.md says about a tampered pack blob is what the code does:
+the streaming reader refuses an edited chunk by its AEAD
 tag while decrypting; the manifest digest is checked after the last chunk."""
 
 from __future__ import annotations

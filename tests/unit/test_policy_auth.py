@@ -111,6 +111,6 @@ def test_signed_call_verification():
     ("report_data", "00" * 63), ("tee", "tdx"),
 ])
 def test_every_claim_has_a_range(field, value):
-    """Issue 12 §1: sim claims >= 2**64 reached the store and gave a 500."""
+    """Sim claims >= 2**64 reached the store and gave a 500."""
     with pytest.raises(FormatError, match=field):
         _claims(**{field: value})

@@ -1,5 +1,5 @@
 """Signed calls v2 against the key service's HTTP layer with a clock the test
-controls (issue 13 items 1-3 and 24; issue 12 §1 timestamps): replay
+controls: replay
 protection rests on per-principal sequence numbers, not on the host's clock
 or on restarts, and only one spelling of a signed target is accepted."""
 
@@ -141,7 +141,7 @@ def test_the_principal_id_is_in_the_signed_message(tmp_path):
     (signed_call.H_SEQ, str(2**63)),
 ])
 def test_malformed_numbers_get_401_not_500(tmp_path, field, value):
-    """Issue 12 §1: Unicode digits and 400-digit timestamps raised in int()/abs()."""
+    """Unicode digits and 400-digit timestamps raised in int()/abs()."""
     svc = Service(tmp_path / "ks.db", T0)
     who = Identity.generate("o")
     body = json_dumps({"public_key": b64e(who.public_raw)})

@@ -1,4 +1,4 @@
-"""Small-order Ed25519 keys are refused at registration and in verification (issue 13, item 23)."""
+"""Small-order Ed25519 keys are refused at registration and in verification."""
 
 from __future__ import annotations
 
