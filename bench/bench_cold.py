@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (REPO, bench_world, INTERP_THREADS, MODELS, available, cpu_s, model_input,
                           parse_args, progress, write_result)
-from bundle_tool.local import LocalWorld
-from bundle_tool.procs import free_port
+from bundle_tool.testing.world import LocalWorld
+from bundle_tool.testing.processes import free_port
 from sesemi.client import ActionClient
 from sesemi.encoding import json_dumps
 

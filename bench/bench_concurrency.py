@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (MODELS, available, cpu_s, model_input, parse_args, pct, progress,
                           write_result)
-from bundle_tool.local import LocalWorld
+from bundle_tool.testing.world import LocalWorld
 from sesemi.client import ActionClient
 
 CONFIGS = [  # (pool size, interpreter threads)

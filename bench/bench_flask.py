@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_cold import retried, sesemi_cold
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, interleaved, model_input,
                           parse_args, progress, summary_ms, write_result)
-from bundle_tool.procs import free_port, start_process
+from bundle_tool.testing.processes import free_port, start_process
 from sesemi.client import ActionClient
 
 FLASK = Path(__file__).resolve().parent / "flask_action.py"

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, REPO, progress, parse_args, write_result
-from bundle_tool.local import LocalWorld
+from bundle_tool.testing.world import LocalWorld
 from sesemi import hpke_box
 from sesemi.attestation.claims import report_data_binding
 from sesemi.attestation.sim import SimBackend

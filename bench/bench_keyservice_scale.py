@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
-from bundle_tool import pg_local
-from bundle_tool.procs import Server, free_port, start
+from bundle_tool.testing import postgres as pg_local
+from bundle_tool.testing.processes import Server, free_port, start
 from sesemi import hpke_box, sealed_model
 from sesemi.attestation.claims import report_data_binding
 from sesemi.attestation.sim import SimBackend

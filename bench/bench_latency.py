@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,
                           interleaved, progress, summary_ms, timed, write_result)
-from bundle_tool.procs import free_port, start_process
+from bundle_tool.testing.processes import free_port, start_process
 from sesemi import envelope, tensors
 from sesemi.client import ActionClient
 from sesemi.encoding import json_dumps, json_loads

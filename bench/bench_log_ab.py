@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
-from bundle_tool import pg_local
+from bundle_tool.testing import postgres as pg_local
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "c016a82"  # the last commit whose key service kept a MACed hash chain

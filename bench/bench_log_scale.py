@@ -26,7 +26,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
-from bundle_tool.procs import free_port, start
+from bundle_tool.testing.processes import free_port, start
 from keyservice import KeyService, KeyServiceConfig
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.identity import Identity

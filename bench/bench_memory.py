@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (bench_world, MODELS, available, model_input, parse_args, progress, rss_mb,
                           write_result)
-from bundle_tool.procs import free_port, start_process
+from bundle_tool.testing.processes import free_port, start_process
 from sesemi.client import ActionClient
 
 

@@ -18,7 +18,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, available, model_input, pct, progress, rss_mb, parse_args, write_result
-from bundle_tool.local import LocalWorld
+from bundle_tool.testing.world import LocalWorld
 from sesemi.client import ActionClient
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, model_input, progress, parse_args, write_result
-from bundle_tool.local import LocalWorld
-from bundle_tool.platform.local import client_for, deploy_pool, start_emulator
+from bundle_tool.testing.world import LocalWorld
+from bundle_tool.testing.openwhisk_local import client_for, deploy_pool, start_emulator
 from sesemi import envelope, tensors
 
 

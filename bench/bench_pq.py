@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cold import retried, sesemi_cold
 from bench.common import MODELS, cpu_s, interleaved, parse_args, progress, summary_ms, write_result
-from bundle_tool.local import LocalWorld
+from bundle_tool.testing.world import LocalWorld
 from sesemi import hpke_box
 from sesemi.attestation.claims import report_data_binding
 from sesemi.attestation.sim import SimBackend

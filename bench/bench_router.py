@@ -37,9 +37,9 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, cpu_s, pct, parse_args, process_tree, progress, write_result
-from bundle_tool.platform.local import (client_for, deploy_pool, start_emulator, start_front,
+from bundle_tool.testing.openwhisk_local import (client_for, deploy_pool, start_emulator, start_front,
                                         start_router, write_front_config, write_router_config)
-from bundle_tool.procs import Server, free_port
+from bundle_tool.testing.processes import Server, free_port
 from sesemi import envelope
 from sesemi.encoding import json_dumps
 

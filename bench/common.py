@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 if TYPE_CHECKING:
-    from bundle_tool.local import LocalWorld
+    from bundle_tool.testing.world import LocalWorld
 
 REPO = Path(__file__).resolve().parents[1]
 # `--smoke` runs (make test) write elsewhere, so they never overwrite a real run's results.
@@ -178,7 +178,7 @@ def rss_mb(pid: int) -> dict[str, float]:
 @contextmanager
 def bench_world() -> Iterator[tuple[Path, "LocalWorld"]]:
     """A scratch directory and a running local deployment (key service, owner, user)."""
-    from bundle_tool.local import LocalWorld
+    from bundle_tool.testing.world import LocalWorld
 
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-") as tmp:
         work = Path(tmp)

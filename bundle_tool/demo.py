@@ -17,10 +17,10 @@ import numpy as np
 
 from sesemi.client import ActionClient
 
-from .local import LocalWorld
+from .testing.world import LocalWorld
 from .litert import interpreter
 from .progress import Bar, Steps
-from .reference import plaintext_outputs
+from .testing.reference import plaintext_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "digits" / "digits.tflite"
@@ -76,7 +76,7 @@ def run_demo(workdir: str | None = None, batch: int = 30, platform: bool = False
         user, rk = world.user, world.request_keys[MODEL_ID]
 
         if platform:
-            from .platform.local import start_platform
+            from .testing.openwhisk_local import start_platform
 
             _step("starting the OpenWhisk emulator, deploying a pool of 2 actions through its REST API, "
                   "starting the router (containers start on demand and attest at /init)")

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bundle_tool.home import Home  # noqa: E402
-from bundle_tool.local import mrenclave_for  # noqa: E402
-from bundle_tool.reference import plaintext_outputs  # noqa: E402
+from bundle_tool.testing.world import mrenclave_for  # noqa: E402
+from bundle_tool.testing.reference import plaintext_outputs  # noqa: E402
 from keyservice.config import KeyServiceConfig  # noqa: E402
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service  # noqa: E402
 from sesemi.envelope import new_request_key  # noqa: E402

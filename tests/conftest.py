@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle_tool.local import LocalWorld, mrenclave_for  # noqa: F401  (re-exported for tests)
-from bundle_tool import reference
-from bundle_tool.procs import Server
+from bundle_tool.testing.world import LocalWorld, mrenclave_for  # noqa: F401  (re-exported for tests)
+from bundle_tool.testing import reference
+from bundle_tool.testing.processes import Server
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits" / "digits.tflite"

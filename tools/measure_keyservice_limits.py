@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.processes import start_keyservice
 from tests.e2e.test_keyservice_limits import body_read_before_refusal, _addr, hold_idle_connections
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.identity import Identity

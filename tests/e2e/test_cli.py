@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundle_tool.procs import start_action, start_keyservice
+from bundle_tool.testing.processes import start_action, start_keyservice
 
 from ..conftest import DIGITS, HELDOUT, plaintext_outputs
 

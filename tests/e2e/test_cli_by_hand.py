@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle_tool.procs import free_port
+from bundle_tool.testing.processes import free_port
 
 from ..conftest import HELDOUT, REPO, plaintext_outputs
 

@@ -186,7 +186,7 @@ def test_bar_and_steps_follow_the_stream():
 def test_litert_banner_is_dropped_and_real_stderr_kept():
     code = ("import os, numpy as np\n"
             "from bundle_tool import litert\n"
-            "from bundle_tool.reference import plaintext_outputs\n"
+            "from bundle_tool.testing.reference import plaintext_outputs\n"
             f"with litert._without_banner():\n    os.write(2, b'a real error\\n')\n"
             f"plaintext_outputs({str(DIGITS)!r}, np.zeros((1, 8, 8, 1), np.float32))\n"
             "print('ok')\n")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bundle_tool.cli import HelpFormatter, _Version, build_parser
-from bundle_tool.procs import free_port
+from bundle_tool.testing.processes import free_port
 from router.config import parse as parse_router_config
 from sesemi.errors import FormatError, UnavailableError
 from sesemi.openwhisk import ActionSpec, Credentials, OpenWhiskClient

@@ -324,7 +324,7 @@ def test_pinned_action_refuses_an_impostor_key_service(world, tmp_path):
     """An action pinned to the real key service (SESEMI_KS_KEY, measured) that the
     platform points at another one gets no keys from it: answers must be signed
     by the pinned key over the action's fresh nonce."""
-    from bundle_tool.procs import start_keyservice
+    from bundle_tool.testing.processes import start_keyservice
 
     impostor = start_keyservice(tmp_path / "impostor")
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from bundle_tool.platform.local import start_emulator, start_router, write_router_config
+from bundle_tool.testing.openwhisk_local import start_emulator, start_router, write_router_config
 from sesemi import envelope
 from sesemi.client import ActionClient
 from sesemi.encoding import json_dumps

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.processes import start_keyservice
 from sesemi import signed_call
 from sesemi.encoding import b64e, json_dumps, json_loads
 from sesemi.client import KeyServiceClient, attest_key_service

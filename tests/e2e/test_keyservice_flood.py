@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import urllib3
 
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.processes import start_keyservice
 from sesemi import signed_call
 from sesemi.client import attest_key_service
 from sesemi.encoding import b64e, json_dumps

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.processes import start_keyservice
 from sesemi import hpke_box, signed_call
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.encoding import json_loads

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bundle_tool.home import Home
-from bundle_tool.procs import free_port, start_action
+from bundle_tool.testing.processes import free_port, start_action
 from sesemi import sealed_model
 from sesemi.pack import build as build_pack
 

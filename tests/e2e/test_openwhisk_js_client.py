@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle_tool.platform.local import start_emulator
+from bundle_tool.testing.openwhisk_local import start_emulator
 from sesemi.openwhisk import load_credentials
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bundle_tool.platform.local import client_for, start_emulator
+from bundle_tool.testing.openwhisk_local import client_for, start_emulator
 from sesemi.errors import AuthError, Conflict, FormatError, NotFound
 from sesemi.openwhisk import (APPLICATION_ERROR, DEVELOPER_ERROR, INTERNAL_ERROR, SUCCESS, ActionSpec, Credentials,
                               OpenWhiskClient, load_credentials)

@@ -12,7 +12,7 @@ import sys
 import pytest
 import urllib3
 
-from bundle_tool.procs import free_port, start_keyservice
+from bundle_tool.testing.processes import free_port, start_keyservice
 from sesemi.encoding import b64d, json_loads
 
 from ..conftest import REPO

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 
-from bundle_tool.platform.local import client_for, start_emulator, start_router, write_router_config
-from bundle_tool.procs import free_port
+from bundle_tool.testing.openwhisk_local import client_for, start_emulator, start_router, write_router_config
+from bundle_tool.testing.processes import free_port
 from sesemi import envelope, tensors
 from sesemi.client import ActionClient
 from sesemi.errors import FormatError, NotFound, UnavailableError

@@ -20,9 +20,9 @@ import pytest
 import requests
 from hypothesis import example
 
-from bundle_tool.platform.local import (deploy_pool, start_emulator, start_front, start_router, write_front_config,
+from bundle_tool.testing.openwhisk_local import (deploy_pool, start_emulator, start_front, start_router, write_front_config,
                                         write_router_config)
-from bundle_tool.procs import free_port
+from bundle_tool.testing.processes import free_port
 
 from ..reliability.figures import twin
 from ..reliability.silent import accepts_but_never_answers

@@ -19,7 +19,7 @@ from sesemi.attestation.sim import SimBackend
 from sesemi.encoding import b64e
 from sesemi.identity import Identity
 
-from bundle_tool import pg_local as server
+from bundle_tool.testing import postgres as server
 
 MR = "ab" * 32
 SEAL = "5e" * 16

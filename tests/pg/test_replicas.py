@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from bundle_tool.home import Home
-from bundle_tool.local import mrenclave_for
-from bundle_tool.procs import free_port, start, start_action
+from bundle_tool.testing.world import mrenclave_for
+from bundle_tool.testing.processes import free_port, start, start_action
 from sesemi import sealed_model
 from sesemi.client import ActionClient, EnclaveKeyClient, KeyServiceClient, attest_key_service
 from sesemi.envelope import new_request_key

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from bundle_tool.local import LocalWorld
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.world import LocalWorld
+from bundle_tool.testing.processes import start_keyservice
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
 from sesemi.errors import SesemiError
 from sesemi.identity import Identity

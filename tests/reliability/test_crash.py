@@ -19,7 +19,7 @@ import pytest
 import urllib3
 
 from app.enclave_session import EnclaveSession
-from bundle_tool.procs import free_port
+from bundle_tool.testing.processes import free_port
 from keyservice.store import Store, open_store
 from sesemi.attestation.sim import SimBackend
 from sesemi.client import EnclaveKeyClient, KeyServiceClient, attest_key_service

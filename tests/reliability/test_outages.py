@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from bundle_tool.procs import start_keyservice
+from bundle_tool.testing.processes import start_keyservice
 from sesemi.client import ActionClient
 from sesemi.errors import TimeoutExpired, UnavailableError
 
@@ -101,7 +101,7 @@ def test_frozen_key_service_through_the_router(tmp_path):
     """The serverless path: SDK -> router -> OpenWhisk emulator -> action. A request
     that needs a key while the key service is frozen gets a 503 from the router
     within the action's budget (the refusal is not retried into a longer wait)."""
-    from bundle_tool.platform.local import deploy_pool, start_emulator, start_router, write_router_config
+    from bundle_tool.testing.openwhisk_local import deploy_pool, start_emulator, start_router, write_router_config
 
     w = make_world(tmp_path, pin_ks=False)  # emulated containers take their settings from /init only
     hygiene.watch(w.work)

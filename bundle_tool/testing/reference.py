@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .litert import allocate, interpreter
+from ..litert import allocate, interpreter
 
 
 def plaintext_outputs(model_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from sesemi.openwhisk import ActionSpec, OpenWhiskClient, load_credentials
 
-from ..procs import Server, free_port, start
+from .processes import Server, free_port, start
 
 ACTION_IMAGE = "sesemi-action"
 

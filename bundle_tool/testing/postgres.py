@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundle_tool.procs import free_port
+from .processes import free_port
 
 
 def pg_bin() -> Path | None:

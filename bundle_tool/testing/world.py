@@ -19,8 +19,8 @@ from sesemi.measure import action_mrenclave, action_trusted_config
 from sesemi.pack import Pack, build as build_pack
 from sesemi.policy import EnclavePolicy
 
-from .home import Home
-from .procs import Server, start_action, start_keyservice
+from ..home import Home
+from .processes import Server, start_action, start_keyservice
 
 
 def mrenclave_for(pack_path: Path, key_ttl_s: float = 60.0, debug: bool = False, ks_key: str = "") -> str:

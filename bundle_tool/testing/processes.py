@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -10,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Sequence
-
-import requests
 
 
 def free_port() -> int:
@@ -62,14 +61,23 @@ def start_process(name: str, argv: Sequence[str], port: int, log_dir: Path, heal
         if proc.poll() is not None:
             server.stop()
             raise RuntimeError(f"{name} exited with {proc.returncode}; log:\n{log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(url + health_path, timeout=1).status_code < 500:
-                return server
-        except requests.RequestException:
-            pass
+        if _answers(port, health_path):
+            return server
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"{name} did not answer within {timeout}s; log:\n{log_path.read_text()[-3000:]}")
+
+
+def _answers(port: int, path: str) -> bool:
+    """One health poll (1 s bound): any answer below 500 means the server is up."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status < 500
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def start_keyservice(workdir: Path, *, insecure_sim: bool = True, port: int | None = None,
