@@ -55,7 +55,7 @@ bench-models: $(TOOLS)/.installed
 
 bench: $(STAMP) bench-models
 	$(BIN)/pip install -q -q -e '.[test,bench]'
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) build *.egg-info

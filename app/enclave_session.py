@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from sesemi.attestation.backends import TeeBackend
 
@@ -118,8 +118,13 @@ class EnclaveSession:
         mk = self._model_key(model_id, deadline) if need_model_key else None
         if user_id is None:
             return mk, None
-        listed = self.rosters.version_of(model_id, user_id, key_version, deadline)
+        listed = self._admit(model_id, user_id, key_version, deadline)
         return mk, self._request_key(model_id, user_id, listed, deadline)
+
+    def _admit(self, model_id: str, user_id: str, key_version: int | None, deadline: Deadline) -> int:
+        """Admission: the request-key version the model's roster lists for the
+        user; AccessDenied, with no key-service call, for a user it does not list."""
+        return self.rosters.version_of(model_id, user_id, key_version, deadline)
 
     def _model_key(self, model_id: str, deadline: Deadline) -> bytes:
         mk = self.cache.get(("m", model_id))  # each get counts a use of the key
@@ -161,26 +166,36 @@ class EnclaveSession:
         self._take(lock, deadline)  # one fetch however many threads ask at once
         try:
             rk = self._held_request_key(model_id, user_id, listed)
-            if rk is not None:
-                return rk
-            if (model_id, user_id) in self.refusals:
-                raise AccessDenied("refused by the key service moments ago")
-            try:
-                body, max_uses = self._release(model_id, user_id, deadline)
-            except (AccessDenied, NotFound):
-                self.refusals.add((model_id, user_id))
-                raise
-            version = body.get("request_key_version")
-            if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
-                raise FormatError("key release lacks a valid request_key_version")
-            rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id, str(version))
-            self.cache.put(("r", model_id, user_id), (rk, version), max_uses - 1)  # this request: the first use
-            return rk
+            return rk if rk is not None else self._fetch_request_key(model_id, user_id, deadline)
         finally:
             lock.release()
 
+    def _fetch_request_key(self, model_id: str, user_id: str, deadline: Deadline) -> bytes:
+        """Fetch and unwrap the user's request key, and cache it (the caller
+        holds the pair's fetch lock)."""
+        body, max_uses = self._release_unless_refused(model_id, user_id, deadline)
+        version = body.get("request_key_version")
+        if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
+            raise FormatError("key release lacks a valid request_key_version")
+        rk = self._unwrap(body.get("request_key"), "release-request-key", model_id, user_id, str(version))
+        self.cache.put(("r", model_id, user_id), (rk, version), max_uses - 1)  # this request: the first use
+        return rk
+
+    def _release_unless_refused(self, model_id: str, user_id: str,
+                                deadline: Deadline) -> tuple[dict[str, Any], int]:
+        """Admission at the key service: a pair it refused moments ago (a
+        revocation the roster has not caught up with) is refused again here
+        without asking; a new refusal is remembered."""
+        if (model_id, user_id) in self.refusals:
+            raise AccessDenied("refused by the key service moments ago")
+        try:
+            return self._release(model_id, user_id, deadline)
+        except (AccessDenied, NotFound):
+            self.refusals.add((model_id, user_id))
+            raise
+
     def _release(self, model_id: str, user_id: str | None, deadline: Deadline,
-                 seal_id: str | None = None) -> tuple[dict, int]:
+                 seal_id: str | None = None) -> tuple[dict[str, Any], int]:
         """One key release: the answer and the number of uses it allows."""
         t0 = time.perf_counter()
         body = self._with_token(lambda t: self.ks.keys(t, model_id, user_id, seal_id is not None, deadline,

@@ -133,8 +133,12 @@ def _error_bytes(status: int, message: str) -> bytes:
     return json_dumps({"error": {"kind": "FormatError", "status": status, "message": message}})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Every answer, the HTTP layer's own included, is JSON (see send_error)."""
+class ActionHandler(BaseHTTPRequestHandler):
+    """Every answer, the HTTP layer's own included, is JSON (see send_error).
+
+    `body_length` and `dispatch` are its public hooks: a subclass may answer
+    differently once the body's length is checked (bench/flask_action.py does,
+    through WSGI)."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -159,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _body_length(self, method: str) -> int | None:
+    def body_length(self, method: str) -> int | None:
         """The request's Content-Length, or None once a 411/413 has been answered."""
         length = self.headers.get("Content-Length")
         # isascii: str.isdigit() accepts "²", which int() refuses.
@@ -174,9 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return int(length or 0)
 
-    def _dispatch(self, method: str) -> None:
+    def dispatch(self, method: str) -> None:
         try:
-            length = self._body_length(method)
+            length = self.body_length(method)
             if length is None:
                 return
             body = self.rfile.read(length) if length else b""
@@ -194,10 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(status, payload, head_only=method == "HEAD")
 
     def do_POST(self) -> None:
-        self._dispatch("POST")
+        self.dispatch("POST")
 
     def do_GET(self) -> None:
-        self._dispatch("GET")
+        self.dispatch("GET")
 
     def _not_allowed(self) -> None:
         self.close_connection = True
@@ -222,7 +226,7 @@ class ActionHTTPServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.slot_wait_s = slot_wait_s
         self._slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(addr, _Handler)
+        super().__init__(addr, ActionHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # At the cap, wait for a slot instead of refusing: the accept loop

@@ -21,7 +21,6 @@ from typing import Callable
 import requests
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (REPO, bench_world, INTERP_THREADS, MODELS, available, cpu_s, model_input,
                           parse_args, progress, write_result)
@@ -136,7 +135,7 @@ def plain_cold(model: Path, name: str, log) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}"
     x = model_input(name)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "plain_server.py"), str(model), str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "bench.plain_server", str(model), str(port),
                              str(INTERP_THREADS), "1"], stdout=log, stderr=subprocess.STDOUT)
     try:
         t1 = _wait(url + "/health", proc)

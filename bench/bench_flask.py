@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cold import retried, sesemi_cold
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, interleaved, model_input,
@@ -22,7 +20,7 @@ from bench.common import (bench_world, INTERP_THREADS, MODELS, available, interl
 from bundle_tool.testing.processes import free_port, start_process
 from sesemi.client import ActionClient
 
-FLASK = Path(__file__).resolve().parent / "flask_action.py"
+FLASK = ["-m", "bench.flask_action"]
 
 
 def main() -> None:
@@ -42,7 +40,7 @@ def main() -> None:
             env = {"SESEMI_INTERP_THREADS": str(INTERP_THREADS)}
             today = world.action(pack, extra=["--pool-size", "1"], env=env, name=f"action-{name}")
             port = free_port()
-            flask = start_process(f"flask-{name}", [sys.executable, str(FLASK), str(port)], port, work / "logs",
+            flask = start_process(f"flask-{name}", [sys.executable, *FLASK, str(port)], port, work / "logs",
                                   "/stats", env={**env, "SESEMI_PACK": str(pack), "SESEMI_KS_URL": world.ks_server.url,
                                                  "SESEMI_KS_KEY": world.ks_key(), "SESEMI_POOL_SIZE": "1"})
             world.servers.append(flask)
@@ -58,7 +56,7 @@ def main() -> None:
             for _ in range(args.reps):
                 cold["today"].append(retried(sesemi_cold, world, pack, name, log)["total_s"])
                 cold["flask"].append(retried(sesemi_cold, world, pack, name, log,
-                                             cmd=lambda p: [sys.executable, str(FLASK), str(p)])["total_s"])
+                                             cmd=lambda p: [sys.executable, *FLASK, str(p)])["total_s"])
             c = {k: statistics.median(v) * 1e3 for k, v in cold.items()}
             out[name] = {"warm": warm, "warm_p50_delta_ms": warm["flask"]["p50_ms"] - warm["today"]["p50_ms"],
                          "cold_ms": c, "cold_ratio": c["flask"] / c["today"], "reps": args.reps}

@@ -6,13 +6,11 @@ dcap-qvl) is measured in-process where the verifier is available."""
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, REPO, progress, parse_args, write_result
 from bundle_tool.testing.world import LocalWorld

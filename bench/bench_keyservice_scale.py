@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
 from bundle_tool.testing import postgres as pg_local

@@ -20,7 +20,6 @@ import pybase64
 import requests
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (bench_world, INTERP_THREADS, MODELS, available, model_input, parse_args,
                           interleaved, progress, summary_ms, timed, write_result)
@@ -110,7 +109,7 @@ def main() -> None:
             action = world.action(pack, extra=["--pool-size", "1"],
                                   env={"SESEMI_INTERP_THREADS": str(INTERP_THREADS)}, name=f"action-{name}")
             port = free_port()
-            plain = start_process(f"plain-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
+            plain = start_process(f"plain-{name}", [sys.executable, "-m", "bench.plain_server",
                                                     str(model), str(port), str(INTERP_THREADS), "1"],
                                   port, work / "logs", "/health")
             world.servers.append(plain)
@@ -119,7 +118,7 @@ def main() -> None:
             body = request_body(name, uid, rk, x)
             response_bytes = len(urllib3.request("POST", action.url + "/run", body=body).data)
             port = free_port()
-            echo = start_process(f"echo-{name}", [sys.executable, str(Path(__file__).parent / "echo_server.py"),
+            echo = start_process(f"echo-{name}", [sys.executable, "-m", "bench.echo_server",
                                                   str(port), str(response_bytes)], port, work / "logs", "/stats")
             world.servers.append(echo)
             variants = {

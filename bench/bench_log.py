@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved, parse_args, progress, write_result
 from sesemi import checkpoint, merkle

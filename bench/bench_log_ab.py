@@ -6,7 +6,7 @@ commit before the log), B is this tree; each round runs A then B or B then A
 (alternating), each in its own processes with its own code on PYTHONPATH,
 and the ratio B/A is taken pair by pair.
 
-    .venv/bin/python bench/bench_log_ab.py [--rounds 5] [--seconds 4] [--base REV]
+    .venv/bin/python -m bench.bench_log_ab [--rounds 5] [--seconds 4] [--base REV]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
 from bundle_tool.testing import postgres as pg_local

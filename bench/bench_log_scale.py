@@ -7,7 +7,7 @@
   client loops over `GET /v1/audit?verify=1` (the owner's entries with their
   inclusion proofs), interleaved rounds.
 
-    .venv/bin/python bench/bench_log_scale.py [--leaves 100000] [--rounds 5]
+    .venv/bin/python -m bench.bench_log_scale [--leaves 100000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import parse_args, progress, write_result
 from bundle_tool.testing.processes import free_port, start

@@ -8,13 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import pybase64
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (bench_world, MODELS, available, model_input, parse_args, progress, rss_mb,
                           write_result)
@@ -43,7 +41,7 @@ def main() -> None:
             action.stop()
 
             port = free_port()
-            plain = start_process(f"plain-mem-{name}", [sys.executable, str(Path(__file__).parent / "plain_server.py"),
+            plain = start_process(f"plain-mem-{name}", [sys.executable, "-m", "bench.plain_server",
                                                         str(model), str(port), "1", "2"], port, work / "logs",
                                   "/health")
             body = orjson.dumps({"value": {"data": pybase64.b64encode_as_string(x.tobytes()),

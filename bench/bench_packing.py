@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, available, model_input, pct, progress, rss_mb, parse_args, write_result
 from bundle_tool.testing.world import LocalWorld

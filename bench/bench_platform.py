@@ -19,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import MODELS, model_input, progress, parse_args, write_result
 from bundle_tool.testing.world import LocalWorld

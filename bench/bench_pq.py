@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cold import retried, sesemi_cold
 from bench.common import MODELS, cpu_s, interleaved, parse_args, progress, summary_ms, write_result
@@ -133,7 +132,7 @@ def cold(world: LocalWorld, work: Path, reps: int) -> dict:
     with open(work / "cold.log", "ab") as log:
         for r in range(reps):
             for k in ((H, C) if r % 2 == 0 else (C, H)):
-                cmd = None if k == H else (lambda port: [sys.executable, str(HERE / "classical_action.py")])
+                cmd = None if k == H else (lambda port: [sys.executable, "-m", "bench.classical_action"])
                 runs[k].append(retried(sesemi_cold, world, pack, "digits", log, cmd=cmd))
             progress(f"cold start rep {r + 1}/{reps}: hybrid {runs[H][-1]['total_s'] * 1e3:.0f} ms, "
                      f"X25519 {runs[C][-1]['total_s'] * 1e3:.0f} ms")

@@ -34,7 +34,6 @@ from typing import Callable
 
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, cpu_s, pct, parse_args, process_tree, progress, write_result
 from bundle_tool.testing.openwhisk_local import (client_for, deploy_pool, start_emulator, start_front,

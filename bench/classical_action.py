@@ -1,5 +1,5 @@
 """The action as it was before hybrid key transport, for bench_pq.py's
-baseline only: `python bench/classical_action.py` runs `python -m app` with
+baseline only: `python -m bench.classical_action` runs `python -m app` with
 the enclave's ephemeral key made X25519-only, its release boxes opened under
 X25519 and no ML-KEM start-up check. The product has no such switch (a host
 could otherwise turn the downgrade on); the benchmark's key service accepts
@@ -8,10 +8,7 @@ the X25519 enclave with --insecure-allow-classical-kem."""
 from __future__ import annotations
 
 import runpy
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sesemi import hpke_box
 

@@ -3,15 +3,13 @@ does nothing. It reads the request body, as the action does, and answers a
 fixed body of a given size. The latency benchmark posts a real request's
 bytes to it: that is the transport floor under any work the action does.
 
-    python bench/echo_server.py PORT RESPONSE_BYTES
+    python -m bench.echo_server PORT RESPONSE_BYTES
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.server import ActionHTTPServer
 

@@ -6,22 +6,20 @@ reader as `wsgi.input`; the views read `Content-Length` bytes from it
 directly (no `request.get_data()`). bench/bench_flask.py measures this
 against today's handler; the decision is in docs/performance.md.
 
-    python bench/flask_action.py PORT   (settings from SESEMI_* as `python -m app`)
+    python -m bench.flask_action PORT   (settings from SESEMI_* as `python -m app`)
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flask import Flask, Response, request
 
 import app
 from app.config import ActionConfig
-from app.server import ActionHTTPServer, ActionService, _Handler, create_server
+from app.server import ActionHTTPServer, ActionService, ActionHandler, create_server
 
 
 def create_app(service: ActionService) -> Flask:
@@ -50,11 +48,11 @@ def create_app(service: ActionService) -> Flask:
     return fapp
 
 
-class _WsgiHandler(_Handler):
+class _WsgiHandler(ActionHandler):
     """The same limits as today's handler (411, 413), then WSGI instead of the direct call."""
 
-    def _dispatch(self, method: str) -> None:
-        length = self._body_length(method)
+    def dispatch(self, method: str) -> None:
+        length = self.body_length(method)
         if length is None:
             return
         path, _, query = self.path.partition("?")

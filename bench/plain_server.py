@@ -4,7 +4,7 @@ Flask + LiteRT behind the same threaded WSGI server as the action, with the
 same fast codecs (orjson, pybase64), so that comparing it with the action
 isolates the price of security. Not part of the product.
 
-    python bench/plain_server.py MODEL.tflite PORT [INTERP_THREADS] [POOL]
+    python -m bench.plain_server MODEL.tflite PORT [INTERP_THREADS] [POOL]
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def pq_section(d: dict) -> list[str]:
     rt_h, rt_c = rel["round_trip"][hyb], rel["round_trip"][cls]
     lines = ["## (e2) Post-quantum key transport", "",
              "Hybrid MLKEM768-X25519 / HKDF-SHA256 / AES-256-GCM HPKE (the default) against X25519 alone, "
-             "interleaved in one run (`.venv/bin/python bench/bench_pq.py`). The X25519 arm is the action as "
+             "interleaved in one run (`.venv/bin/python -m bench.bench_pq`). The X25519 arm is the action as "
              "before (bench/classical_action.py: an X25519 enclave key, no ML-KEM check) against the same key "
              "service, started with `--insecure-allow-classical-kem` so that it serves that arm at all.", "",
              "| measure | hybrid | X25519 alone | ratio / delta | goal |", "|---|---|---|---|---|",

@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark in its own process, then the report.
+"""`make bench` (`python -m bench.run_all` from the repository): every benchmark
+in its own process, then the report.
 
 `--smoke DIR`: every benchmark with `--smoke` (a few iterations, the digits
 model), results and report in DIR, each step in this process (runpy) to
@@ -15,34 +16,34 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 STEPS = [
-    ("latency", ["bench_latency.py"]),
-    ("cold start", ["bench_cold.py"]),
-    ("concurrency", ["bench_concurrency.py"]),
-    ("Flask handler", ["bench_flask.py"]),
-    ("packing", ["bench_packing.py"]),
-    ("key service", ["bench_keyservice.py"]),
-    ("key service at scale", ["bench_keyservice_scale.py"]),
-    ("post-quantum key transport", ["bench_pq.py"]),
-    ("memory", ["bench_memory.py"]),
-    ("platform costs (emulator)", ["bench_platform.py"]),
-    ("router capacity", ["bench_router.py"]),
-    ("key-service log proofs", ["bench_log.py"]),
-    ("key-service log at scale", ["bench_log_scale.py"]),
-    ("key-service log A/B", ["bench_log_ab.py"]),
-    ("report", ["report.py"]),
+    ("latency", ["bench_latency"]),
+    ("cold start", ["bench_cold"]),
+    ("concurrency", ["bench_concurrency"]),
+    ("Flask handler", ["bench_flask"]),
+    ("packing", ["bench_packing"]),
+    ("key service", ["bench_keyservice"]),
+    ("key service at scale", ["bench_keyservice_scale"]),
+    ("post-quantum key transport", ["bench_pq"]),
+    ("memory", ["bench_memory"]),
+    ("platform costs (emulator)", ["bench_platform"]),
+    ("router capacity", ["bench_router"]),
+    ("key-service log proofs", ["bench_log"]),
+    ("key-service log at scale", ["bench_log_scale"]),
+    ("key-service log A/B", ["bench_log_ab"]),
+    ("report", ["report"]),
 ]
 
 
-def _in_process(script: str, argv: list[str], env: dict[str, str]) -> int:
-    """A smoke step in this process: the same script and arguments, without
+def _in_process(module: str, argv: list[str], env: dict[str, str]) -> int:
+    """A smoke step in this process: the same module and arguments, without
     paying a fresh interpreter's imports for each of the steps (make test's budget)."""
     os.environ.update(env)
     saved = sys.argv
-    sys.argv = [str(HERE / script), *argv]
+    sys.argv = [module, *argv]
     try:
-        runpy.run_path(str(HERE / script), run_name="__main__")
+        runpy.run_module(f"bench.{module}", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
@@ -64,9 +65,9 @@ def main() -> int:
         print(f"=== [{i}/{len(STEPS)}] {name}", flush=True)
         t0 = time.time()
         if args.smoke:
-            rc = _in_process(argv[0], [] if argv[0] == "report.py" else ["--smoke"], env)
+            rc = _in_process(argv[0], [] if argv[0] == "report" else ["--smoke"], env)
         else:
-            rc = subprocess.call([sys.executable, str(HERE / argv[0]), *argv[1:]], env=env)
+            rc = subprocess.call([sys.executable, "-m", f"bench.{argv[0]}", *argv[1:]], env=env, cwd=REPO)
         if rc != 0:
             print(f"benchmark {name} failed with exit code {rc}", file=sys.stderr)
             return rc

@@ -17,7 +17,7 @@ RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservi
 def test_every_benchmark_runs_in_smoke_mode(tmp_path):
     report = REPO / "docs" / "performance.md"
     before = report.stat().st_mtime_ns
-    p = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--smoke", str(tmp_path)],
+    p = subprocess.run([sys.executable, "-m", "bench.run_all", "--smoke", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     for name in RESULTS:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.server import _Handler
+from app.server import ActionHandler
 from sesemi import http_methods
 
 
@@ -41,4 +41,4 @@ def test_a_recognised_method_not_allowed_is_405_from_both(world, action):
 
 
 def test_the_action_refuses_every_recognised_method_it_does_not_serve():
-    assert {m for m in http_methods.KNOWN if hasattr(_Handler, f"do_{m}")} == http_methods.KNOWN
+    assert {m for m in http_methods.KNOWN if hasattr(ActionHandler, f"do_{m}")} == http_methods.KNOWN
