@@ -70,7 +70,12 @@ class KeyService:
                               "secrets file that belongs to this database (refusing to create new ones)")
         self.secrets = secrets_ or ServiceSecrets.load_or_create(config.secrets_path)
         # Resumes the log from its sealed snapshot and follows the leaves after it (store.py).
-        self.store.attach(self.secrets.storage_key, self.clock)
+        # Rows of a database without a log are adopted only by an identity that has
+        # never started one (an upgrade), never after (docs/keyservice.md).
+        self.store.attach(self.secrets.storage_key, self.clock, adopt_legacy=not self.secrets.log_started)
+        if not self.secrets.log_started:
+            self.secrets.log_started = True
+            self.secrets.save(config.secrets_path)
         if self.verifier.dcap is not None:
             self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public

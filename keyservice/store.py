@@ -154,16 +154,18 @@ class Store:
         return self._read(sql, args)
 
     # --- attaching the storage key: resume the log, build the version map ------
-    def attach(self, storage_key: bytes, clock: Callable[[], float]) -> TreeHead:
+    def attach(self, storage_key: bytes, clock: Callable[[], float], adopt_legacy: bool = False) -> TreeHead:
         """Resume from the newest sealed snapshot (or the log's start), follow the
-        leaves after it, and start a log in a fresh database."""
+        leaves after it, and start a log in a fresh database. `adopt_legacy`: the
+        service identity has never started a log, so rows of an older schema
+        found here are the upgrade's to adopt."""
         self.sealer = Sealer(storage_key)
         self.clock = clock
         self._resume()
         with self.tx() as c:
             self.sync(c)
             if self._head.size == 0:
-                self._start_log(c)
+                self._start_log(c, adopt_legacy)
         head = self.sync()
         self.snapshot()
         return head
@@ -186,7 +188,7 @@ class Store:
             self._set_head()
             self._snapshot_size = self._frontier.size
 
-    def _start_log(self, c: Conn) -> None:
+    def _start_log(self, c: Conn, adopt_legacy: bool) -> None:
         """A fresh database, or one just upgraded: rows of an unsealed (schema 1)
         database are sealed as version 1, and rows of a schema-2 database are
         adopted at the versions its checked hash chain records (trusted once, at
@@ -194,6 +196,10 @@ class Store:
         legacy = [(t, r) for t in VERSIONED for r in c.execute(f"SELECT * FROM {t}").fetchall()]
         chain = self.migrated_from == 2 and c.execute(
             "SELECT 1 FROM audit WHERE hash IS NOT NULL AND leaf IS NULL LIMIT 1").fetchone() is not None
+        if legacy and not adopt_legacy:
+            raise IntegrityError("the database holds key-service rows but no log, and this service identity has "
+                                 "started a log before: the database was replaced by one the host built (refusing "
+                                 "to trust its rows; restore the database that belongs to this service)")
         if legacy and not chain and self.migrated_from not in (0, 1):
             raise IntegrityError("the database holds key-service rows but no log: its log was deleted "
                                  "(refusing to trust the rows)")
