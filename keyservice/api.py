@@ -164,7 +164,10 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         # of the request (what a client that saw another replica expects); requests
         # that arrive together share one follow. A database behind what this
         # replica or a peer has seen is refused here.
-        ks.store.sync_after(g.setdefault("arrived", time.monotonic()))
+        known = request.headers.get(ks_log.H_KNOWN, "")
+        ks.store.sync_after(g.setdefault("arrived", time.monotonic()),
+                            int(known) if known.isascii() and known.isdigit() and len(known) <= 19 else 0,
+                            ks.config.follow_max_age_s)
 
     @app.after_request
     def _label(resp: Response) -> Response:

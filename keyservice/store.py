@@ -273,12 +273,16 @@ class Store:
             self._versions[(r["row_tbl"], r["row_key"])] = (int(r["row_ver"]), bytes(r["row_digest"]))
         self.leaves_read += 1
 
-    def sync_after(self, arrived: float) -> TreeHead:
-        """Follow the log at least once after `arrived` (time.monotonic()). Requests
-        that queue while a follow runs share the next one: one query for a burst,
-        and still no answer older than the database was when its request came."""
+    def sync_after(self, arrived: float, known: int = 0, max_age_s: float = 0.0) -> TreeHead:
+        """Follow the log unless a follow began after `arrived - max_age_s`
+        (time.monotonic()) and the caller holds no larger tree (`known`): an answer
+        then reflects every write committed `max_age_s` before its request and
+        every write its caller has seen. Requests that queue while a follow runs
+        share the next one: one query for a burst."""
+        if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
+            return self._head
         with self._sync_lock:
-            if self._sync_started > arrived and not self.broken:
+            if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
                 return self._head
             self._sync_started = time.monotonic()
             return self.sync()
