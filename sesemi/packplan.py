@@ -424,12 +424,18 @@ class Planner:
             reserved += a.reserved["queue"] - a.reserved["scale"]
         return billed, cold, reserved, hist, held
 
-    def plan(self) -> dict[str, Any]:
+    def plan(self, targets: Targets | None = None) -> dict[str, Any]:
+        """The cheapest plan that meets `targets` (default: the planner's); the
+        per-class options are estimated once and reused for other targets."""
+        if targets is not None:
+            self.t = targets
         base = {k: sum(getattr(a, k)["scale"] for a in self.alone.values()) for k in ("billed", "cold", "reserved")}
         base_p99 = _p99(sum((a.hist["scale"] for a in self.alone.values()), np.zeros(len(_EDGES))))
         limits = {"cold": self.t.cold_start_rate * self.n, "reserved": self.t.reserved_ratio * base["reserved"],
                   "p99": self.t.p99_ratio * base_p99}
-        fronts = [self._candidates(c) for c in self.classes]
+        if not hasattr(self, "_fronts"):
+            self._fronts = [self._candidates(c) for c in self.classes]
+        fronts = list(self._fronts)
         while math.prod(len(f) for f in fronts) > 200_000:  # thin the largest front: the search stays bounded
             i = max(range(len(fronts)), key=lambda j: len(fronts[j]))
             fronts[i] = fronts[i][::2]

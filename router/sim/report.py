@@ -72,9 +72,9 @@ class Scenario:
              for mb in self.cache_mb] + ([Setup(PLAN_LABEL, "plan", plan=self.plan)] if self.plan else [])
 
 
-def fit_plan(w: Workload, platform: PlatformParams, targets: packplan.Targets = packplan.Targets(),
-             progress=None) -> dict[str, Any]:
-    """The planner's plan for the models of `w`, fitted on `w`'s arrivals; the
+def planner(w: Workload, platform: PlatformParams, targets: packplan.Targets = packplan.Targets(),
+            progress=None) -> packplan.Planner:
+    """The planner for the models of `w`, fitted on `w`'s arrivals; the
     footprints and times the simulator uses are the planner's inputs."""
     specs = [packplan.ModelSpec(m.model_id, m.cost.size_mb, m.cost.size_mb * platform.footprint_factor,
                                 m.cost.load_s, m.cost.exec_s) for m in w.models]
@@ -83,7 +83,12 @@ def fit_plan(w: Workload, platform: PlatformParams, targets: packplan.Targets = 
     times = {m.model_id: w.times[order[bounds[i]:bounds[i + 1]]].tolist() for i, m in enumerate(w.models)}
     spec = packplan.PlatformSpec(keep_alive_s=platform.keep_alive_s, cold_start_s=platform.cold_start_s,
                                  concurrency=platform.container_concurrency, base_mb=platform.base_mb)
-    return packplan.plan(specs, times, w.params.duration_s, spec, targets, progress)
+    return packplan.Planner(specs, times, w.params.duration_s, spec, targets, progress)
+
+
+def fit_plan(w: Workload, platform: PlatformParams, targets: packplan.Targets = packplan.Targets(),
+             progress=None) -> dict[str, Any]:
+    return planner(w, platform, targets, progress).plan()
 
 
 # Other targets for the planner, each judged on the held-out trace: the trade-off front.
@@ -98,17 +103,23 @@ def run(sc: Scenario, costs: dict[str, ModelCost], front: bool = False) -> Workl
     scaled = {k: replace(c, exec_s=c.exec_s * sc.exec_scale) for k, c in costs.items()}
     fit = generate(replace(sc.workload, arrival_seed=FIT_SEED), scaled)
     w = generate(replace(sc.workload, arrival_seed=HELD_OUT_SEED), scaled)
-    sc.plan = fit_plan(fit, sc.platform, sc.targets)
+    fitted = planner(fit, sc.platform, sc.targets)
+    sc.plan = fitted.plan()
     sc.stats = describe(w)
     sc.results = [Simulation(w, s, sc.platform).run() for s in sc.setups()]
     if front:
         for t in FRONT_TARGETS:
             label = f"plan, cold <= {100 * t.cold_start_rate:g}%" + \
                 (f", reserved <= {t.reserved_ratio:g}x" if t.reserved_ratio < 10 else "")
-            sc.variants.append((label, Simulation(w, Setup(label, "plan", plan=fit_plan(fit, sc.platform, t)),
-                                                  sc.platform).run()))
+            sc.variants.append((label, Simulation(w, Setup(label, "plan", plan=fitted.plan(t)), sc.platform).run()))
+            print(f"[{sc.name}] {label}: {_brief(sc.variants[-1][1])}", flush=True)
     sc.seconds = time.time() - t0
     return w
+
+
+def _brief(r: Result) -> str:
+    return (f"failed {r.failed}, cold {100 * r.cold_rate:.3f}%, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
+            f"billed {r.billed_gbs:,.0f} GB-s, reserved {r.reserved_gbs / 3600:,.0f} GB-h")
 
 
 def scenarios(cold_start_s: float) -> list[Scenario]:
