@@ -41,6 +41,9 @@ from .names import check_model_id
 
 PLAN_FORMAT = "sesemi-pack-plan/1"
 SCALE_OUT_LIMIT = 1000        # an alone model whose bursts start containers: the router does not hold them
+# How an alone model's burst is served: the containers the router lets the platform run for it
+# (claimed_limit = that x the concurrency); beyond them requests wait for a slot. None: unbounded.
+BURSTS: dict[str, int | None] = {"scale": None, "cap4": 4, "cap2": 2, "queue": 1}
 MAX_TRACE_ROWS = 20_000_000   # a day of a busy deployment; beyond it the CSV is refused, not half-read
 
 
@@ -224,12 +227,16 @@ def _idle_starts(ts: Sequence[float], ka: float) -> tuple[int, float]:
     return cold, alive
 
 
-def _scale_out(ts: Sequence[float], m: ModelSpec, p: PlatformSpec) -> tuple[int, float, float, dict]:
+def _scale_out(ts: Sequence[float], m: ModelSpec, p: PlatformSpec,
+               cap: int | None = None) -> tuple[int, float, float, dict]:
     """One action per model as the platform runs it: a request finding no free
     slot starts a container (cold, as are those joining it while it starts); a
-    container idle for the keep-alive goes. Cold starts, billed seconds (a
+    container idle for the keep-alive goes. With `cap`, the router lets at most
+    `cap` x concurrency in flight (the platform then runs at most `cap`
+    containers) and the rest wait for a slot. Cold starts, billed seconds (a
     starter's duration includes initTime; a joiner's starts when the container
-    is ready), container-alive seconds, and {latency: requests}."""
+    is ready; a wait at the router is not billed), container-alive seconds,
+    and {latency: requests}."""
     conts: list[list] = []  # [ready_at, last_end, [finish times in flight], created]
     cold, billed, alive, lat = 0, 0.0, 0.0, {}
     for t in ts:
@@ -248,11 +255,16 @@ def _scale_out(ts: Sequence[float], m: ModelSpec, p: PlatformSpec) -> tuple[int,
                 took = bill = m.exec_s
             else:  # joins a starting container: waits for it and its model load
                 took, bill = c[0] - t + m.load_s + m.exec_s, m.load_s + m.exec_s
+        elif cap is not None and len(conts) >= cap:  # held at the router until a slot frees
+            c = min(conts, key=lambda c: min(c[2]))
+            at = min(c[2])
+            c[2].remove(at)
+            took, bill = max(at, c[0]) - t + m.exec_s, m.exec_s
         else:
             c = [t + p.cold_start_s, t, [], t]
             conts.append(c)
             took = bill = p.cold_start_s + m.load_s + m.exec_s
-        cold += took > m.exec_s
+        cold += bill > m.exec_s
         billed += bill
         c[2].append(t + took)
         c[1] = max(c[1], t + took)
@@ -260,6 +272,47 @@ def _scale_out(ts: Sequence[float], m: ModelSpec, p: PlatformSpec) -> tuple[int,
     for c in conts:
         alive += c[1] + p.keep_alive_s - c[3]
     return cold, billed, alive, lat
+
+
+def _pool_starts(ts: Sequence[float], service: Sequence[float], first: Sequence[float], pool: int,
+                 p: PlatformSpec) -> tuple[int, int, float, float]:
+    """A pool of `pool` actions behind the router (no router-made scale-out):
+    a request takes the most recently used live action with a free slot, else
+    starts one of the idle ones (a cold start; requests that join it while it
+    starts are cold too), else waits for the first slot to free. `first[i]` is
+    what request i adds when it starts a container (its model load). Cold
+    requests, container starts, billed seconds of the starts' initialisation,
+    and container-alive seconds."""
+    acts = [[-math.inf, [], -math.inf, 0.0] for _ in range(pool)]  # [last end, finishes, ready at, born]
+    cold = starts = 0
+    alive = 0.0
+    for t, svc, extra in zip(ts, service, first):
+        for a in acts:
+            if a[1]:
+                a[1] = [f for f in a[1] if f > t]
+        live = [a for a in acts if len(a[1]) < p.concurrency and (a[1] or t - a[0] < p.keep_alive_s)]
+        if live:
+            a = max(live, key=lambda a: a[0])
+            begin = max(t, a[2])
+            cold += begin > t
+        else:
+            idle = [a for a in acts if not a[1]]
+            if idle:
+                a = idle[0]
+                if a[0] > -math.inf:
+                    alive += a[0] + p.keep_alive_s - a[3]
+                a[2], a[3] = t + p.cold_start_s, t
+                begin = a[2] + extra
+                cold += 1
+                starts += 1
+            else:  # every slot busy: wait for the first to free
+                a = min(acts, key=lambda a: min(a[1]))
+                begin = min(a[1])
+        fin = begin + svc
+        a[1].append(fin)
+        a[0] = max(a[0], fin)
+    alive += sum(a[0] + p.keep_alive_s - a[3] for a in acts if a[0] > -math.inf)
+    return cold, starts, starts * p.cold_start_s, alive
 
 
 def _queue_waits(ts: Sequence[float], service: float, slots: int) -> list[float]:
@@ -284,13 +337,18 @@ def _peak(ts: Sequence[float], service: Sequence[float]) -> int:
     return best
 
 
-def _lru_loads(merged: Sequence[tuple[float, str]], fp: Mapping[str, float], budget: float) -> dict[str, int]:
+def _lru_loads(merged: Sequence[tuple[float, str]], fp: Mapping[str, float], budget: float,
+               flags: list | None = None) -> dict[str, int]:
     cache: OrderedDict[str, float] = OrderedDict()
     used, loads = 0.0, {}
     for _, mid in merged:
         if mid in cache:
             cache.move_to_end(mid)
+            if flags is not None:
+                flags.append(False)
             continue
+        if flags is not None:
+            flags.append(True)
         loads[mid] = loads.get(mid, 0) + 1
         cache[mid] = fp[mid]
         used += fp[mid]
@@ -340,18 +398,15 @@ class Planner:
 
     def _alone(self, mid: str) -> _Alone:
         m, ts, mb = self.models[mid], self.times[mid], self.alone_mb[mid]
-        gb, cs = mb / 1024, self.p.cold_start_s
-        s_cold, s_billed, s_alive, s_lat = _scale_out(ts, m, self.p)
-        q_cold, q_alive = _idle_starts(ts, self.p.keep_alive_s)
-        waits = _queue_waits(ts, m.exec_s, self.p.concurrency)
-        queued = sum(1 for w in waits if w > 0)
-        q_lat = [(m.exec_s + w, 1) for w in waits if w > 0] + \
-            [(m.exec_s, len(ts) - q_cold - queued), (cs + m.load_s + m.exec_s, q_cold)]
-        return _Alone(len(ts), mb,
-                      {"scale": s_billed * gb,
-                       "queue": (len(ts) * m.exec_s + q_cold * (cs + m.load_s)) * gb},
-                      {"scale": s_cold, "queue": q_cold}, {"scale": s_alive * gb, "queue": q_alive * gb},
-                      {"scale": _hist(s_lat.items()), "queue": _hist(q_lat)}, queued)
+        gb = mb / 1024
+        out = _Alone(len(ts), mb, {}, {}, {}, {}, 0)
+        for how, cap in BURSTS.items():
+            cold, billed, alive, lat = _scale_out(ts, m, self.p, cap)
+            out.billed[how], out.cold[how], out.reserved[how] = billed * gb, cold, alive * gb
+            out.hist[how] = _hist(lat.items())
+            if how == "queue":
+                out.queued = sum(n for x, n in lat.items() if x > m.exec_s + 1e-4) - cold
+        return out
 
     def _option(self, c: int, k: int, memory_mb: int) -> _Option:
         packed, rest = self.members[c][:k], self.members[c][k:]
@@ -364,13 +419,16 @@ class Planner:
             return opt
         merged = sorted((t, m) for m in packed for t in self.times[m])
         fp = {m: self.models[m].footprint_mb for m in packed}
-        loads = _lru_loads(merged, fp, memory_mb - self.p.base_mb)
+        flags: list[bool] = []
+        loads = _lru_loads(merged, fp, memory_mb - self.p.base_mb, flags)
         ts = [t for t, _ in merged]
-        pcold, alive = _idle_starts(ts, self.p.keep_alive_s)
+        spec = self.models
+        service = [spec[m].exec_s + (spec[m].load_s if ld else 0.0) for (_, m), ld in zip(merged, flags)]
+        peak = _peak(ts, service)
+        pcold, _, init_s, alive = _pool_starts(ts, service, [0.0] * len(ts), self._pool(peak), self.p)
         gb = memory_mb / 1024
-        work = sum(len(self.times[m]) * self.models[m].exec_s + loads.get(m, 0) * self.models[m].load_s
-                   for m in packed)
-        opt.billed += (work + pcold * self.p.cold_start_s) * gb
+        work = sum(service)
+        opt.billed += (work + init_s) * gb
         opt.cold += pcold
         opt.reserved += alive * gb
         lat = []
@@ -380,8 +438,11 @@ class Planner:
         lat.append((self.p.cold_start_s + max(self.models[m].load_s + self.models[m].exec_s for m in packed), pcold))
         opt.lat = opt.lat + _hist(lat)
         opt.loads = {m: float(loads.get(m, 0)) for m in packed}
-        opt.peak = _peak(ts, [self.models[m].exec_s + self.models[m].load_s for _, m in merged])
+        opt.peak = peak
         return opt
+
+    def _pool(self, peak: int) -> int:
+        return max(2, math.ceil(peak / self.p.concurrency) + 1)
 
     def _candidates(self, c: int) -> list[_Option]:
         n = len(self.members[c])
@@ -397,31 +458,32 @@ class Planner:
                 front.append(o)
         return front
 
-    def _hold_bursts(self, cb, limits) -> tuple[float, float, float, np.ndarray, list[str]]:
-        """Given packs, switch alone models from scale-out to held bursts (most
-        cold starts saved per queued request first) while the cold-start target
-        is missed and the p99 stays within its target."""
+    def _hold_bursts(self, cb, limits) -> tuple[float, float, float, np.ndarray, dict[str, str]]:
+        """Given packs, bound the scale-out of alone models (most cold starts
+        saved first; of a model's bounds the tightest that keeps the p99
+        within its target) while the cold-start target is missed."""
         billed = sum(o.billed for o in cb)
         cold = sum(o.cold for o in cb)
         reserved = sum(o.reserved for o in cb)
         hist = sum((o.lat for o in cb), np.zeros(len(_EDGES)))
         alone = [m for o in cb for m in self.members[o.cls][o.k:]]
-        gain = sorted(alone, key=lambda m: -(self.alone[m].cold["scale"] - self.alone[m].cold["queue"])
-                      / (1 + self.alone[m].queued))
-        held = []
-        for m in gain:
+        order = sorted(alone, key=lambda m: self.alone[m].cold["queue"] - self.alone[m].cold["scale"])
+        held: dict[str, str] = {}
+        for m in order:
             if cold <= limits["cold"]:
                 break
             a = self.alone[m]
-            if a.cold["scale"] <= a.cold["queue"]:
-                continue
-            h2 = hist - a.hist["scale"] + a.hist["queue"]
-            if _p99(h2) > limits["p99"]:
-                continue
-            hist, held = h2, held + [m]
-            billed += a.billed["queue"] - a.billed["scale"]
-            cold += a.cold["queue"] - a.cold["scale"]
-            reserved += a.reserved["queue"] - a.reserved["scale"]
+            for how in ("queue", "cap2", "cap4"):
+                if a.cold[how] >= a.cold["scale"] or a.billed[how] > a.billed["scale"] + 1e-12:
+                    continue
+                h2 = hist - a.hist["scale"] + a.hist[how]
+                if _p99(h2) > limits["p99"]:
+                    continue
+                hist, held[m] = h2, how
+                billed += a.billed[how] - a.billed["scale"]
+                cold += a.cold[how] - a.cold["scale"]
+                reserved += a.reserved[how] - a.reserved["scale"]
+                break
         return billed, cold, reserved, hist, held
 
     def plan(self, targets: Targets | None = None) -> dict[str, Any]:
@@ -467,7 +529,7 @@ class Planner:
             packed = mem[:o.k]
             if packed:
                 name = f"pack{o.cls}"
-                pool = max(2, math.ceil(o.peak / p.concurrency) + 1)
+                pool = self._pool(o.peak)
                 ceiling = max(rate[m] for m in packed)
                 packs.append({
                     "name": name, "models": list(packed), "memory_mb": o.memory_mb,
@@ -480,13 +542,13 @@ class Planner:
                                f"a {o.memory_mb - p.base_mb:g} MB LRU budget was the cheapest in billed GB-s "
                                f"of {o.cls}..{p.max_memory_mb} MB")})
             for m in mem[o.k:]:
-                a, how = self.alone[m], ("queue" if m in held else "scale")
-                policy = {} if how == "queue" else {"claimed_limit": SCALE_OUT_LIMIT}
-                why = (f"a burst waits at the router for a free slot ({a.queued} of {a.requests} requests "
-                       f"in the trace), which saves {a.cold['scale'] - a.cold['queue']:g} scale-out cold starts"
-                       if how == "queue" else
-                       "a burst starts containers as with one action per model (holding it would cost the p99 "
-                       "more than its cold starts are worth to the targets)")
+                a, how = self.alone[m], held.get(m, "scale")
+                cap = BURSTS[how]
+                policy = {} if cap == 1 else {"claimed_limit": (cap or SCALE_OUT_LIMIT) * p.concurrency}
+                why = ("a burst starts containers as with one action per model (bounding it would cost the "
+                       "p99 more than its cold starts are worth to the targets)" if cap is None else
+                       f"a burst beyond {cap} container(s) waits at the router for a free slot, which saves "
+                       f"{a.cold['scale'] - a.cold[how]:g} scale-out cold starts in the trace")
                 alone.append({
                     "name": f"solo-{m}".replace("_", "-"), "models": [m], "memory_mb": a.mb,
                     "budget_mb": int(a.mb - p.base_mb), "pool_size": 1, "policy": policy, "bursts": how,

@@ -222,12 +222,12 @@ def _plan_summary(sc: Scenario) -> str:
     plan = sc.plan or {}
     packs = [p for p in plan.get("packs", []) if len(p["models"]) > 1 or p.get("bursts") is None]
     alone = [p for p in plan.get("packs", []) if p.get("bursts") is not None]
-    held = sum(1 for p in alone if p["bursts"] == "queue")
+    held = sum(1 for p in alone if p["bursts"] != "scale")
     est = plan.get("estimate", {})
     parts = [f"{len(p['models'])} models in `{p['name']}` ({p['memory_mb']} MB, budget {p['budget_mb']} MB, "
              f"{p['pool_size']} actions)" for p in packs]
     return (f"The plan (fitted on the other day): {'; '.join(parts) or 'no pack'}; {len(alone)} models alone at "
-            f"their own memory limit, {held} of them with bursts held at the router. Its own estimate on the "
+            f"their own memory limit, {held} of them with their scale-out bounded by the router. Its own estimate on the "
             f"day it saw: billed {est.get('billed_ratio', 0):.3f}x, cold-start rate "
             f"{100 * est.get('cold_start_rate', 0):.3f}%, reserved {est.get('reserved_ratio', 0):.2f}x"
             + (f"; targets it could not meet: {', '.join(est['unmet'])}" if est.get("unmet") else "") + ".")
