@@ -62,7 +62,8 @@ def cmd_pack_plan(args: argparse.Namespace) -> Out:
                                      memory_step_mb=args.memory_step, max_memory_mb=args.max_memory)
     targets = packplan.Targets(cold_start_rate=_positive(args.cold_start_rate, "--cold-start-rate", -1e-12),
                                p99_ratio=_positive(args.p99_ratio, "--p99-ratio"),
-                               reserved_ratio=_positive(args.reserved_ratio, "--reserved-ratio"))
+                               reserved_ratio=_positive(args.reserved_ratio, "--reserved-ratio"),
+                               billed_ratio=_positive(args.billed_ratio, "--billed-ratio"))
     say = (lambda msg: print(f"pack plan: {msg}", file=sys.stderr, flush=True)) if on_terminal(sys.stderr) \
         else None
     doc = packplan.plan(models, times, span, platform, targets, say)
@@ -104,24 +105,20 @@ def add_plan_command(pack: Any, add: Any) -> None:
     a.add_argument("--out-dir", required=True, metavar="DIR", help="where to write plan.json, router.json, deploy.sh")
     a.add_argument("--image", default="IMAGE", help="the action image in the deploy commands")
     a.add_argument("--wskprops", metavar="PATH", help="the router's OpenWhisk properties file (in the router config)")
-    t = packplan.Targets()
-    a.add_argument("--cold-start-rate", type=float, default=t.cold_start_rate, metavar="R",
-                   help="at most this share of requests cold (0.0005 = 0.05%%)")
-    a.add_argument("--p99-ratio", type=float, default=t.p99_ratio, metavar="X",
-                   help="p99 at most X times one action per model's")
-    a.add_argument("--reserved-ratio", type=float, default=t.reserved_ratio, metavar="X",
-                   help="container memory-time at most X times one action per model's")
-    pf = packplan.PlatformSpec()
-    a.add_argument("--keep-alive", type=float, default=pf.keep_alive_s, metavar="S",
-                   help="the platform's idle container lifetime")
-    a.add_argument("--cold-start", type=float, default=pf.cold_start_s, metavar="S",
-                   help="container start + /init (bench/bench_platform.py)")
-    a.add_argument("--concurrency", type=int, default=pf.concurrency, metavar="N",
-                   help="the actions' limits.concurrency")
-    a.add_argument("--max-memory", type=int, default=pf.max_memory_mb, metavar="MB",
-                   help="the platform's largest limits.memory")
-    a.add_argument("--memory-step", type=int, default=pf.memory_step_mb, metavar="MB",
-                   help="memory limits in steps of this")
+    t, pf = packplan.Targets(), packplan.PlatformSpec()
+    for flag, kind, default, meta, what in (
+            ("--cold-start-rate", float, t.cold_start_rate, "R", "at most this share of requests cold (0.0005 = 0.05%%)"),
+            ("--p99-ratio", float, t.p99_ratio, "X", "p99 at most X times one action per model's"),
+            ("--reserved-ratio", float, t.reserved_ratio, "X", "container memory-time at most X times one action per "
+                                                                 "model's"),
+            ("--billed-ratio", float, t.billed_ratio, "X", "billed GB-s at most X times one action per model's "
+                                                             "(kept first when not every target can be met)"),
+            ("--keep-alive", float, pf.keep_alive_s, "S", "the platform's idle container lifetime"),
+            ("--cold-start", float, pf.cold_start_s, "S", "container start + /init (bench/bench_platform.py)"),
+            ("--concurrency", int, pf.concurrency, "N", "the actions' limits.concurrency"),
+            ("--max-memory", int, pf.max_memory_mb, "MB", "the platform's largest limits.memory"),
+            ("--memory-step", int, pf.memory_step_mb, "MB", "memory limits in steps of this")):
+        a.add_argument(flag, type=kind, default=default, metavar=meta, help=what)
     a.add_argument("--base-mb", type=float, default=pf.base_mb, metavar="MB", help="the action without models")
     a.add_argument("--footprint-factor", type=float, default=3.7, metavar="X",
                    help="footprint = file size x X where the manifest gives none (measured: 3.7)")

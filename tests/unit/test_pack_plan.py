@@ -175,3 +175,17 @@ def test_cli_pack_plan_bad_input_is_one_line(tmp_path, change, message):
              *(c.format(dir=tmp_path) for c in change))
     assert p.returncode == 2 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
     assert "\x1b" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_pack_plan_from_per_model_rates(tmp_path):
+    _inputs(tmp_path)
+    (tmp_path / "rates.json").write_text(json.dumps({"hot": 0.5, "r1": 1 / 3600, "r2": 1 / 1800, "big": 1 / 900}))
+    p = _cli("pack", "plan", "--models", str(tmp_path / "models.json"), "--rates", str(tmp_path / "rates.json"),
+             "--out-dir", str(tmp_path / "out"), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["estimate"]["requests"] == 43200 + 24 + 48 + 96 and any("--memory" in c for c in out["commands"])
+    (tmp_path / "rates.json").write_text(json.dumps({"ghost": 1.0}))
+    p = _cli("pack", "plan", "--models", str(tmp_path / "models.json"), "--rates", str(tmp_path / "rates.json"),
+             "--out-dir", str(tmp_path / "out"))
+    assert p.returncode == 2 and "not in the manifest" in p.stderr
