@@ -105,7 +105,7 @@ def test_plan_bills_less_than_one_action_per_model_live(tmp_path):
         (tmp_path / "models.json").write_text(json.dumps({"models": [
             {"model_id": m, "sealed": str(sealed[m][0]), "load_s": 0.005 if m in SMALL else 0.06, "exec_s": 0.004}
             for m in SMALL + LARGE]}))
-        emulator, wskprops = start_emulator(tmp_path, keep_alive_s=KEEP_ALIVE_S, max_containers=16)
+        emulator, wskprops = start_emulator(tmp_path, keep_alive_s=KEEP_ALIVE_S, max_containers=32)
         world.servers.append(emulator)
         env = {"WSK_CONFIG_FILE": str(wskprops)}
 
@@ -152,10 +152,10 @@ def test_plan_bills_less_than_one_action_per_model_live(tmp_path):
         solo_router = start_router(tmp_path, solo_cfg, name="router-solo")
         world.servers.append(solo_router)
 
-        # Both at once (interleaved A/B): the machine's load falls on both alike, and the test stays short.
-        with ThreadPoolExecutor(2) as both:
-            runs = [both.submit(_replay, r.url, world, trace) for r in (solo_router, plan_router)]
-            assert [f.result() for f in runs] == [[], []]
+        # One after the other: run at once, each replay's activations share the CPU with the other's,
+        # and the measured durations (the bill) follow the machine's load more than the plan.
+        assert _replay(solo_router.url, world, trace) == []
+        assert _replay(plan_router.url, world, trace) == []
 
         plan_actions = {a for pk in plan["packs"] for a in _plan_actions(pk)}
         solo_actions = {a for names in solo.values() for a in names}
