@@ -8,13 +8,16 @@ an activation is billed its `duration` (initTime included on a cold start)
 x the action's memory limit. The planner estimates, per model and per
 candidate pack, from a trace (or per-model rates):
 
-- alone: every request at the model's own smallest memory limit; a cold
-  start (the first request, and every one after an idle gap longer than the
-  keep-alive) adds the cold start and the model load;
+- alone: every request at the model's own smallest memory limit, replayed
+  through the containers the platform would run for it: a request finding no
+  free slot starts one (initialisation and model load billed; requests that
+  join it while it starts are cold too), an idle one goes after the
+  keep-alive; or with its scale-out bounded by the router (1, 2 or 4
+  containers; beyond them a request waits for a slot, unbilled);
 - packed: every request at the pack's memory limit; a request whose model
-  is not in its container's LRU (replayed over the pack's merged trace)
-  adds the model load; the pack's container is cold only after the whole
-  pack was idle for the keep-alive.
+  is not in the LRU (replayed over the pack's merged trace) adds the model
+  load; the pack's pool is replayed as the router uses it (the most recently
+  used live action with a free slot, else a cold one).
 
 It searches, per memory class (models whose own limit is the same), how
 many of the class's rarest models to pack and at which memory limit, and
@@ -26,7 +29,6 @@ the router (`router serve --config plan.json`) read as written.
 from __future__ import annotations
 
 import csv
-import heapq
 import itertools
 import math
 from collections import OrderedDict
@@ -211,22 +213,6 @@ def _p99(h: np.ndarray, q: float = 0.99) -> float:
     return float(_EDGES[min(i, len(_EDGES) - 1)])
 
 
-def _idle_starts(ts: Sequence[float], ka: float) -> tuple[int, float]:
-    """Cold starts (first arrival, then each after an idle gap > keep-alive)
-    and the container-alive time of one container serving `ts`."""
-    if not ts:
-        return 0, 0.0
-    cold, alive = 1, ka
-    for a, b in zip(ts, ts[1:]):
-        gap = b - a
-        if gap > ka:
-            cold += 1
-            alive += ka
-        else:
-            alive += gap
-    return cold, alive
-
-
 def _scale_out(ts: Sequence[float], m: ModelSpec, p: PlatformSpec,
                cap: int | None = None) -> tuple[int, float, float, dict]:
     """One action per model as the platform runs it: a request finding no free
@@ -315,19 +301,6 @@ def _pool_starts(ts: Sequence[float], service: Sequence[float], first: Sequence[
     return cold, starts, starts * p.cold_start_s, alive
 
 
-def _queue_waits(ts: Sequence[float], service: float, slots: int) -> list[float]:
-    """Each request's wait for one of `slots` (FIFO): the router holds a burst
-    beyond the container's concurrency instead of starting a container."""
-    free = [0.0] * slots  # when each slot frees, a min-heap
-    waits = []
-    for t in ts:
-        at = heapq.heappop(free)
-        start = max(t, at)
-        waits.append(start - t)
-        heapq.heappush(free, start + service)
-    return waits
-
-
 def _peak(ts: Sequence[float], service: Sequence[float]) -> int:
     events = sorted([(t, 1) for t in ts] + [(t + s, -1) for t, s in zip(ts, service)])
     cur = best = 0
@@ -360,16 +333,16 @@ def _lru_loads(merged: Sequence[tuple[float, str]], fp: Mapping[str, float], bud
 
 @dataclass
 class _Alone:
-    """A model alone, two ways: `scale` lets the platform start containers for
-    a burst (one action per model); `queue` holds a burst at the router until
-    a slot frees (no cold start, a wait)."""
+    """A model alone, per way of serving its bursts (`BURSTS`): `scale` lets
+    the platform start containers (one action per model); the others bound
+    them at the router, the rest of a burst waiting for a slot (fewer cold
+    starts, a wait)."""
     requests: int
     mb: int
     billed: dict[str, float]
     cold: dict[str, float]
     reserved: dict[str, float]
     hist: dict[str, np.ndarray]
-    queued: int
 
 
 class Planner:
@@ -399,13 +372,11 @@ class Planner:
     def _alone(self, mid: str) -> _Alone:
         m, ts, mb = self.models[mid], self.times[mid], self.alone_mb[mid]
         gb = mb / 1024
-        out = _Alone(len(ts), mb, {}, {}, {}, {}, 0)
+        out = _Alone(len(ts), mb, {}, {}, {}, {})
         for how, cap in BURSTS.items():
             cold, billed, alive, lat = _scale_out(ts, m, self.p, cap)
             out.billed[how], out.cold[how], out.reserved[how] = billed * gb, cold, alive * gb
             out.hist[how] = _hist(lat.items())
-            if how == "queue":
-                out.queued = sum(n for x, n in lat.items() if x > m.exec_s + 1e-4) - cold
         return out
 
     def _option(self, c: int, k: int, memory_mb: int) -> _Option:
