@@ -103,7 +103,8 @@ def add_plan_command(pack: Any, add: Any) -> None:
     a.add_argument("--trace", metavar="CSV", help="requests as timestamp,model rows (seconds)")
     a.add_argument("--rates", metavar="RATES.json", help="instead of a trace: {model: requests per second}")
     a.add_argument("--out-dir", required=True, metavar="DIR", help="where to write plan.json, router.json, deploy.sh")
-    a.add_argument("--image", default="IMAGE", help="the action image in the deploy commands")
+    a.add_argument("--image", default="IMAGE", help="the action image in the deploy commands; {pack} becomes each "
+                                                    "pack's name (one image per pack, as a hardware TEE needs)")
     a.add_argument("--wskprops", metavar="PATH", help="the router's OpenWhisk properties file (in the router config)")
     t, pf = packplan.Targets(), packplan.PlatformSpec()
     for flag, kind, default, meta, what in (

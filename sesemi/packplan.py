@@ -521,7 +521,7 @@ class Planner:
                        f"a burst beyond {cap} container(s) waits at the router for a free slot, which saves "
                        f"{a.cold['scale'] - a.cold[how]:g} scale-out cold starts in the trace")
                 alone.append({
-                    "name": f"solo-{m}".replace("_", "-"), "models": [m], "memory_mb": a.mb,
+                    "name": f"solo-{m}", "models": [m], "memory_mb": a.mb,
                     "budget_mb": int(a.mb - p.base_mb), "pool_size": 1, "policy": policy, "bursts": how,
                     "estimate": {"requests": a.requests, "cold_starts": a.cold[how]},
                     "reason": (f"{rate[m] * 3600:.3g} requests/h: alone at its own {a.mb} MB it keeps a warm "
@@ -609,7 +609,11 @@ def router_config(doc: Mapping[str, Any], prefix: str = "sesemi-") -> dict[str, 
 def commands(doc: Mapping[str, Any], plan_path: str = "plan.json", image: str = "IMAGE",
              prefix: str = "sesemi-") -> list[str]:
     """The shell commands that build and deploy a plan: one pack file and one
-    pool of actions per pack, each with its own memory limit and LRU budget."""
+    pool of actions per pack, each with its own memory limit and LRU budget.
+    `{pack}` in `image` becomes each pack's name: under a hardware TEE the
+    pack is measured inside its image (docs/deploy.md), so each pack has its
+    own; without it, one image serves every pack and /init names the pack
+    file (SESEMI_PACK, the sim backend only)."""
     check_plan(doc)
     conc = int((doc.get("platform") or {}).get("concurrency", 4))
     out = []
@@ -617,8 +621,9 @@ def commands(doc: Mapping[str, Any], plan_path: str = "plan.json", image: str = 
         base = f"{prefix}{p['name']}"
         out.append(f"sesemi pack build --plan {plan_path} --pack {p['name']} --out {p['name']}.pack")
         rep = f" --replicas {p['pool_size']}" if p["pool_size"] > 1 else ""
-        out.append(f"sesemi deploy {base}{rep} --image {image} --memory {p['memory_mb']} --concurrency {conc} "
-                   f"--env SESEMI_MEMORY_BUDGET_MB={p['budget_mb']} --env SESEMI_PACK=/packs/{p['name']}.pack "
-                   f"--env SESEMI_KS_URL=$SESEMI_KS_URL")
+        img = image.replace("{pack}", p["name"])
+        pack_env = "" if "{pack}" in image else f" --env SESEMI_PACK=/packs/{p['name']}.pack"
+        out.append(f"sesemi deploy {base}{rep} --image {img} --memory {p['memory_mb']} --concurrency {conc} "
+                   f"--env SESEMI_MEMORY_BUDGET_MB={p['budget_mb']}{pack_env} --env SESEMI_KS_URL=$SESEMI_KS_URL")
     out.append(f"sesemi router serve --config {plan_path}")
     return out

@@ -91,6 +91,10 @@ def test_planner_packs_rare_models_with_a_busy_one_that_keeps_the_pack_warm():
     assert cfg.pack_of()["r2"] == "pack256"
     cmds = packplan.commands(plan, "plan.json", "img")
     assert any("--memory 256" in c and "SESEMI_MEMORY_BUDGET_MB=128" in c and "--replicas" in c for c in cmds)
+    # One image per pack (a hardware TEE measures the pack inside it): /init names no pack file.
+    per_pack = packplan.commands(plan, "plan.json", "registry/sesemi-{pack}")
+    assert any("--image registry/sesemi-pack256 " in c for c in per_pack)
+    assert not any("SESEMI_PACK=" in c for c in per_pack) and any("SESEMI_PACK=" in c for c in cmds)
 
 
 def test_router_config_per_pack_policy_and_refusals():
