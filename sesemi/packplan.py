@@ -46,7 +46,7 @@ SCALE_OUT_LIMIT = 1000        # an alone model whose bursts start containers: th
 # How an alone model's burst is served: the containers the router lets the platform run for it
 # (claimed_limit = that x the concurrency); beyond them requests wait for a slot. None: unbounded.
 BURSTS: dict[str, int | None] = {"scale": None, "cap4": 4, "cap2": 2, "queue": 1}
-MAX_TRACE_ROWS = 20_000_000   # a day of a busy deployment; beyond it the CSV is refused, not half-read
+MAX_TRACE_ROWS = 5_000_000    # requests the planner replays (~0.5 GB); beyond it the input is refused, not half-read
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,11 @@ def times_from_rates(rates: Mapping[str, float], span_s: float = 86400.0) -> dic
     for mid, r in rates.items():
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
             raise FormatError(f"rate of {mid} must be a number >= 0 (requests/s)")
+    total = sum(rates.values()) * span_s
+    if total > MAX_TRACE_ROWS:
+        raise FormatError(f"the rates make {total:,.0f} requests a day, more than the planner replays "
+                          f"({MAX_TRACE_ROWS:,}): give a trace sample instead")
+    for mid, r in rates.items():
         n = int(round(r * span_s))
         out[mid] = [(i + 0.5) * span_s / n for i in range(n)] if n else []
     return out

@@ -171,10 +171,12 @@ def test_cli_pack_plan_writes_plan_router_config_and_commands(tmp_path):
     ((), "one of them"),
     (("--trace", "{dir}/missing.csv"), "cannot read trace"),
     (("--trace", "{dir}/trace.csv", "--cold-start-rate", "-1"), "--cold-start-rate"),
+    (("--rates", "{dir}/huge.json"), "give a trace sample"),  # bounded: not 86 M arrivals in memory
 ])
 def test_cli_pack_plan_bad_input_is_one_line(tmp_path, change, message):
     _inputs(tmp_path)
     (tmp_path / "bad.csv").write_text("1.0,hot\n2.0,\x1b[31mghost\n")
+    (tmp_path / "huge.json").write_text(json.dumps({"hot": 1000}))
     p = _cli("pack", "plan", "--models", str(tmp_path / "models.json"), "--out-dir", str(tmp_path / "o"),
              *(c.format(dir=tmp_path) for c in change))
     assert p.returncode == 2 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
