@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping
 
-from sesemi import logsafe
+from sesemi import hpke_box, logsafe
 from sesemi.attestation.backends import check_available
 
 from .config import ActionConfig
@@ -22,6 +22,7 @@ def serve(settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 8080
     process environment; /init's value.env overrides both. `threads` caps the
     concurrent connections (the platform's concurrency limit sets how many it opens).
     `make_server`: the HTTP layer (bench/flask_action.py measures another one)."""
+    hpke_box.check_backend()  # released keys arrive in hybrid HPKE boxes: one line if ML-KEM is missing
     logsafe.configure("action")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.action")
     from .malloc_tuning import tune_malloc

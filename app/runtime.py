@@ -126,6 +126,7 @@ class Runtime:
         return {"models_loaded": self.models.loaded_ids, "model_loads": self.models.stats.loads,
                 "model_evictions": self.models.stats.evictions, "replay_window": len(self.replay),
                 "key_fetches": self.session.key_fetches, "refusals_cached": len(self.session.refusals),
+                "roster_refreshes": self.session.rosters.refreshes,
                 "mrenclave": self.mrenclave, "init_seconds": self.init_seconds, "init_phases": self.init_phases,
                 "model_load_phases": self.models.stats.load_phases[-20:],
                 "first_inference_s": self.first_inference_s,

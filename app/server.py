@@ -204,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._respond(405, _error_bytes(405, f"{self.command} is not allowed"), head_only=self.command == "HEAD")
 
+    # Every other recognised method is refused 405; an unrecognised one finds no
+    # do_<METHOD> and http.server answers 501 (send_error), as the key service does.
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
 
     def log_message(self, fmt: str, *args: Any) -> None:  # request lines hold no payload; keep them quiet

@@ -24,9 +24,13 @@ STEPS = [
     ("packing", ["bench_packing.py"]),
     ("key service", ["bench_keyservice.py"]),
     ("key service at scale (issue 14)", ["bench_keyservice_scale.py"]),
+    ("post-quantum key transport", ["bench_pq.py"]),
     ("memory", ["bench_memory.py"]),
     ("platform costs (emulator)", ["bench_platform.py"]),
     ("router capacity", ["bench_router.py"]),
+    ("key-service log proofs", ["bench_log.py"]),
+    ("key-service log at scale", ["bench_log_scale.py"]),
+    ("key-service log A/B", ["bench_log_ab.py"]),
     ("report", ["report.py"]),
 ]
 

@@ -124,8 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     a = add(ks, "audit", c.cmd_audit, "show the audit log entries you may see")
     as_(a, "NAME")
     a.add_argument("--model-id", metavar="ID", help="only this model's entries (default: all you may see)")
-    a.add_argument("--verify", action="store_true", help="have the key service check its whole ledger and every "
-                   "sealed row first: a deleted, reordered or edited row fails")
+    a.add_argument("--verify", action="store_true", help="check each entry's inclusion proof in the signed "
+                   "checkpoint (the operator's full check is `sesemi keyservice verify`)")
+    receipt = ks.add_parser("receipt", help="receipts of writes", description="receipts of writes",
+                            formatter_class=HelpFormatter).add_subparsers(dest="sub2", required=True,
+                                                                           metavar="SUBCOMMAND")
+    a = add(receipt, "verify", c.cmd_receipt_verify, "check a write's receipt offline: its leaf is in a "
+            "checkpoint signed by the pinned key service")
+    a.add_argument("file", help="a receipt (written under --home/receipts by publish, grant, revoke, enroll)")
+    a.add_argument("--ks-key", metavar="HEX", help="the key service's signing key (default: the pinned one)")
+    klog = ks.add_parser("log", help="the key service's verifiable log", description="the key service's "
+                         "verifiable log (RFC 9162 Merkle tree, C2SP signed checkpoints)",
+                         formatter_class=HelpFormatter).add_subparsers(dest="sub2", required=True,
+                                                                        metavar="SUBCOMMAND")
+    add(klog, "checkpoint", c.cmd_log_checkpoint, "print the current signed checkpoint (proved against the "
+        "one this home holds)")
+    a = add(klog, "prove", c.cmd_log_prove, "print a consistency proof between two tree sizes")
+    a.add_argument("--from", dest="from_", type=int, required=True, metavar="N", help="the earlier tree size")
+    a.add_argument("--to", type=int, metavar="M", help="the later tree size (default: the current one)")
+    a = add(klog, "monitor", c.cmd_log_monitor, "poll the checkpoint, each proved against the last; exits "
+            "non-zero on a fork or rollback")
+    a.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between polls")
+    a.add_argument("--count", type=int, default=1, metavar="N", help="how many polls (bounded)")
 
     model = group("model", "seal and publish models (owner)")
     a = add(model, "seal", c.cmd_model_seal, "check that a .tflite model loads, then encrypt it under a fresh "
@@ -200,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tee", choices=TEE_NAMES, help="evidence backend (default: $SESEMI_TEE or sim)")
 
     kss = group("keyservice", "run the key service")
+    a = add(kss, "verify", s.cmd_keyservice_verify, "the operator's full check of a key-service database: every "
+            "log leaf, node and sealed row (its own process: no lock a serving replica needs)")
+    a.add_argument("--db", required=True, metavar="PATH|postgresql://...", help="the database to check")
+    a.add_argument("--secrets", metavar="PATH", help="the service identity's file (default: next to a SQLite "
+                   "database)")
     a = add(kss, "serve", s.cmd_keyservice_serve, "serve the key service")
     a.add_argument("--db", required=True, metavar="PATH|postgresql://...",
                    help="its SQLite database (created if missing), or a PostgreSQL URL for several replicas")
@@ -218,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--token-ttl", type=int, default=600, metavar="S", help="enclave attestation token lifetime (s)")
     a.add_argument("--insecure-sim-attestation", action="store_true",
                    help="release keys to enclaves presenting SIMULATED evidence (development only)")
+    a.add_argument("--insecure-allow-classical-kem", action="store_true",
+                   help="accept X25519-only HPKE keys and boxes (uploads, releases) beside the hybrid post-quantum "
+                   "ones: no protection against recorded traffic decrypted later (migration only; measured)")
     a.add_argument("--tee", choices=TEE_NAMES, default="sim",
                    help="how the service attests itself: sim, or occlum (inside an Occlum enclave)")
     a.add_argument("--pccs-url", metavar="URL", help="DCAP collateral for enclaves' quotes from this PCCS "

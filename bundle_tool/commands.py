@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sesemi import sealed_model
+from sesemi import hpke_box, ks_log, sealed_model
 from sesemi import timeouts as T
 from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
 from sesemi.envelope import new_request_key
@@ -38,6 +38,7 @@ def _timeouts(args: argparse.Namespace, job: T.Timeouts) -> T.Timeouts:
 
 
 def _ks(args: argparse.Namespace) -> KeyServiceClient:
+    hpke_box.check_backend()  # keys are sealed in hybrid HPKE boxes: one line if ML-KEM is missing
     home = home_of(args)
     return KeyServiceClient(home.pin(), _timeouts(args, T.KEY_SERVICE), counter=home.call_counter(),
                             witness=home.state_witness())
@@ -74,6 +75,7 @@ def _dcap_verifier(args: argparse.Namespace):
 
 def cmd_ks_attest(args: argparse.Namespace) -> Out:
     check_urls(args.url, "key service URL")
+    hpke_box.check_backend()
     pin = attest_key_service(args.url, insecure_sim=args.insecure_sim, expect_mrenclave=args.expect_mrenclave,
                              expect_mrsigner=args.expect_mrsigner, dcap_verifier=_dcap_verifier(args),
                              accept_tcb_statuses=args.accept_tcb_status,
@@ -84,8 +86,13 @@ def cmd_ks_attest(args: argparse.Namespace) -> Out:
     home.save_pin(pin)
     if pin.insecure_simulation:
         print(SIM_BANNER, file=sys.stderr)
+    if pin.insecure_allow_classical_kem:
+        print("WARNING: this key service runs with --insecure-allow-classical-kem: it releases keys under X25519 "
+              "alone to enclaves that ask for it (your own uploads stay hybrid; your policy decides which "
+              "enclaves get keys)", file=sys.stderr)
     text = (f"pinned key service {pin.url}\n  tee        {pin.tee}\n  mrenclave  {pin.mrenclave}\n"
-            f"  mrsigner   {pin.mrsigner}\n  hpke key   {pin.hpke_public_key}"
+            f"  mrsigner   {pin.mrsigner}\n  hpke key   {hpke_box.HYBRID} (post-quantum hybrid), "
+            f"id {hpke_box.key_id(bytes.fromhex(pin.hpke_public_key))}"
             + (f"\n  tcb status {pin.tcb_status}" if pin.tcb_status else "")
             + f"\n  signing key {pin.signing_public_key}")
     return Out({**pin.to_json(), "pin_file": str(home.pin_path)}, text)
@@ -97,7 +104,7 @@ def cmd_ks_register(args: argparse.Namespace) -> Out:
 
 
 # Known audit fields first, in this order; any others after them, sorted.
-AUDIT_FIELDS = ("seq", "ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
+AUDIT_FIELDS = ("leaf", "ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
 
 
 def _iso(ts: Any) -> Any:
@@ -114,12 +121,68 @@ def audit_line(entry: dict) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> Out:
     answer = _ks(args).audit_answer(home_of(args).identity(args.as_), args.model_id, verify=args.verify)
-    lines = [audit_line(e) for e in answer["entries"]]
+    shown = [{k: v for k, v in e.items() if k not in ("hash", "inclusion_proof")} for e in answer["entries"]]
+    lines = [audit_line(e) for e in shown]
     if args.verify:
-        v = answer.get("verified") or {}
-        lines.append(f"ledger verified: entries up to {v.get('ledger_entries_to')}, {v.get('rows')} sealed rows; "
-                     f"head {answer['head']['seq']}.{answer['head']['hash']} (signed)")
+        lines.append(f"log verified: {len(shown)} entries' inclusion proofs checked against the signed checkpoint "
+                     f"(size {answer['head']['size']}, root {answer['head']['root']})")
     return Out(answer, "\n".join(lines))
+
+
+def cmd_receipt_verify(args: argparse.Namespace) -> Out:
+    from sesemi.encoding import json_loads
+    from sesemi.ks_log import Receipt
+
+    try:
+        raw = open(args.file, "rb").read()
+    except OSError as exc:
+        raise FormatError(f"cannot read {args.file}: {exc.strerror}") from None
+    try:
+        receipt = Receipt.from_json(json_loads(raw))
+    except ValueError:
+        raise FormatError(f"{args.file} is not JSON") from None
+    key = check_ks_key(args.ks_key) if args.ks_key else home_of(args).pin().signing_public_key
+    cp = receipt.verify(bytes.fromhex(key))
+    e = receipt.entry
+    return Out({"ok": True, "leaf_index": receipt.index, "event": e.get("event"), "model_id": e.get("model_id"),
+                "user_id": e.get("user_id"), "checkpoint_size": cp.size, "root": cp.root.hex()},
+               f"ok: leaf {receipt.index} ({e.get('event')} {e.get('model_id') or ''} {e.get('user_id') or ''}"
+               f"".rstrip() + f") is in the key service's log at checkpoint size {cp.size}")
+
+
+def cmd_log_checkpoint(args: argparse.Namespace) -> Out:
+    cp, note = _ks(args).checkpoint()
+    return Out({"size": cp.size, "root": cp.root.hex(), "checkpoint": note}, note.rstrip("\n"))
+
+
+def cmd_log_prove(args: argparse.Namespace) -> Out:
+    ks = _ks(args)
+    cp, _ = ks.checkpoint()
+    to = cp.size if args.to is None else args.to
+    if not 0 <= args.from_ <= to <= cp.size:
+        raise FormatError(f"need 0 <= --from <= --to <= {cp.size} (the log's size)")
+    proof = ks.consistency_proof(args.from_, to)
+    return Out({"first": args.from_, "second": to, "proof": [h.hex() for h in proof]},
+               "\n".join(h.hex() for h in proof) or "(empty proof)")
+
+
+def cmd_log_monitor(args: argparse.Namespace) -> Out:
+    """Poll the checkpoint; every answer must prove it extends the last one
+    held (the home's witness), so a fork exits non-zero (RollbackDetected)."""
+    import time
+
+    if args.count < 1 or not 0 <= args.interval <= 86_400:
+        raise FormatError("--count must be at least 1 and --interval from 0 to 86400 seconds")
+    ks = _ks(args)
+    seen = []
+    for i in range(args.count):
+        if i:
+            time.sleep(args.interval)
+        cp, _ = ks.checkpoint()
+        seen.append({"size": cp.size, "root": cp.root.hex()})
+        if not args.json:
+            print(f"checkpoint size {cp.size} root {cp.root.hex()}: consistent", flush=True)
+    return Out({"checkpoints": seen, "consistent": True}, f"{len(seen)} checkpoint(s), all consistent")
 
 
 def cmd_model_seal(args: argparse.Namespace) -> Out:
@@ -148,20 +211,24 @@ def cmd_model_publish(args: argparse.Namespace) -> Out:
                            advisory_allowlist=tuple(args.allow_advisory),
                            advisory_denylist=tuple(args.deny_advisory))
     EnclavePolicy.from_json(policy.to_json())  # same validation the key service applies
-    _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy,
-                            home.model_seal_id(args.model_id))
-    return Out({"model_id": args.model_id, "policy": policy.to_json()}, f"published {args.model_id}")
+    body = _ks(args).publish_model(home.identity(args.as_), args.model_id, home.model_key(args.model_id), policy,
+                                   home.model_seal_id(args.model_id))
+    receipt = home.save_receipt(ks_log.Receipt.from_json(body["receipt"]))
+    return Out({"model_id": args.model_id, "policy": policy.to_json(), "receipt": str(receipt)},
+               f"published {args.model_id}")
 
 
 def cmd_grant(args: argparse.Namespace) -> Out:
-    _ks(args).grant(home_of(args).identity(args.as_), args.model_id, args.user_id)
-    return Out({"model_id": args.model_id, "user_id": args.user_id, "granted": True},
+    home = home_of(args)
+    receipt = home.save_receipt(_ks(args).grant(home.identity(args.as_), args.model_id, args.user_id))
+    return Out({"model_id": args.model_id, "user_id": args.user_id, "granted": True, "receipt": str(receipt)},
                f"granted {args.user_id} on {args.model_id}")
 
 
 def cmd_revoke(args: argparse.Namespace) -> Out:
-    _ks(args).revoke(home_of(args).identity(args.as_), args.model_id, args.user_id)
-    return Out({"model_id": args.model_id, "user_id": args.user_id, "granted": False},
+    home = home_of(args)
+    receipt = home.save_receipt(_ks(args).revoke(home.identity(args.as_), args.model_id, args.user_id))
+    return Out({"model_id": args.model_id, "user_id": args.user_id, "granted": False, "receipt": str(receipt)},
                f"revoked {args.user_id} on {args.model_id} (actions drop cached keys within their key TTL or the release's request count)")
 
 
@@ -169,9 +236,10 @@ def cmd_user_enroll(args: argparse.Namespace) -> Out:
     home = home_of(args)
     user = home.identity(args.as_)
     key = new_request_key()
-    version = _ks(args).enroll(user, args.model_id, key)
+    version, receipt = _ks(args).enroll_with_receipt(user, args.model_id, key)
     home.save_request_key(user.principal_id, args.model_id, key, version)
-    return Out({"model_id": args.model_id, "user_id": user.principal_id, "version": version},
+    path = home.save_receipt(receipt)
+    return Out({"model_id": args.model_id, "user_id": user.principal_id, "version": version, "receipt": str(path)},
                f"enrolled a request key for {args.model_id} (version {version}; actions switch to it on its "
                "first use)")
 

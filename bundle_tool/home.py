@@ -6,19 +6,22 @@
     ks_pin.json                     the attested key service
     call_seq/PID                    the last signed-call sequence number of each identity
     dcap_marks.json                 the DCAP time floor and TCB evaluation numbers `ks attest` has verified
-    ks_state.json                   the highest state version seen of each key service
+    ks_state.json                   the last signed checkpoint accepted of each key service's log
+    receipts/LEAF-EVENT.json        inclusion proofs of this home's writes (`sesemi ks receipt verify`)
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sesemi.call_seq import FileCallCounter
 from sesemi.ks_state import FileStateWitness
 from sesemi.client import KsPin
 from sesemi.encoding import b64d, b64e, canonical_json, json_loads
-from sesemi.errors import FormatError, NotFound, SesemiError
+from sesemi import hpke_box
+from sesemi.errors import FormatError, NotFound, PinMismatch, SesemiError
 from sesemi.identity import Identity, write_private_file
 from sesemi.names import check_local_name, check_model_id
 
@@ -146,6 +149,12 @@ class Home:
     def call_counter(self) -> FileCallCounter:
         return FileCallCounter(self.root / "call_seq")
 
+    def save_receipt(self, receipt: Any) -> Path:
+        """A write's receipt (sesemi.ks_log.Receipt), kept for offline checks."""
+        path = self.root / "receipts" / f"{receipt.index:012d}-{receipt.entry.get('event')}.json"
+        write_private_file(path, canonical_json(receipt.to_json()))
+        return path
+
     def state_witness(self) -> FileStateWitness:
         return FileStateWitness(self.root / "ks_state.json")
 
@@ -165,6 +174,10 @@ class Home:
             pin = KsPin.from_json(doc) if isinstance(doc, dict) else None
         except (ValueError, TypeError):  # orjson's JSONDecodeError is a ValueError; a missing field a TypeError
             pin = None
+        if pin is not None and _is_hex32(pin.hpke_public_key):
+            # Pinned before key transport became hybrid: the key service now presents another key.
+            raise PinMismatch(f"{self.pin_path} pins an X25519-only key-service key (before post-quantum key "
+                              "transport): run `sesemi ks attest URL` again to re-pin its hybrid key")
         if pin is None or not _pin_is_sound(pin):
             raise FormatError(f"{self.pin_path} is damaged: run `sesemi ks attest URL` again to re-pin")
         return pin
@@ -174,8 +187,13 @@ def _is_hex32(v: object) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v)
 
 
+def _is_hybrid_key_hex(v: object) -> bool:
+    return (isinstance(v, str) and len(v) == 2 * hpke_box.KEMS[hpke_box.HYBRID].public_len
+            and all(c in "0123456789abcdefABCDEF" for c in v))
+
+
 def _pin_is_sound(pin: KsPin) -> bool:
     """The fields later calls use without further checks (keys as hex, the URL)."""
     return (isinstance(pin.url, str) and pin.url.startswith(("http://", "https://"))
-            and _is_hex32(pin.hpke_public_key) and (pin.signing_public_key == "" or _is_hex32(pin.signing_public_key))
+            and _is_hybrid_key_hex(pin.hpke_public_key) and (pin.signing_public_key == "" or _is_hex32(pin.signing_public_key))
             and isinstance(pin.tee, str) and isinstance(pin.insecure_simulation, bool))

@@ -53,7 +53,17 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
                      tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
                      min_tcb_eval=args.min_tcb_eval, secrets_file=args.secrets, peers=args.peer,
                      join_url=args.join, cluster_policy=policy, limits=limits,
-                     release_max_requests=args.release_max_requests)
+                     release_max_requests=args.release_max_requests,
+                     insecure_allow_classical_kem=args.insecure_allow_classical_kem)
+
+
+def cmd_keyservice_verify(args: argparse.Namespace):
+    import keyservice
+
+    from .output import Out
+
+    got = keyservice.verify_database(args.db, args.secrets)
+    return Out(got, f"ok: log of {got['tree_size']} leaves (root {got['root']}) and {got['rows']} sealed rows verify")
 
 
 def cmd_action_serve(args: argparse.Namespace) -> None:

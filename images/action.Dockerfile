@@ -47,8 +47,12 @@ FROM python AS deps
 COPY pyproject.toml /tmp/sesemi/pyproject.toml
 RUN --mount=type=bind,from=wheels,target=/wheels \
     /opt/python-occlum/bin/python3 -c 'import tomllib; d = tomllib.load(open("/tmp/sesemi/pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))' > /tmp/sesemi/requirements.txt && \
-    /opt/python-occlum/bin/python3 -m pip install --no-cache-dir --find-links /wheels \
+    /opt/python-occlum/bin/python3 -m pip install --no-cache-dir --find-links /wheels --only-binary cryptography \
         --target /opt/sesemi-deps/site-packages -r /tmp/sesemi/requirements.txt
+# The hybrid HPKE suite (MLKEM768-X25519) needs ML-KEM in the OpenSSL that
+# cryptography links: its wheels carry their own (>= 3.5); a build from source
+# would link Ubuntu 20.04's 1.1.1, which has none. So: wheels only, checked here.
+RUN PYTHONPATH=/opt/sesemi-deps/site-packages /opt/python-occlum/bin/python3 -c 'from cryptography.hazmat.backends.openssl.backend import backend as b; from cryptography.hazmat.primitives import hpke; hpke.KEM.MLKEM768_X25519; assert b.mlkem_supported(), "no ML-KEM in " + b.openssl_version_text()'
 
 # ---------------------------------------------------------------------------
 # The Occlum build: copy_bom, Occlum.json from the sizing rule, `occlum build`
@@ -92,7 +96,9 @@ ENTRYPOINT ["/opt/occlum/build/bin/occlum", "run", "/bin/python3", "-m", "app"]
 FROM ${PLAIN_BASE} AS plain-deps
 COPY pyproject.toml /tmp/sesemi/pyproject.toml
 RUN ["python3", "-c", "import tomllib; d = tomllib.load(open('/tmp/sesemi/pyproject.toml', 'rb')); open('/tmp/sesemi/requirements.txt', 'w').write('\\n'.join(d['project']['dependencies']))"]
-RUN ["python3", "-m", "pip", "install", "--no-cache-dir", "--target", "/opt/sesemi/site-packages", "-r", "/tmp/sesemi/requirements.txt"]
+RUN ["python3", "-m", "pip", "install", "--no-cache-dir", "--only-binary", "cryptography", "--target", "/opt/sesemi/site-packages", "-r", "/tmp/sesemi/requirements.txt"]
+# ML-KEM for the hybrid HPKE suite, from the wheel's own OpenSSL (as in the deps stage).
+RUN ["env", "PYTHONPATH=/opt/sesemi/site-packages", "python3", "-c", "from cryptography.hazmat.backends.openssl.backend import backend as b; from cryptography.hazmat.primitives import hpke; hpke.KEM.MLKEM768_X25519; assert b.mlkem_supported(), 'no ML-KEM in ' + b.openssl_version_text()"]
 
 FROM ${PLAIN_BASE} AS plain
 COPY --from=plain-deps /opt/sesemi/site-packages /opt/sesemi/site-packages

@@ -42,13 +42,21 @@ FROM python AS deps
 COPY pyproject.toml /tmp/sesemi/pyproject.toml
 RUN --mount=type=bind,from=wheels,target=/wheels \
     /opt/python-occlum/bin/python3 -c 'import tomllib; d = tomllib.load(open("/tmp/sesemi/pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))' > /tmp/sesemi/requirements.txt && \
-    /opt/python-occlum/bin/python3 -m pip install --no-cache-dir --find-links /wheels \
+    /opt/python-occlum/bin/python3 -m pip install --no-cache-dir --find-links /wheels --only-binary cryptography \
         --target /opt/sesemi-deps/site-packages -r /tmp/sesemi/requirements.txt
+# The hybrid HPKE suite (MLKEM768-X25519) needs ML-KEM in the OpenSSL that
+# cryptography links: its wheels carry their own (>= 3.5); a build from source
+# would link Ubuntu 20.04's 1.1.1, which has none. So: wheels only, checked here.
+RUN PYTHONPATH=/opt/sesemi-deps/site-packages /opt/python-occlum/bin/python3 -c 'from cryptography.hazmat.backends.openssl.backend import backend as b; from cryptography.hazmat.primitives import hpke; hpke.KEM.MLKEM768_X25519; assert b.mlkem_supported(), "no ML-KEM in " + b.openssl_version_text()'
 
 FROM ${OCCLUM_IMAGE} AS builder
 ARG SGX_MODE=HW
 ARG PCCS_URL=""
 ARG RENDER_OPTIONS=""
+# The build's date, stamped into the measured env.default (SESEMI_BUILD_DATE): the
+# DCAP time floor never goes below it. Reproducible: --build-arg
+# SOURCE_DATE_EPOCH=$(git log -1 --format=%ct); unset, the time of the build.
+ARG SOURCE_DATE_EPOCH=""
 COPY --from=python /opt/python-occlum /opt/python-occlum
 COPY --from=deps /opt/sesemi-deps /opt/sesemi-deps
 COPY sesemi /opt/sesemi/src/sesemi

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 from sesemi.errors import SesemiError
 
-from sesemi import logsafe
+from sesemi import build_stamp, logsafe
 
 from .api import create_app
 from .config import KeyServiceConfig
@@ -18,7 +19,30 @@ from .cluster import PeerWatch, join_cluster
 from .service import KeyService
 from .serving import ServingLimits
 
-__all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve"]
+__all__ = ["create_app", "KeyService", "KeyServiceConfig", "serve", "verify_database"]
+
+
+def verify_database(db: str, secrets_file: str | Path | None = None) -> dict:
+    """The operator's full check, in its own process (it never holds a lock a
+    serving replica needs): every leaf of the log from the start (index, hash,
+    MAC), every stored node rebuilt, every sealed row against the newest version
+    the log records. Raises IntegrityError at the first fault."""
+    from .sealing import ServiceSecrets
+    from .store import open_store
+    from .store_seal import Sealer
+
+    is_url = db.startswith(("postgresql://", "postgres://"))
+    path = Path(secrets_file) if secrets_file else (None if is_url else Path(db).with_name(Path(db).name + ".secrets"))
+    if path is None or not path.exists():
+        raise SesemiError("--secrets FILE: the service identity is needed to check the log's MACs")
+    store = open_store(db)
+    try:
+        store.sealer = Sealer(ServiceSecrets.load_or_create(path).storage_key)
+        head = store.verify_log()
+        rows = store.verify_rows(store.checked_versions)
+    finally:
+        store.close()
+    return {"tree_size": head.size, "root": head.root.hex(), "rows": rows}
 
 
 def _every(period_s: float, fn, log: logging.Logger) -> None:
@@ -41,7 +65,8 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
           pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
           secrets_file: str | Path | None = None, peers: Sequence[str] = (), join_url: str | None = None,
           cluster_policy: str | None = None, pool_size: int | None = None,
-          limits: ServingLimits | None = None, release_max_requests: int = 10_000) -> None:
+          limits: ServingLimits | None = None, release_max_requests: int = 10_000,
+          build_date: float | None = None, insecure_allow_classical_kem: bool = False) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
     `db_path`: a SQLite file, or a postgresql:// URL (replicas over one
@@ -51,8 +76,10 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
 
     DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
     /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
+    from sesemi import hpke_box
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
+    hpke_box.check_backend()  # before anything is opened: one line naming a missing primitive
     logsafe.configure("keyservice")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.keyservice")
     if not collateral_file and not pccs_url:
@@ -71,7 +98,10 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
                               min_tcb_eval=min_tcb_eval, secrets_file=Path(secrets_file) if secrets_file else None,
                               peers=tuple(peers), cluster_policy=cluster_policy,
                               pool_size=pool_size or 2 * threads + 2,  # a transaction and a read each
-                              release_max_requests=release_max_requests)
+                              release_max_requests=release_max_requests,
+                              # the image's stamp (measured env.default), never before the code's release date
+                              build_date=build_date if build_date is not None else build_stamp.build_date(os.environ),
+                              insecure_allow_classical_kem=insecure_allow_classical_kem)
     joined = None
     if join_url:
         joined = join_cluster(config, join_url)
@@ -96,8 +126,14 @@ def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_
         if config.insecure_sim_attestation:
             log.warning("INSECURE: --insecure-sim-attestation is on: enclaves presenting SIMULATED "
                         "evidence will receive keys")
-        log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s", host, port, ks.tee.name, ks.mrenclave,
-                 ks.audience)
+        if config.insecure_allow_classical_kem:
+            log.warning("INSECURE: --insecure-allow-classical-kem is on: X25519-only uploads and releases are "
+                        "accepted; keys in them are NOT protected against recorded traffic decrypted later")
+        if ks.secrets.kem_upgraded:
+            log.warning("the secrets file held an X25519-only HPKE key: replaced by a hybrid %s key (stored "
+                        "keys unchanged); clients must run `sesemi ks attest` again", hpke_box.HYBRID)
+        log.info("key service on %s:%d, mrenclave(%s)=%s, hpke key=%s id %s", host, port, ks.tee.name,
+                 ks.mrenclave, hpke_box.HYBRID, ks.audience)
 
     ks.maintenance()
     _every(30.0, ks.maintenance, log)

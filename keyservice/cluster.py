@@ -11,15 +11,18 @@ ephemeral HPKE key; the running replica checks it under the cluster policy
 to that key. The secrets never reach the database or a log. Every replica
 then presents the same HPKE and signing keys, so one client pin holds for all.
 
-State versions. Each replica asks its peers (`--peer URL`) for their state
-version every `interval_s`, over answers signed by the service's key (which
-only attested replicas hold) and bound to a fresh nonce. A replica whose
-database is behind the highest version a peer reports refuses to serve
-(store.py raises RollbackDetected): the host restored an older copy under a
-running cluster. This is ROTE's idea (rollback protection by a group of
-enclaves that remember the newest state) reduced to what a key service
-needs; it cannot cover all replicas restarting at once, which clients then
-cover (sesemi/ks_state.py and docs/keyservice.md).
+Checkpoints. Each replica asks its peers (`--peer URL`) for their signed
+checkpoint every `interval_s`, sending its own tree size, over answers signed
+by the service's key (which only attested replicas hold) and bound to a fresh
+nonce. A peer's larger tree must come with a consistency proof from ours; a
+smaller one must be a prefix of ours (proved from our own log); equal sizes
+must have equal roots. Otherwise the two replicas serve forked databases, and
+this one refuses to serve. A replica whose database is behind the largest
+checkpoint a peer reports refuses too (store.py raises RollbackDetected): the
+host restored an older copy under a running cluster. This is ROTE's idea
+(rollback protection by a group of enclaves that remember the newest state)
+with proofs instead of counters; it cannot cover all replicas restarting at
+once, which clients then cover (sesemi/ks_state.py and docs/keyservice.md).
 """
 
 from __future__ import annotations
@@ -31,19 +34,21 @@ from typing import Any, Sequence
 
 import urllib3
 
-from sesemi import hpke_box, ks_response
+from sesemi import checkpoint, hpke_box, ks_log, ks_response, merkle
 from sesemi.attestation import Claims, EvidenceVerifier
 from sesemi.attestation.claims import report_data_binding
 from sesemi.encoding import JSONDecodeError, b64d, b64e, canonical_json, json_dumps, json_loads
 from sesemi.errors import AttestationError, IntegrityError, PolicyError, SesemiError, UnavailableError
 from sesemi.http_errors import raise_for
-from sesemi.ks_state import parse
+from sesemi.ks_state import LogAnswer
 from sesemi.policy import EnclavePolicy
 from sesemi.timeouts import Timeouts
 
 from .sealing import ServiceSecrets
+from .store import LogNodesEdited
+from .store_seal import TreeHead
 
-log = logging.getLogger("sesemi.keyservice")
+log_ = logging.getLogger("sesemi.keyservice")
 PEER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=2.0)
 JOIN_TIMEOUTS = Timeouts(connect_s=5.0, read_s=15.0)
 
@@ -71,14 +76,21 @@ class _Http:
              headers: dict[str, str] | None = None, signed_by: bytes | None = None) -> tuple[Any, Any]:
         resp, nonce = self.request(method, path, what, body, headers)
         if signed_by is not None:
-            ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE), nonce, method, path,
-                               body or b"", resp.status, resp.data or b"", resp.headers.get(ks_response.H_STATE, ""))
+            verify_answer(signed_by, resp, nonce, method, path, body)
         try:
             data = json_loads(resp.data) if resp.data else {}
         except JSONDecodeError:
             data = {"error": f"non-JSON response (HTTP {resp.status})"}
         raise_for(resp.status, data, what)
         return data, resp
+
+
+def verify_answer(signed_by: bytes, resp: Any, nonce: str, method: str, path: str,
+                  body: bytes | None = None) -> LogAnswer:
+    log = LogAnswer.from_headers(resp.headers)
+    ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE), nonce, method, path, body or b"",
+                       resp.status, resp.data or b"", log.note, log.proof_from, log.proof)
+    return log
 
 
 def cluster_policy(config_policy: str | None, own: Claims | None, own_mrenclave: str) -> EnclavePolicy:
@@ -145,7 +157,7 @@ def join_cluster(config, url: str) -> ServiceSecrets:
 
 
 class PeerWatch:
-    """Polls peers' state versions into `store.peer_floor` (a background thread)."""
+    """Polls peers' checkpoints into `store.peer_floor` (a background thread)."""
 
     def __init__(self, store, signing_public: bytes, peers: Sequence[str], interval_s: float = 1.0) -> None:
         self.store = store
@@ -156,21 +168,45 @@ class PeerWatch:
         self.thread = threading.Thread(target=self._run, name="peer-watch", daemon=True)
 
     def poll_once(self) -> int:
+        """Check each live peer's checkpoint against ours; returns the largest size seen."""
         best = 0
         for p in self.peers:
+            own = self.store.head()
             try:
-                resp, nonce = p.request("GET", "/v1/state", "peer state")
-                state = resp.headers.get(ks_response.H_STATE, "")
+                resp, nonce = p.request("GET", "/v1/state", "peer state",
+                                        headers={ks_log.H_KNOWN: str(own.size)} if own.size else None)
                 # Signed by the service key over our nonce: only an attested replica says this.
                 # A peer that refuses (its database is behind) still reports what it has seen.
-                ks_response.verify(self.signing_public, resp.headers.get(ks_response.H_SIGNATURE), nonce, "GET",
-                                   "/v1/state", b"", resp.status, resp.data or b"", state)
-                best = max(best, parse(state)[0])
+                log = verify_answer(self.signing_public, resp, nonce, "GET", "/v1/state")
+                cp = checkpoint.open_(log.note, self.signing_public)
             except (urllib3.exceptions.HTTPError, SesemiError) as exc:
-                log.debug("peer %s: %s", p.url, type(exc).__name__)  # down: says nothing about our database
-        if best > self.store.peer_floor:
-            self.store.peer_floor = best
+                log_.debug("peer %s: %s", p.url, type(exc).__name__)  # down: says nothing about our database
+                continue
+            self._relate(p.url, own, TreeHead(cp.size, cp.root), log)
+            best = max(best, cp.size)
         return best
+
+    def _relate(self, url: str, own: TreeHead, peer: TreeHead, log: LogAnswer) -> None:
+        """The peer's tree and ours must be one history; a fork stops this replica."""
+        try:
+            if peer.size > own.size and own.size:
+                if log.proof_from != str(own.size):
+                    raise merkle.ProofError(f"no consistency proof from our size {own.size}")
+                merkle.verify_consistency(own.size, peer.size, own.root, peer.root, ks_log.decode_proof(log.proof))
+            elif peer.size == own.size and peer.root != own.root:
+                raise merkle.ProofError("equal sizes, other roots")
+            elif peer.size < own.size and peer.size:
+                merkle.verify_consistency(peer.size, own.size, peer.root, own.root,
+                                          self.store.consistency_proof(peer.size, own.size))
+        except LogNodesEdited as exc:
+            self.store.refuse(str(exc))
+            return
+        except (merkle.ProofError, SesemiError) as exc:
+            self.store.refuse(f"peer replica {url} serves another history: its checkpoint (size {peer.size}, root "
+                              f"{peer.root.hex()[:16]}…) and ours (size {own.size}, root {own.root.hex()[:16]}…) "
+                              f"are not one log ({exc}): the database was forked")
+            return
+        self.store.observe_peer(peer)
 
     def start(self) -> "PeerWatch":
         self.thread.start()
@@ -185,5 +221,5 @@ class PeerWatch:
             try:
                 self.store.sync()
             except SesemiError as exc:
-                log.error("refusing to serve: %s", exc)
+                log_.error("refusing to serve: %s", exc)
 

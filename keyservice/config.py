@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from sesemi import build_stamp
 
 
 @dataclass(frozen=True)
@@ -19,17 +21,30 @@ class KeyServiceConfig:
     release_max_requests: int = 10_000
     nonce_ttl_s: int = 60            # attestation nonces: single use, short-lived
     max_body_bytes: int = 1 << 20
-    # What callers without a credential may make the service keep (issue 13, item 8).
+    # What callers without a credential may make the service keep (docs/protocol.md, "Bounds").
     max_outstanding_nonces: int = 10_000   # att_nonces rows (each lives nonce_ttl_s)
     max_live_tokens: int = 50_000          # tokens rows (each lives token_ttl_s)
+    max_tokens_per_measurement: int = 10_000  # of those, earned by one measurement (keyservice/token_quota.py)
     nonces_per_address: tuple[float, int] = (20.0, 200)        # per second, burst
     registrations_per_address: tuple[float, int] = (1.0, 100)  # per second, burst
+    proofs_per_address: tuple[float, int] = (20.0, 200)        # anonymous log proofs: per second, burst
+    # Signed calls per principal (each appends a leaf): a burst suited to scripts, then 5 a second.
+    calls_per_principal: tuple[float, int] = (5.0, 60)
+    writes_per_address: tuple[float, int] = (20.0, 600)
+    release_refusal_leaves: tuple[float, int] = (5.0, 50)
+    max_commit_batch: int = 256      # log entries one group commit takes at most  # refused releases logged one leaf each; beyond, counted   # signed writes (each appends leaves), per address
+    max_tracked_principals: int = 100_000  # buckets kept, least recently used forgotten first
     refusal_window_s: float = 60.0         # anonymous refusals: one audit row per check per window
     db_url: str | None = None        # postgresql://...: replicas over one database (store_pg.py)
     secrets_file: Path | None = None  # default: next to the SQLite file
     pool_size: int = 10              # PostgreSQL connections
     peers: tuple[str, ...] = ()      # other replicas' URLs: they exchange state versions (cluster.py)
     cluster_policy: str | None = None  # canonical JSON of the EnclavePolicy a joining replica must meet
+    # When this service was built: the DCAP time floor is never below it (sesemi/build_stamp.py).
+    build_date: float = field(default_factory=build_stamp.release_date)
+    # Accept X25519-only boxes and enclave keys (uploads, releases): no post-quantum
+    # protection for them (docs/protocol.md, "HPKE"). Measured when on.
+    insecure_allow_classical_kem: bool = False
 
     @property
     def db(self) -> str:
@@ -46,4 +61,6 @@ class KeyServiceConfig:
         return {"insecure_sim_attestation": self.insecure_sim_attestation,
                 "token_ttl_s": self.token_ttl_s, "nonce_ttl_s": self.nonce_ttl_s,
                 "min_tcb_eval": self.min_tcb_eval, "release_max_requests": self.release_max_requests,
-                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {})}
+                "build_date": build_stamp.stamp(self.build_date),
+                **({"cluster_policy": self.cluster_policy} if self.cluster_policy else {}),
+                **({"insecure_allow_classical_kem": True} if self.insecure_allow_classical_kem else {})}

@@ -1,5 +1,5 @@
 """Bounds on what callers without a credential can make the key service keep
-(issue 13, item 8): per-address rate limits and refusal counters, both in
+(docs/protocol.md, "Bounds"): per-address rate limits and refusal counters, both in
 bounded memory; the tables they would otherwise grow have caps and a purge
 on a timer (KeyService.maintenance)."""
 
@@ -71,18 +71,19 @@ class RefusalCounter:
 
     def __init__(self, max_keys: int = 64) -> None:
         self.max_keys = max_keys
-        self._counts: dict[tuple[str, str], list] = {}
+        self._counts: dict[tuple[str, str, str | None], list] = {}
         self._lock = threading.Lock()
 
-    def count(self, event: str, check: str, reason: str = "") -> None:
+    def count(self, event: str, check: str, reason: str = "", model_id: str | None = None) -> None:
+        """`model_id`: the model a refusal concerned, so its owner sees the row."""
         with self._lock:
-            key = (event, check)
+            key = (event, check, model_id)
             if key not in self._counts and len(self._counts) >= self.max_keys:
-                key = (event, "other")
+                key = (event, "other", None)
             entry = self._counts.setdefault(key, [0, reason[:160]])
             entry[0] += 1
 
-    def drain(self) -> dict[tuple[str, str], tuple[int, str]]:
+    def drain(self) -> dict[tuple[str, str, str | None], tuple[int, str]]:
         with self._lock:
             counts, self._counts = self._counts, {}
         return {k: (v[0], v[1]) for k, v in counts.items()}

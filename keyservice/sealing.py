@@ -1,6 +1,11 @@
 """The key service's own secrets: its HPKE key pair and the storage key that
 encrypts key material at rest.
 
+The HPKE key is hybrid (MLKEM768-X25519, sesemi/hpke_box.py). A secrets file
+from before the hybrid suite holds a 32-byte X25519 key: it is replaced by a
+new hybrid key at load, and the storage and signing keys are kept, so every
+stored key still decrypts (docs/protocol.md, "Migration").
+
 They live in a file next to the database. Inside Occlum both sit on a SEFS
 mount sealed to MRSIGNER, so only enclaves of the same signer can read them.
 In a plain process (sim) that file is protected by its 0600 mode only, which
@@ -28,6 +33,7 @@ class ServiceSecrets:
     storage_key: bytes
     hpke_private: bytes
     signing_private: bytes  # Ed25519: signs every response (sesemi/ks_response.py)
+    kem_upgraded: bool = False  # this load replaced an X25519-only key with a hybrid one
 
     @property
     def hpke_public(self) -> bytes:
@@ -45,10 +51,16 @@ class ServiceSecrets:
     def load_or_create(cls, path: Path) -> "ServiceSecrets":
         if path.exists():
             d = json_loads(path.read_bytes())
-            if "signing_private" in d:
-                return cls(b64d(d["storage_key"]), b64d(d["hpke_private"]), b64d(d["signing_private"]))
-            # A secrets file from before response signing: keep its keys, add a signing key.
-            s = cls(b64d(d["storage_key"]), b64d(d["hpke_private"]), os.urandom(32))
+            hpke_private = b64d(d["hpke_private"])
+            upgrade = hpke_box.load_private(hpke_private).kem.name != hpke_box.HYBRID
+            if "signing_private" in d and not upgrade:
+                return cls(b64d(d["storage_key"]), hpke_private, b64d(d["signing_private"]))
+            # An older secrets file: keep its storage key (and signing key, if any); a
+            # hybrid HPKE key replaces an X25519 one, a signing key is added if missing.
+            if upgrade:
+                hpke_private = hpke_box.private_raw(hpke_box.new_private_key())
+            s = cls(b64d(d["storage_key"]), hpke_private,
+                    b64d(d["signing_private"]) if "signing_private" in d else os.urandom(32), upgrade)
         else:
             s = cls(AESGCM.generate_key(bit_length=256), hpke_box.private_raw(hpke_box.new_private_key()),
                     os.urandom(32))

@@ -10,13 +10,13 @@ import secrets
 import time
 from typing import Any, Callable
 
-from sesemi import hpke_box, ks_response
+from sesemi import checkpoint, hpke_box, ks_log, ks_response
 from sesemi.attestation import Claims, EvidenceVerifier, check_binding
 from sesemi.attestation.backends import TeeBackend, make_backend
-from sesemi.attestation.dcap import CollateralSource, DcapVerifier, collateral_source
+from sesemi.attestation.dcap import TIME_FLOOR_SEED, CollateralSource, DcapVerifier, collateral_source
 from sesemi.encoding import b64d, b64e, canonical_json, hexd, json_loads
 from sesemi.errors import (AccessDenied, AttestationError, AuthError, FormatError, NotFound,
-                           PolicyError, ReplayError, SesemiError, StaleSequence)
+                           PolicyError, RateLimited, ReplayError, SesemiError, StaleSequence)
 from sesemi.identity import check_public_key, is_principal_id, principal_id
 from sesemi.measure import keyservice_mrenclave
 from sesemi.names import check_model_id
@@ -25,10 +25,14 @@ from sesemi import ISV_PROD_ID, ISV_SVN
 
 from .config import KeyServiceConfig
 from .sealing import ServiceSecrets
-from .limits import RefusalCounter
-from .store import INTERNAL_EVENTS, open_store
+from .group_commit import GroupCommit
+from .limits import RateLimiter, RefusalCounter
+from .metrics import ServiceMetrics
+from . import roster_source
+from .token_quota import TokenBook
+from .store import open_store
+from .store_seal import TreeHead
 
-AUDIT_COLUMNS = ("ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason")
 
 def check_user_id(user_id: str) -> str:
     if not is_principal_id(user_id):
@@ -56,25 +60,43 @@ class KeyService:
         # The time floor and TCB evaluation numbers persist in the store: a restart must not lower them.
         self.verifier = EvidenceVerifier(
             allow_sim=config.insecure_sim_attestation,
-            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store,
-                                       min_tcb_eval=config.min_tcb_eval) if source is not None else None)
-        if secrets_ is None and not config.secrets_path.exists() and self.store.one(
-                "SELECT 1 FROM models UNION ALL SELECT 1 FROM request_keys LIMIT 1") is not None:
+            dcap_verifier=DcapVerifier(source, clock=self.clock, marks=self.store, min_tcb_eval=config.min_tcb_eval,
+                                       # never below the (measured) date this service was built
+                                       floor_seed=max(TIME_FLOOR_SEED, config.build_date))
+            if source is not None else None)
+        if secrets_ is None and not config.secrets_path.exists() and self.store.holds_keys():
             # New secrets would leave every stored key undecryptable and break every pin.
             raise SesemiError(f"{config.secrets_path} is missing but the database holds keys: restore the "
                               "secrets file that belongs to this database (refusing to create new ones)")
         self.secrets = secrets_ or ServiceSecrets.load_or_create(config.secrets_path)
-        # Verifies the whole ledger and builds the row-version map (store.py).
+        # Resumes the log from its sealed snapshot and follows the leaves after it (store.py).
         self.store.attach(self.secrets.storage_key, self.clock)
         if self.verifier.dcap is not None:
             self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public
         self._hpke_private = hpke_box.load_private(self.secrets.hpke_private)
-        self.audience = self.hpke_public.hex()
+        self.classical_ok = config.insecure_allow_classical_kem
+        self.audience = hpke_box.key_id(self.hpke_public)
         self.signer = self.secrets.signer
         self.signing_public = self.secrets.signing_public
         self.mrenclave = self.tee.mrenclave
-        self.refusals = RefusalCounter()
+        # Refusals that would otherwise append a leaf each: attestations and joins
+        # (no credential) and releases (any attested enclave may ask), counted and
+        # written as one row per check (and model) per maintenance window.
+        self.refusals = RefusalCounter(max_keys=256)
+        self._refusal_leaves = RateLimiter("refused-release leaves", *config.release_refusal_leaves,
+                                           max_addresses=1)
+        self.tokens = TokenBook(config.max_tokens_per_measurement, config.max_live_tokens)
+        for r in self.store.live_tokens():  # minted before a restart
+            c = json_loads(r["claims"])
+            self.tokens.mint(r["token_hash"], TokenBook.group_of(c.get("tee"), c.get("mrenclave"), c.get("mrsigner")),
+                             float(r["expires"]), used=True)
+        self.metrics = ServiceMetrics()
+        self.metrics.watch_store(self.store)
+        self.log_writer = GroupCommit(self.store.append_entries, max_batch=config.max_commit_batch,
+                                      observe=self.metrics.batch)
+        self.log_origin = checkpoint.origin_for(self.signing_public)
+        self._note: tuple[TreeHead, str] | None = None
 
     # --- the service's own attestation ------------------------------------
     def self_attestation(self, nonce: bytes) -> dict[str, Any]:
@@ -88,9 +110,36 @@ class KeyService:
             "hpke_public_key": b64e(self.hpke_public),
             "signing_public_key": b64e(self.signing_public),
             "hpke_suite": hpke_box.SUITE_NAME,
+            "insecure_allow_classical_kem": self.classical_ok,
             "tee": self.tee.name,
             "insecure_simulation": self.tee.simulated,
         }
+
+    # --- the log: signed checkpoints, proofs, receipts --------------------------
+    def checkpoint_note(self, head: TreeHead | None = None) -> tuple[TreeHead, str]:
+        """The signed note of `head` (default: the current one), signed once per head."""
+        head = head or self.store.head()
+        cached = self._note
+        if cached is not None and cached[0] == head:
+            return cached
+        note = checkpoint.sign(checkpoint.Checkpoint(self.log_origin, head.size, head.root), self.signer,
+                               self.signing_public)
+        self._note = (head, note)
+        return head, note
+
+    def receipt(self, leaf: int) -> tuple[TreeHead, dict[str, Any]]:
+        """An inclusion proof of `leaf` against the signed checkpoint of the current head."""
+        head, note = self.checkpoint_note()
+        return head, ks_log.Receipt(leaf, self.store.leaf_entry(leaf), self.store.inclusion_proof(leaf, head.size),
+                                    note).to_json()
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        """Anyone may ask: hashes and sizes only."""
+        head = self.store.head()
+        if not 0 <= first <= second <= head.size:
+            raise FormatError(f"need 0 <= first <= second <= {head.size} (this log's size)")
+        return {"first": first, "second": second,
+                "proof": [h.hex() for h in self.store.consistency_proof(first, second)]}
 
     # --- owner and user calls (already authenticated by the API layer) -----
     def public_key_of(self, pid: str) -> bytes | None:
@@ -102,12 +151,14 @@ class KeyService:
         write the window's refusal counts as one audit row per check."""
         now = self.clock()
         self.store.purge_expired(now)
+        self.tokens.purge(now)
+        self.store.snapshot()
         counts = self.refusals.drain()
         if counts:
             with self.store.tx() as c:
-                for (event, check), (n, first) in sorted(counts.items()):
-                    self.store.audit(c, now, event, "refused", reason=f"{check}: {first} ({n} refusal(s) "
-                                     "without a credential in this window)"[:300])
+                for (event, check, model_id), (n, first) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+                    self.store.audit(c, now, event, "refused", model_id=model_id,
+                                     reason=f"{check}: {first} ({n} refusal(s) in this window)"[:300])
 
     def claim_call_seq(self, pid: str, seq: int) -> None:
         """Per principal and persisted: no clock, restart or other principal's call
@@ -126,7 +177,8 @@ class KeyService:
         return pid
 
     def _unwrap_upload(self, box_b64: Any, *context: str) -> bytes:
-        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context))
+        key = hpke_box.open_(b64d(box_b64, "wrapped_key"), self._hpke_private, hpke_box.info(*context),
+                             allow_classical=self.classical_ok)
         if len(key) != 32:
             raise FormatError("wrapped key must hold a 32-byte AES-256 key")
         return key
@@ -167,51 +219,53 @@ class KeyService:
                 self.store.put(c, "models", (model_id,), {"owner": owner, "key_ct": ct, "updated": now,
                                                           "policy": canonical_json(policy.to_json()).decode()},
                                event="put_model", ts=now, principal=owner, model_id=model_id)
+                leaf = c.leaves[-1][0]
                 self.store.put_seal_id(c, model_id, seal_id)
         if foreign:
             self._refuse(AccessDenied(f"model {model_id!r} belongs to another owner"), "put_model", owner, model_id)
-        return {"model_id": model_id, "owner": owner, "policy": policy.to_json(), "seal_id": seal_id}
+        head, receipt = self.receipt(leaf)
+        return {"model_id": model_id, "owner": owner, "policy": policy.to_json(), "seal_id": seal_id,
+                "receipt": receipt, "_head": head}
 
     def get_model(self, pid: str, model_id: str) -> dict[str, Any]:
         row = self._require_owner(model_id, pid, "get_model")
-        grants = [r["user_id"] for r in self.store.all("SELECT user_id FROM grants WHERE model_id=? ORDER BY user_id",
-                                                         model_id) if self._granted(model_id, r["user_id"])]
+        grants = self.store.granted_users(model_id)
         return {"model_id": model_id, "owner": row["owner"], "policy": json_loads(row["policy"]), "grants": grants,
                 "seal_id": self.store.seal_id(model_id)}
 
-    def grant(self, owner: str, model_id: str, user_id: str) -> None:
+    def grant(self, owner: str, model_id: str, user_id: str) -> tuple[TreeHead, dict[str, Any]]:
+        """Returns the receipt of the write (and the head it is proved against)."""
         check_user_id(user_id)
         self._require_owner(model_id, owner, "grant")
         if self.public_key_of(user_id) is None:
             raise NotFound("user is not registered with this key service")
         now = self.clock()
-        self._set_grant(owner, model_id, user_id, True, now)
+        return self.receipt(self._set_grant(owner, model_id, user_id, True, now))
 
-    def revoke(self, owner: str, model_id: str, user_id: str) -> None:
+    def revoke(self, owner: str, model_id: str, user_id: str) -> tuple[TreeHead, dict[str, Any]]:
         check_user_id(user_id)
         self._require_owner(model_id, owner, "revoke")
         now = self.clock()
-        self._set_grant(owner, model_id, user_id, False, now)
+        return self.receipt(self._set_grant(owner, model_id, user_id, False, now))
 
-    def _set_grant(self, owner: str, model_id: str, user_id: str, active: bool, now: float) -> None:
+    def _set_grant(self, owner: str, model_id: str, user_id: str, active: bool, now: float) -> int:
         """A revocation is the grant's next version, a tombstone, so that putting the
-        old grant row back is refused as an old version (store.py)."""
+        old grant row back is refused as an old version (store.py). Returns the leaf."""
         event = "grant" if active else "revoke"
         with self.store.tx() as c:
             row = self.store.get("grants", (model_id, user_id), c)
             if row is None and not active:
-                self.store.audit(c, now, event, "ok", principal=owner, model_id=model_id, user_id=user_id)
-                return
+                return self.store.audit(c, now, event, "ok", principal=owner, model_id=model_id, user_id=user_id)
             granted = row["granted"] if row is not None and row["active"] and active else now
             self.store.put(c, "grants", (model_id, user_id), {"granted": granted, "active": int(active)},
                            event=event, ts=now, principal=owner, model_id=model_id, user_id=user_id)
+            return c.leaves[-1][0]
 
     def _granted(self, model_id: str, user_id: str) -> bool:
-        row = self.store.get("grants", (model_id, user_id))
-        return row is not None and bool(row["active"])
+        return self.store.is_granted(model_id, user_id)
 
-    def put_request_key(self, user: str, model_id: str, body: Any) -> int:
-        """Returns the new key's version, which the user's envelopes name."""
+    def put_request_key(self, user: str, model_id: str, body: Any) -> tuple[int, TreeHead, dict[str, Any]]:
+        """Returns the new key's version, which the user's envelopes name, and the receipt."""
         self._model_row(model_id)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
@@ -227,7 +281,8 @@ class KeyService:
             self.store.put(c, "request_keys", (model_id, user), {"key_ct": ct, "updated": now, "kver": version},
                            event="put_request_key", ts=now, principal=user, model_id=model_id, user_id=user,
                            reason=f"version {version}")
-        return version
+            leaf = c.leaves[-1][0]
+        return (version, *self.receipt(leaf))
 
     def user_status(self, caller: str, user_id: str) -> dict[str, Any]:
         """A user's own standing, per model: granted, request key enrolled. The
@@ -239,43 +294,32 @@ class KeyService:
             raise AccessDenied("a user's status is readable by that user only")
         # Each row through the sealed read: a revoked grant is a tombstone, and a row
         # the host put there or edited is refused, not reported.
-        rows = {r["model_id"] for r in self.store.all("SELECT model_id FROM grants WHERE user_id=?", user_id)}
-        granted = {m for m in rows if self._granted(m, user_id)}
-        keyed = {r["model_id"] for r in self.store.all("SELECT model_id FROM request_keys WHERE user_id=?", user_id)
-                 if self.store.get("request_keys", (r["model_id"], user_id)) is not None}
+        granted, keyed = self.store.user_standing(user_id)
         return {"user_id": user_id, "models": [{"model_id": m, "granted": m in granted, "request_key": m in keyed}
                                                for m in sorted(granted | keyed)]}
 
     def audit_log(self, pid: str, model_id: str | None) -> list[dict[str, Any]]:
         return self.audit_answer(pid, model_id)["entries"]
 
-    def audit_answer(self, pid: str, model_id: str | None, verify: bool = False) -> dict[str, Any]:
-        """The entries `pid` may see, each with its place in the ledger (seq, prev,
-        hash), and the ledger's head, which the response signature covers. With
-        `verify`, the whole ledger and every sealed row are checked first: a
-        deleted, reordered or edited row is refused with the first one found."""
-        checked = None
-        if verify:
-            end = self.store.verify_ledger()
-            checked = {"ledger_entries_to": end.seq, "rows": self.store.verify_rows()}
-        internal = ", ".join(f"'{e}'" for e in INTERNAL_EVENTS)
+    def audit_answer(self, pid: str, model_id: str | None, verify: bool = False,
+                     limit: int = 100, before: int | None = None) -> dict[str, Any]:
+        """The newest `limit` entries `pid` may see below leaf `before`, each with its leaf index and
+        hash, and the tree head the response's checkpoint names. With `verify`,
+        each entry also carries its inclusion proof against that checkpoint, for
+        the client to check: proofs of the caller's own entries, never a walk of
+        the whole log under the lock (the operator's `sesemi keyservice verify`
+        does that, in its own process)."""
         if model_id:
             self._require_owner(model_id, pid, "audit")
-            rows = self.store.all(f"SELECT * FROM audit WHERE model_id=? AND event NOT IN ({internal}) ORDER BY seq",
-                                  model_id)
-        else:
-            rows = self.store.all(
-                f"SELECT * FROM audit WHERE (principal=? OR user_id=? OR model_id IN "
-                f"(SELECT model_id FROM models WHERE owner=?)) AND event NOT IN ({internal}) ORDER BY seq",
-                pid, pid, pid)
-        entries = [{**{k: r[k] for k in AUDIT_COLUMNS}, "seq": int(r["seq"]),
-                    "prev": bytes(r["prev"]).hex() if r["prev"] is not None else None,
-                    "hash": bytes(r["hash"]).hex() if r["hash"] is not None else None} for r in rows]
-        state = self.store.state()
-        out: dict[str, Any] = {"entries": entries, "head": {"seq": state.seq, "hash": state.head.hex()}}
-        if checked is not None:
-            out["verified"] = checked
-        return out
+        rows = self.store.audit_entries(model_id=model_id or None, visible_to=pid, limit=limit, before=before)
+        head = self.store.head()
+        entries = []
+        for r in rows:
+            e = {**ks_log.entry_to_json(r), "leaf": r["leaf"], "hash": r["hash"].hex()}
+            if verify:
+                e["inclusion_proof"] = [h.hex() for h in self.store.inclusion_proof(r["leaf"], head.size)]
+            entries.append(e)
+        return {"entries": entries, "head": {"size": head.size, "root": head.root.hex()}, "_head": head}
 
     # --- enclaves: RCAR (request, challenge, attestation, response) --------
     def new_enclave_nonce(self) -> dict[str, Any]:
@@ -283,9 +327,7 @@ class KeyService:
         capped: beyond `max_outstanding_nonces` the oldest are dropped, so an
         enclave that uses its nonce promptly still attests during a flood."""
         nonce = secrets.token_bytes(32)
-        with self.store.tx() as c:
-            c.execute("INSERT INTO att_nonces VALUES (?,?)", (nonce.hex(), self.clock() + self.config.nonce_ttl_s))
-            self.store.trim_expiring(c, "att_nonces", self.config.max_outstanding_nonces)
+        self.store.add_nonce(nonce.hex(), self.clock() + self.config.nonce_ttl_s, self.config.max_outstanding_nonces)
         return {"nonce": nonce.hex(), "expires_in": self.config.nonce_ttl_s}
 
     def evidence_claims(self, evidence: Any) -> Claims:
@@ -297,9 +339,13 @@ class KeyService:
         each model judges at release time. Callers must have checked the binding."""
         now = self.clock()
         token = secrets.token_bytes(32)
+        token_hash, expires = hashlib.sha256(token).hexdigest(), now + self.config.token_ttl_s
         with self.store.tx() as c:
-            self.store.put_token(c, hashlib.sha256(token).hexdigest(), canonical_json(claims.to_json()).decode(),
-                                 public_key, now + self.config.token_ttl_s)
+            self.store.put_token(c, token_hash, canonical_json(claims.to_json()).decode(), public_key, expires)
+            # Per measurement, idle before in use (token_quota.py); the cap below is the backstop.
+            for dropped in self.tokens.mint(token_hash, TokenBook.group_of(claims.tee, claims.mrenclave,
+                                                                           claims.mrsigner), expires):
+                self.store.drop_token(c, dropped)
             # Oldest first beyond the cap: their enclaves re-attest on their next fetch.
             self.store.trim_expiring(c, "tokens", self.config.max_live_tokens)
             self.store.audit(c, now, "attest", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
@@ -313,12 +359,9 @@ class KeyService:
             raise FormatError("expected a JSON object")
         nonce = hexd(body.get("nonce"), "nonce", 32)
         pub = b64d(body.get("public_key"), "public_key")
-        hpke_box.load_public(pub)
+        hpke_box.load_public(pub, allow_classical=self.classical_ok)
         now = self.clock()
-        with self.store.tx() as c:
-            row = c.execute("SELECT expires FROM att_nonces WHERE nonce=?", (nonce.hex(),)).fetchone()
-            c.execute("DELETE FROM att_nonces WHERE nonce=?", (nonce.hex(),))
-        return nonce, pub, now, row
+        return nonce, pub, now, self.store.take_nonce(nonce.hex())
 
     def attest_enclave(self, body: Any) -> dict[str, Any]:
         """RCAR: consume the nonce, verify the evidence (step 1), check that its
@@ -327,7 +370,7 @@ class KeyService:
         try:
             if row is None:
                 raise ReplayError("unknown or already used attestation nonce")
-            if row["expires"] < now:
+            if row < now:
                 raise ReplayError("attestation nonce expired")
             claims = self.evidence_claims(body.get("evidence"))
             check_binding(claims, nonce, pub)
@@ -345,38 +388,61 @@ class KeyService:
 
         nonce, pub, now, row = self._take_nonce(body)
         try:
-            if row is None or row["expires"] < now:
+            if row is None or row < now:
                 raise ReplayError("unknown, used or expired attestation nonce")
             claims = self.evidence_claims(body.get("evidence"))
             check_binding(claims, nonce, pub)
             cluster_policy(self.config.cluster_policy, None, self.mrenclave).check(claims)
         except SesemiError as exc:
-            check = getattr(exc, "check", None)
-            with self.store.tx() as c:
-                self.store.audit(c, now, "join", "refused", reason=(f"{check}: {exc}" if check else str(exc))[:200])
+            # No credential: counted in memory, one audit row per check and window
+            # (maintenance()), so junk joins cannot grow the log.
+            self.refusals.count("join", getattr(exc, "check", None) or type(exc).__name__, str(exc))
             raise
         with self.store.tx() as c:
             self.store.audit(c, now, "join", "ok", mrenclave=claims.mrenclave, tee=claims.tee)
         return {"secrets": seal_secrets(self.secrets, pub, self.hpke_public)}
 
-    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+    @staticmethod
+    def _token_hash(token_hex: str) -> str:
         try:
-            token = bytes.fromhex(token_hex)
+            return hashlib.sha256(bytes.fromhex(token_hex)).hexdigest()
         except ValueError:
             raise AuthError("malformed attestation token") from None
-        row = self.store.get_token(hashlib.sha256(token).hexdigest())
+
+    def _session(self, token_hex: str) -> tuple[Claims, bytes]:
+        row = self.store.get_token(self._token_hash(token_hex))
         if row is None or row["expires"] < self.clock():
             raise AuthError("attestation token unknown or expired: attest again")
         return Claims.from_json(json_loads(row["claims"])), bytes(row["public_key"])
 
-    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
-        """Release a model key and/or a user's request key, wrapped (HPKE) to the
-        ephemeral key bound into the evidence that earned this token."""
+    def _enclave_session(self, token_hex: str) -> tuple[Claims, bytes]:
         claims, pub = self._session(token_hex)
         if claims.simulated and not self.config.insecure_sim_attestation:
             # Tokens outlive restarts: one earned while the flag was on is void without it.
             raise AttestationError("sim evidence refused: this key service was not started with "
                                    "--insecure-sim-attestation", check="sim")
+        return claims, pub
+
+    def enclave_roster(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """A model's roster (keyservice/roster_source.py), for an enclave whose
+        claims meet the model's policy: who is granted is the owner's secret."""
+        claims, _ = self._enclave_session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(body.get("model_id", ""))
+        try:
+            EnclavePolicy.from_json(json_loads(self._model_row(model_id)["policy"])).check(claims)
+        except PolicyError as exc:
+            self.refusals.count("roster", f"policy:{exc.check}", str(exc))
+            raise
+        out = roster_source.answer(self.store, model_id, body)
+        self.tokens.touch(self._token_hash(token_hex))
+        return out
+
+    def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Release a model key and/or a user's request key, wrapped (HPKE) to the
+        ephemeral key bound into the evidence that earned this token."""
+        claims, pub = self._enclave_session(token_hex)
         if not isinstance(body, dict):
             raise FormatError("expected a JSON object")
         model_id = check_model_id(body.get("model_id", ""))
@@ -391,9 +457,19 @@ class KeyService:
                                "max_requests": self.config.release_max_requests}
 
         def refuse(exc: SesemiError, reason: str) -> None:
-            with self.store.tx() as c:
-                self.store.audit(c, now, "release", "refused", model_id=model_id, user_id=user_id,
-                                 mrenclave=claims.mrenclave, tee=claims.tee, reason=reason)
+            self.metrics.releases.labels("refused").inc()
+            self.metrics.refusals.labels("release", reason.split(":")[0]).inc()
+            # A leaf each while refusals are rare; a flood (any attested enclave may ask)
+            # is counted instead, one row per check and model per window.
+            try:
+                self._refusal_leaves.take("all")
+            except RateLimited:
+                self.refusals.count("release", reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)",
+                                    model_id=model_id)
+                raise exc from None
+            self.log_writer.append({"ts": now, "event": "release", "outcome": "refused", "model_id": model_id,
+                                    "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,
+                                    "reason": reason})
             raise exc
 
         row = self.store.get("models", (model_id,))
@@ -410,7 +486,10 @@ class KeyService:
                 # An old seal, or another seal under the same key: its chunks are not the published model's.
                 refuse(AccessDenied("the pack's seal of this model is not the one its owner published"), "seal_id")
             key = self.secrets.decrypt_at_rest(row["key_ct"], "model", model_id)
-            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id)))
+            out["model_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-model-key", model_id, seal_id),
+                                                  allow_classical=self.classical_ok))
+            # The roster's first page rides with the model key, signed with the release.
+            out["roster"] = roster_source.answer(self.store, model_id, {})
         if user_id is not None:
             if not self._granted(model_id, user_id):
                 refuse(AccessDenied("this user is not granted access to the model (or was revoked)"), "not granted")
@@ -421,9 +500,12 @@ class KeyService:
             version = int(rk["version"])
             out["request_key_version"] = version
             out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
-                                                                           str(version))))
-        with self.store.tx() as c:
-            self.store.audit(c, now, "release", "ok", model_id=model_id, user_id=user_id,
-                             mrenclave=claims.mrenclave, tee=claims.tee,
-                             reason="model_key" if want_model else None)
+                                                                           str(version)),
+                                                    allow_classical=self.classical_ok))
+        # Durable before the answer leaves; releases that arrive together share the commit.
+        self.log_writer.append({"ts": now, "event": "release", "outcome": "ok", "model_id": model_id,
+                                "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,
+                                "reason": "model_key" if want_model else None})
+        self.tokens.touch(self._token_hash(token_hex))
+        self.metrics.releases.labels("ok").inc()
         return out

@@ -56,8 +56,13 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self) -> None:
         err = self.request.error
-        body = json_dumps({"error": f"{err.reason} (refused by the HTTP server)", "kind": "HTTPError"})
-        self.status = f"{err.code} {err.reason}"
+        code, reason = err.code, err.reason
+        if str(getattr(err, "body", "")).startswith("Malformed HTTP method"):
+            # A lowercase method: unrecognised (methods are case-sensitive), so 501 as the
+            # action answers it (sesemi/http_methods.py).
+            code, reason = 501, "Not Implemented"
+        body = json_dumps({"error": f"{reason} (refused by the HTTP server)", "kind": "HTTPError"})
+        self.status = f"{code} {reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         self.content_length = len(body)

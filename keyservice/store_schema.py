@@ -5,13 +5,17 @@ Version 2 seals every row that matters: each versioned table gains `ver` and
 `mac` (store_seal.py), grants keep revocations as tombstones (`active`), and
 the audit table becomes the ledger: a hash chain over every write, each entry
 MACed. SQLite records its version in `PRAGMA user_version`, PostgreSQL in
-`schema_version`. Column types are written with placeholders that each
+`schema_version`. Version 3 turns the log into a Merkle tree (store.py,
+sesemi/ks_log.py): audit rows gain their leaf index (`leaf`, NULL for entries
+of an older ledger, which are history, not leaves), `log_nodes` holds the
+perfect subtrees proofs are built from, and `log_snapshots` the sealed
+frontier and row-version map a start-up resumes from. Column types are written with placeholders that each
 backend fills in ({BLOB}, {REAL}, {INT}, {SERIAL}).
 """
 
 from __future__ import annotations
 
-LATEST = 2
+LATEST = 3
 
 V1 = """
 CREATE TABLE IF NOT EXISTS principals (
@@ -60,8 +64,18 @@ V2 = ";\n".join(
     + ["CREATE INDEX IF NOT EXISTS audit_model ON audit (model_id)",
        "CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal)"])
 
+V3 = """
+ALTER TABLE audit ADD COLUMN leaf {INT};
+CREATE UNIQUE INDEX IF NOT EXISTS audit_leaf ON audit (leaf);
+CREATE TABLE IF NOT EXISTS log_nodes (
+    level {INT} NOT NULL, idx {INT} NOT NULL, hash {BLOB} NOT NULL, PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS log_snapshots (
+    size {INT} PRIMARY KEY, frontier {BLOB} NOT NULL, last_leaf {BLOB} NOT NULL, versions {BLOB} NOT NULL,
+    mac {BLOB} NOT NULL)
+"""
+
 # (version it brings the schema to, its statements)
-MIGRATIONS: list[tuple[int, str]] = [(1, V1), (2, V2)]
+MIGRATIONS: list[tuple[int, str]] = [(1, V1), (2, V2), (3, V3)]
 
 
 def statements(script: str, types: dict[str, str]) -> list[str]:

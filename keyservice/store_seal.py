@@ -1,14 +1,14 @@
 """What makes an untrusted database's rows checkable: a MAC over each row that
-binds its table, primary key and version, and a hash chain over every write
-(the ledger, held in the audit table) whose entries are MACed too.
+binds its table, primary key and version, and a Merkle-tree log over every
+write (held in the audit table, sesemi/ks_log.py) whose leaves are MACed too.
 
 The keys derive from the service's storage key, which only the service's
 enclaves hold (sealing.py), so the host can neither forge a row nor move one
 to another key, and a row copied from another deployment (another storage
 key) does not verify. What a MAC cannot show, that a valid row is an *old*
-version, the ledger shows: it names the newest version of every row
-(RowVersions), and its head is the service's state version, which replicas
-and clients remember (store.py, sesemi/ks_state.py).
+version, the log shows: it names the newest version of every row, and its
+signed tree head (a checkpoint) is what replicas and clients hold and demand
+consistency proofs against (store.py, sesemi/ks_state.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sesemi.encoding import lp
+from sesemi.ks_log import AUDIT_FIELDS, field as _field
+from sesemi.merkle import EMPTY_ROOT
 
 GENESIS = bytes(32)
 
@@ -36,23 +38,6 @@ VERSIONED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "model_seals": (("model_id",), ("seal_id",)),
 }
 REAL_COLUMNS = frozenset({"created", "updated", "granted", "value", "ts"})
-AUDIT_FIELDS = ("ts", "event", "outcome", "principal", "model_id", "user_id", "mrenclave", "tee", "reason",
-                "row_tbl", "row_key", "row_ver", "row_digest")
-
-
-def _field(v: Any) -> bytes:
-    """One value, typed, so that None, '' and 0 (or 1 and 1.0) never encode alike."""
-    if v is None:
-        return b"n"
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return b"b" + bytes(v)
-    if isinstance(v, bool):
-        raise TypeError("booleans are stored as integers")
-    if isinstance(v, int):
-        return b"i" + str(v).encode()
-    if isinstance(v, float):
-        return b"f" + repr(v).encode()
-    return b"s" + str(v).encode("utf-8")
 
 
 def normalize(columns: Sequence[str], values: Sequence[Any]) -> tuple[Any, ...]:
@@ -76,6 +61,7 @@ class Sealer:
         self._row_key = derive(b"row-mac")
         self._chain_key = derive(b"ledger-mac")
         self._token_key = derive(b"token-mac")
+        self._snapshot_key = derive(b"snapshot-mac")
         # Names this deployment in the database without revealing anything.
         self.deployment = derive(b"deployment-id").hex()[:32]
 
@@ -91,7 +77,8 @@ class Sealer:
         return mac is not None and hmac.compare_digest(self.row_mac(digest), bytes(mac))
 
     @staticmethod
-    def entry_hash(prev: bytes, seq: int, entry: Mapping[str, Any]) -> bytes:
+    def entry_hash_v2(prev: bytes, seq: int, entry: Mapping[str, Any]) -> bytes:
+        """A schema-2 ledger entry (a hash chain), checked once when it is adopted."""
         return hashlib.sha256(lp(b"sesemi/ks-ledger/v2", prev, str(seq),
                                  *(_field(entry.get(f)) for f in AUDIT_FIELDS))).digest()
 
@@ -101,17 +88,24 @@ class Sealer:
     def entry_ok(self, h: bytes, mac: bytes | None) -> bool:
         return mac is not None and hmac.compare_digest(self.entry_mac(h), bytes(mac))
 
+    def snapshot_mac(self, size: int, frontier: bytes, last_leaf: bytes, versions: bytes) -> bytes:
+        return hmac.new(self._snapshot_key, lp(b"sesemi/ks-snapshot/v3", str(size), frontier, last_leaf,
+                                               hashlib.sha256(versions).digest()), hashlib.sha256).digest()
+
     def token_mac(self, token_hash: str, claims: str, public_key: bytes, expires: float) -> bytes:
         return hmac.new(self._token_key, lp(token_hash, claims, public_key, repr(float(expires))),
                         hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)
-class StateVersion:
-    """The ledger's head: how many writes, and the hash of the last one."""
+class TreeHead:
+    """The log's head: how many leaves, and the Merkle root over them."""
 
-    seq: int
-    head: bytes
+    size: int
+    root: bytes
 
     def __str__(self) -> str:
-        return f"{self.seq}.{self.head.hex()}"
+        return f"{self.size}.{self.root.hex()}"
+
+
+EMPTY_HEAD = TreeHead(0, EMPTY_ROOT)

@@ -99,6 +99,14 @@ if [ "$(cd "$REPO" && pwd -P)" != "$(cd "$SRC" && pwd -P)" ]; then
     rm -rf "$SRC/occlum_instance/etc" && mkdir -p "$SRC/occlum_instance" && cp -r "$HERE/etc" "$SRC/occlum_instance/etc"
 fi
 
+# The key service's build date (SESEMI_BUILD_DATE, measured; its DCAP time floor
+# never goes below it): SOURCE_DATE_EPOCH if given (the Dockerfile's build arg),
+# else the newest commit's time when this is a git checkout (reproducible), else
+# render.py takes the time of the build.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ] && command -v git >/dev/null; then
+    SOURCE_DATE_EPOCH="$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || true)"
+fi
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-}"
 export PYTHONPATH="$REPO:$SRC:$DEPS"
 export PYTHONDONTWRITEBYTECODE=1
 

@@ -12,7 +12,9 @@ What it sets (everything else comes from templates/<appliance>.<prod|dev>.json):
   env SESEMI_VERSION: sesemi.__version__;
 * the env.default entries that the settings decide (pool size, threads,
   memory budget, key TTL, MALLOC_ARENA_MAX; SESEMI_KS_URL / SESEMI_PCCS_URL
-  if given: then they are measured into MRENCLAVE like every env.default).
+  if given: then they are measured into MRENCLAVE like every env.default);
+* the key service's SESEMI_BUILD_DATE: the build's date, below which its DCAP
+  time floor never goes (sesemi/build_stamp.py).
 
 It imports `sesemi` (to read the pack's manifest and the version) but never
 `app` or `keyservice`, so it runs in the builder before those are installed.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -64,8 +68,12 @@ def _at_least(current: str, mib: int) -> str:
 
 def render(appliance: str, kind: str, model_sizes: list[int], settings: sizing.Settings,
            ks_url: str | None = None, pccs_url: str | None = None, ks_key: str | None = None,
-           template: Path | None = None) -> tuple[dict, sizing.Need]:
+           template: Path | None = None, build_date: float | None = None) -> tuple[dict, sizing.Need]:
+    """`build_date` (epoch seconds): stamped into the key service's measured
+    env.default, never before the code's release date (sesemi/build_stamp.py);
+    None: the release date."""
     import sesemi
+    from sesemi import build_stamp
 
     if kind not in ("prod", "dev"):
         raise ValueError("config kind must be prod or dev")
@@ -93,6 +101,7 @@ def render(appliance: str, kind: str, model_sizes: list[int], settings: sizing.S
             _set_env(config, "SESEMI_KS_KEY", ks_key)
     else:
         _set_env(config, "SESEMI_THREADS", str(settings.ks_threads))
+        _set_env(config, "SESEMI_BUILD_DATE", build_stamp.stamp(max(build_stamp.release_date(), build_date or 0.0)))
         if pccs_url:
             _set_env(config, "SESEMI_PCCS_URL", pccs_url)
     return config, need
@@ -130,10 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ks-key", help="the key service's signing key (hex, from `sesemi ks attest`); the "
                    "production action refuses to start without it")
     p.add_argument("--pccs-url", help="key service: PCCS for DCAP collateral (measured)")
+    p.add_argument("--build-date", help="key service: the build's date, stamped into env.default (measured; "
+                   "the DCAP time floor never goes below it). Default: SOURCE_DATE_EPOCH if set (reproducible "
+                   "builds), else now")
     p.add_argument("--print-sim-mrenclave", action="store_true",
                    help="print the simulated mrenclave the action reports in SIM mode")
     _settings_args(p)
     args = p.parse_args(argv)
+    from sesemi import build_stamp
+    from sesemi.errors import FormatError
     settings = sizing.Settings(**{f.name: getattr(args, f.name) for f in fields(sizing.Settings)})
     sizes: list[int] = []
     if args.appliance == "action":
@@ -144,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
             print(f"render: {args.pack} is not a sealed SeSeMI model pack: {exc}", file=sys.stderr)
             return 2
+    try:
+        built = build_stamp.parse(args.build_date) if args.build_date else \
+            float(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    except (FormatError, ValueError) as exc:
+        print(f"render: --build-date / SOURCE_DATE_EPOCH: {exc}", file=sys.stderr)
+        return 2
     config, need = render(args.appliance, args.config, sizes, settings, args.ks_url, args.pccs_url,
-                          ks_key=args.ks_key)
+                          ks_key=args.ks_key, build_date=built)
     Path(args.out).write_text(json.dumps(config, indent=4) + "\n")
     if args.sizing_out:
         Path(args.sizing_out).write_text(json.dumps({"settings": settings.__dict__, "need": need.as_dict()},

@@ -41,6 +41,8 @@ class RouterConfig:
     queue_timeout_s: float = 30.0      # bound on a request's wait for a free action
     max_queue: int = 1024              # requests waiting at once, all packs
     max_attempts: int = 3              # activations tried per request (the first and the retries)
+    retry_percent: float = 0.2         # retries: at most this share of requests (router/retry_budget.py) ...
+    retry_min_per_s: float = 5.0       # ... plus this many a second
     activation_timeout_s: float = 75.0  # read bound of one blocking invoke (OpenWhisk waits 60 s)
     connect_timeout_s: float = 5.0     # bound on reaching the OpenWhisk API host
     max_body_bytes: int = 8 << 20

@@ -25,6 +25,7 @@ from sesemi.openwhisk import APPLICATION_ERROR, Activation, OpenWhiskClient
 
 from .config import RouterConfig
 from .policy import POLICIES, Pool
+from .retry_budget import RetryBudget
 
 log = logging.getLogger("sesemi.router")
 
@@ -60,7 +61,8 @@ class Router:
         self.queues: dict[str, deque[_Waiter]] = {p.name: deque() for p in config.packs}
         self.lock = threading.Lock()
         self.counters = {k: 0 for k in ("requests", "ok", "failed", "retries", "cold_activations", "queued",
-                                         "queue_timeouts", "all_busy", "action_errors")}
+                                         "queue_timeouts", "all_busy", "action_errors", "retries_unbudgeted")}
+        self.retry_budget = RetryBudget(config.retry_percent, config.retry_min_per_s, clock)
         self._stop = threading.Event()
         threading.Thread(target=self._tick, name="claim-ticker", daemon=True).start()
 
@@ -130,6 +132,7 @@ class Router:
         if pack is None:
             raise NotFound(f"model {model} is not served by this router")
         self._count("requests")
+        self.retry_budget.deposit()
         t_arrival = self.clock()
         deadline = t_arrival + self.cfg.queue_timeout_s
         tried: list[str] = []
@@ -182,6 +185,9 @@ class Router:
             self._release(pack, model, action, None)
             tried.append(action)
             if attempt < self.cfg.max_attempts:
+                if not self.retry_budget.withdraw():  # a retry may not multiply what a flood costs
+                    self._count("retries_unbudgeted")
+                    break
                 self._count("retries")
                 log.warning("model %s: activation on %s failed (%s); retrying on another action", model,
                             action, last)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import urllib3
 
-from . import answer, envelope, hpke_box, ks_response, signed_call, tensors, urllib3_errors
+from . import answer, checkpoint, envelope, hpke_box, ks_log, ks_response, merkle, signed_call, tensors, urllib3_errors
 from .attestation import EvidenceVerifier
 from .call_seq import CallCounter
 from .attestation.claims import Claims
@@ -44,9 +44,18 @@ class KsPin:
     insecure_simulation: bool
     tcb_status: str | None = None  # DCAP only: as judged when pinned
     signing_public_key: str = ""   # hex; signs every response (sesemi/ks_response.py)
+    # The service said it accepts X25519-only key transport (--insecure-allow-classical-kem).
+    # Informational: what binds it is the measurement the client pins.
+    insecure_allow_classical_kem: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def audience(self) -> str:
+        """The pinned HPKE key's id (hpke_box.key_id): what signed calls name and
+        `X-Sesemi-KS-Key` says."""
+        return hpke_box.key_id(bytes.fromhex(self.hpke_public_key))
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KsPin":
@@ -126,7 +135,8 @@ def _attest_one(url: str, *, insecure_sim: bool, expect_mrenclave: str | None, e
                       accept_tcb_statuses=accept_tcb_statuses, accept_advisories=accept_advisories)
     return KsPin(url=http.url, hpke_public_key=pub.hex(), tee=claims.tee, mrenclave=claims.mrenclave,
                  mrsigner=claims.mrsigner, isv_svn=claims.isv_svn, insecure_simulation=claims.simulated,
-                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex())
+                 tcb_status=claims.tcb_status, signing_public_key=sig_pub.hex(),
+                 insecure_allow_classical_kem=body.get("insecure_allow_classical_kem") is True)
 
 
 class KeyServiceClient:
@@ -165,7 +175,7 @@ class KeyServiceClient:
         pid = identity.principal_id
         seq = self.counter.next(pid)
         for attempt in range(_SEQ_ATTEMPTS):
-            headers = signed_call.sign(identity, method, path, self.pin.hpke_public_key, raw, self.clock(), seq)
+            headers = signed_call.sign(identity, method, path, self.pin.audience, raw, self.clock(), seq)
             headers["Content-Type"] = "application/json"
             try:
                 body, resp = self.http.call(method, path, what, raw, headers,
@@ -180,11 +190,24 @@ class KeyServiceClient:
                     raise
                 seq = self.counter.next_after(pid, exc.last_seq)
         served_by = resp.headers.get("X-Sesemi-KS-Key")
-        if served_by and served_by != self.pin.hpke_public_key:
+        if served_by and served_by != self.pin.audience:
             raise PinMismatch("the key service's key differs from the pinned one: run `sesemi ks attest` again")
         return body, resp
 
+    def _receipt(self, body: Any, resp: Any, event: str, **fields: str) -> ks_log.Receipt:
+        """The write's receipt: its leaf is the write asked for, and it is included in
+        the answer's own checkpoint (which the witness has just accepted)."""
+        receipt = ks_log.Receipt.from_json(body.get("receipt") if isinstance(body, dict) else None)
+        receipt.verify(bytes.fromhex(self.pin.signing_public_key))
+        if receipt.note != ks_state.LogAnswer.from_headers(resp.headers).note:
+            raise IntegrityError(f"{event}: the receipt is not for the answer's checkpoint")
+        got = {k: receipt.entry.get(k) for k in ("event", *fields)}
+        if got != {"event": event, **fields} or receipt.entry.get("outcome") != "ok":
+            raise IntegrityError(f"{event}: the receipt records another write ({got})")
+        return receipt
+
     def _wrap(self, key: bytes, *context: str) -> str:
+        # Hybrid only: a pin to an X25519-only key is refused here (hpke_box.Downgrade).
         return b64e(hpke_box.seal(key, bytes.fromhex(self.pin.hpke_public_key), hpke_box.info(*context)))
 
     def register(self, identity: Identity) -> str:
@@ -196,30 +219,48 @@ class KeyServiceClient:
                       seal_id: str) -> dict:
         """`seal_id`: the seal's (`SealedHeader.seal_id`); the key service releases
         the key only to enclaves whose pack holds that seal."""
-        return self._signed(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
+        body, resp = self._signed_answer(owner, "PUT", f"/v1/models/{model_id}", "publish model", {
             "wrapped_key": self._wrap(model_key, "model-key", model_id, owner.principal_id, seal_id),
             "policy": policy.to_json(),
             "seal_id": seal_id,
         })
+        self._receipt(body, resp, "put_model", model_id=model_id, principal=owner.principal_id)
+        return body
 
     def get_model(self, owner: Identity, model_id: str) -> dict:
         return self._signed(owner, "GET", f"/v1/models/{model_id}", "get model")
 
-    def grant(self, owner: Identity, model_id: str, user_id: str) -> None:
-        self._signed(owner, "PUT", f"/v1/models/{model_id}/grants/{user_id}", "grant")
+    def grant(self, owner: Identity, model_id: str, user_id: str) -> ks_log.Receipt:
+        """Returns the receipt: the grant's leaf, proved in the signed log."""
+        body, resp = self._signed_answer(owner, "PUT", f"/v1/models/{model_id}/grants/{user_id}", "grant")
+        return self._receipt(body, resp, "grant", model_id=model_id, user_id=user_id)
 
-    def revoke(self, owner: Identity, model_id: str, user_id: str) -> None:
-        self._signed(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
+    def revoke(self, owner: Identity, model_id: str, user_id: str) -> ks_log.Receipt:
+        body, resp = self._signed_answer(owner, "DELETE", f"/v1/models/{model_id}/grants/{user_id}", "revoke")
+        return self._receipt(body, resp, "revoke", model_id=model_id, user_id=user_id)
 
     def enroll(self, user: Identity, model_id: str, request_key: bytes) -> int:
         """Returns the key's version: envelopes sealed under it must name it."""
-        body = self._signed(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
+        return self.enroll_with_receipt(user, model_id, request_key)[0]
+
+    def enroll_with_receipt(self, user: Identity, model_id: str, request_key: bytes) -> tuple[int, ks_log.Receipt]:
+        body, resp = self._signed_answer(user, "PUT", f"/v1/models/{model_id}/request-key", "enroll", {
             "wrapped_key": self._wrap(request_key, "request-key", model_id, user.principal_id),
         })
         version = body.get("version") if isinstance(body, dict) else None
         if type(version) is not int or not 1 <= version <= envelope.MAX_KEY_VERSION:
             raise FormatError("enroll: the key service did not state the key's version (an older key service?)")
-        return version
+        return version, self._receipt(body, resp, "put_request_key", model_id=model_id, user_id=user.principal_id)
+
+    def checkpoint(self) -> tuple[checkpoint.Checkpoint, str]:
+        """The current signed checkpoint, proved against the one this client holds."""
+        body, resp = self.http.call("GET", "/v1/log/checkpoint", "log checkpoint",
+                                    signed_by=bytes.fromhex(self.pin.signing_public_key), witness=self.witness)
+        note = ks_state.LogAnswer.from_headers(resp.headers).note
+        return checkpoint.open_(note, bytes.fromhex(self.pin.signing_public_key)), note
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self.http.hosts[0].proof(first, second, bytes.fromhex(self.pin.signing_public_key))
 
     def user_status(self, user: Identity) -> dict[str, Any]:
         """This user's own grants and enrolled request keys (signed; nobody else's)."""
@@ -229,21 +270,41 @@ class KeyServiceClient:
         return self.audit_answer(identity, model_id)["entries"]
 
     def audit_answer(self, identity: Identity, model_id: str | None = None, verify: bool = False) -> dict:
-        """Entries, the ledger's head (signed), and with `verify` the service's check of
-        the whole ledger and every sealed row (a deleted, reordered or edited row fails)."""
+        """Entries, each checked to be the leaf it names, and the log's head (the signed
+        checkpoint); with `verify`, each entry's inclusion proof in that checkpoint,
+        checked here."""
         query = "&".join(q for q in (f"model_id={model_id}" if model_id else "", "verify=1" if verify else "") if q)
         body, resp = self._signed_answer(identity, "GET", "/v1/audit" + (f"?{query}" if query else ""), "audit")
         head = body.get("head") if isinstance(body, dict) else None
-        signed = ks_state.parse(resp.headers.get(ks_response.H_STATE))
-        if not isinstance(head, dict) or (head.get("seq"), head.get("hash")) != signed:
-            raise IntegrityError("audit: the ledger head in the answer is not the signed state version")
+        signed = checkpoint.open_(ks_state.LogAnswer.from_headers(resp.headers).note,
+                                  bytes.fromhex(self.pin.signing_public_key))
+        if not isinstance(head, dict) or (head.get("size"), head.get("root")) != (signed.size, signed.root.hex()):
+            raise IntegrityError("audit: the log head in the answer is not the signed checkpoint")
         entries = body.get("entries")
         if not isinstance(entries, list):
             raise FormatError("audit: expected a list of entries")
-        for a, b in zip(entries, entries[1:]):
-            if b.get("seq") == a.get("seq", 0) + 1 and b.get("prev") != a.get("hash"):
-                raise IntegrityError(f"audit: entry {b.get('seq')} does not chain to entry {a.get('seq')}")
+        for e in entries:
+            check_entry(e, signed, verify)
         return body
+
+
+def check_entry(e: Any, cp: checkpoint.Checkpoint, with_proof: bool) -> None:
+    """An audit entry is the leaf it claims to be; with its inclusion proof, that
+    leaf is in the signed checkpoint (the client checks; the service is not trusted)."""
+    if not isinstance(e, dict) or type(e.get("leaf")) is not int:
+        raise FormatError("audit: an entry without its leaf index")
+    fields = {k: e.get(k) for k in ks_log.AUDIT_FIELDS}
+    leaf = ks_log.leaf_of(e["leaf"], ks_log.entry_from_json(fields))
+    if e.get("hash") != leaf.hex():
+        raise IntegrityError(f"audit: entry {e['leaf']} is not the leaf it claims to be")
+    if with_proof:
+        proof = e.get("inclusion_proof")
+        try:
+            merkle.verify_inclusion(leaf, e["leaf"], cp.size, [bytes.fromhex(h) for h in proof], cp.root)
+        except (TypeError, ValueError):
+            raise FormatError(f"audit: entry {e['leaf']} has a malformed inclusion proof") from None
+        except merkle.ProofError as exc:
+            raise IntegrityError(f"audit: entry {e['leaf']} is not in the signed log ({exc})") from None
 
 
 class Urllib3Pool:

@@ -1,35 +1,71 @@
-"""Clients as witnesses of the key service's state version.
+"""Clients as witnesses of the key service's log.
 
-Every key-service answer carries, under its signature, the head of the
-service's ledger: "SEQ.HEAD" (keyservice/store.py). SEQ only grows. A client
-remembers the highest it has seen for each key service (named by its signing
-key) and refuses an answer with a lower one, or with the same SEQ and another
-head: the service's database was rolled back, or forked. This covers what the
-replicas cannot see themselves: a single node, or every replica restarted at
-once on a restored database (docs/keyservice.md). `FileStateWitness` keeps
-the marks in $SESEMI_HOME/ks_state.json, so they outlive the process.
+Every key-service answer carries, under its signature, a signed checkpoint of
+the service's log (an RFC 9162 Merkle tree: sesemi/ks_log.py) and a
+consistency proof from the tree size the client said it holds. A witness
+keeps the last checkpoint it accepted per key service (named by its signing
+key) and accepts an answer only if the answer's tree provably extends it: a
+restored, padded or forked database cannot produce that proof, however many
+entries it appends. The refusal names both checkpoints.
+
+Answers to concurrent requests may arrive out of order. None may be older
+than the checkpoint held when its request was sent; and when the held
+checkpoint moved while a request was out, the two are related by a proof
+fetched from the service (`fetch`), so two answers from two forks are never
+both accepted. `FileStateWitness` keeps the checkpoints (the signed notes
+themselves) in $SESEMI_HOME/ks_state.json, so they outlive the process.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
+from . import checkpoint, ks_log, merkle
 from .encoding import canonical_json, json_loads
-from .errors import FormatError, IntegrityError, RollbackDetected
+from .errors import FormatError, IntegrityError, RollbackDetected, UnavailableError
 from .identity import write_private_file
 
-_STATE = re.compile(r"([0-9]{1,19})\.([0-9a-f]{64})")
+ProofFetcher = Callable[[int, int], list[bytes]]
+_RETRIES = 3
 
 
-def parse(state: str | None) -> tuple[int, str]:
-    m = _STATE.fullmatch(state or "")
-    if m is None:
-        raise IntegrityError("key-service answer carries no valid state version (X-Sesemi-KS-State)")
-    return int(m.group(1)), m.group(2)
+@dataclass(frozen=True)
+class Held:
+    """A checkpoint a witness accepted."""
+
+    size: int
+    root: bytes
+    note: str
+
+    def short(self) -> str:
+        return f"size {self.size}, root {self.root.hex()[:16]}…"
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    """What an answer says about the log: its signed note and the proof it carries."""
+
+    note: str
+    proof_from: str
+    proof: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> LogAnswer:
+        return cls(ks_log.decode_note(headers.get(ks_log.H_CHECKPOINT)), headers.get(ks_log.H_PROOF_FROM, ""),
+                   headers.get(ks_log.H_PROOF, ""))
+
+
+def _fork(what: str, new: Held | checkpoint.Checkpoint, old: Held, why: str) -> RollbackDetected:
+    return RollbackDetected(
+        f"{what}: the key service's log at checkpoint ({new.short()}) does not extend the checkpoint this "
+        f"client holds ({old.short()}): {why}. Its database was forked, or restored from an older copy and "
+        "padded: revocations and policy changes since may be undone. Do not use it; tell its operator "
+        "(docs/keyservice.md, \"The log\")")
 
 
 class StateWitness:
@@ -37,45 +73,74 @@ class StateWitness:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[int, str]] = {}
+        self._seen: dict[str, Held] = {}
 
-    def _load(self) -> dict[str, tuple[int, str]]:
+    def _load(self) -> dict[str, Held]:
         return self._seen
 
-    def _save(self, seen: dict[str, tuple[int, str]]) -> None:
+    def _save(self, seen: dict[str, Held]) -> None:
         self._seen = seen
 
-    def _exclusive(self):
+    def _exclusive(self) -> Any:
         return _NoLock()
 
-    def highest(self, service: str) -> tuple[int, str] | None:
+    def held(self, service: str) -> Held | None:
         with self._lock, self._exclusive():
             return self._load().get(service)
 
-    def observe(self, service: str, state: str | None, what: str,
-                floor: tuple[int, str] | None = None) -> int:
-        """`floor`: the highest version seen when the request was sent (answers to
-        concurrent requests may arrive out of order; none may be older than that)."""
-        seq, head = parse(state)
-        with self._lock, self._exclusive():
-            seen = self._load()
-            known = seen.get(service)
-            # An answer newer than the floor but older than `known` was overtaken by another.
-            prev = floor if floor is not None else known
-            if prev is not None and seq < prev[0]:
-                raise RollbackDetected(
-                    f"{what}: the key service answered with state version {seq}, older than version {prev[0]} "
-                    "that this client has already seen: its database was rolled back (restored from an older "
-                    "copy), so revocations and policy changes since may be undone. Do not use it; tell its "
-                    "operator (docs/keyservice.md)")
-            if known is not None and seq == known[0] and head != known[1]:
-                raise RollbackDetected(
-                    f"{what}: the key service answered with state version {seq} but another history than the "
-                    "one this client has seen (a forked or replaced database)")
-            if known is None or seq > known[0]:
-                seen = {**seen, service: (seq, head)}
-                self._save(seen)
-        return seq
+    def observe(self, service: str, signing_public: bytes, answer: LogAnswer, sent: Held | None, what: str,
+                fetch: ProofFetcher | None = None) -> Held:
+        """Accept the answer's checkpoint, or raise RollbackDetected naming both.
+        `sent`: the checkpoint held when the request went out (its size was sent)."""
+        cp = checkpoint.open_(answer.note, signing_public)
+        new = Held(cp.size, cp.root, answer.note)
+        if sent is not None:
+            self._check_sent(new, sent, answer, what)
+        for _ in range(_RETRIES):
+            with self._lock, self._exclusive():
+                known = self._load().get(service)
+                if known is None or known == sent or known.size == new.size:
+                    if known is not None and known.size == new.size and known.root != new.root:
+                        raise _fork(what, new, known, "same size, another root")
+                    self._record(service, known, new)
+                    return new
+            # The held checkpoint moved while this request was out: relate the two by a proof.
+            lo, hi = (known, new) if known.size < new.size else (new, known)
+            if fetch is None:
+                raise _fork(what, new, known, "no proof relates them")
+            try:
+                merkle.verify_consistency(lo.size, hi.size, lo.root, hi.root, fetch(lo.size, hi.size))
+            except merkle.ProofError as exc:
+                raise _fork(what, new, known, str(exc)) from None
+            with self._lock, self._exclusive():
+                if self._load().get(service) == known:
+                    self._record(service, known, new)
+                    return new
+        raise UnavailableError(f"{what}: the key service's checkpoints moved {_RETRIES} times while this answer "
+                               "was checked: retry")
+
+    @staticmethod
+    def _check_sent(new: Held, sent: Held, answer: LogAnswer, what: str) -> None:
+        if new.size < sent.size:
+            raise RollbackDetected(
+                f"{what}: the key service answered from checkpoint ({new.short()}), older than the checkpoint "
+                f"this client holds ({sent.short()}): its database was rolled back (restored from an older "
+                "copy), so revocations and policy changes since may be undone. Do not use it; tell its operator "
+                "(docs/keyservice.md, \"The log\")")
+        if new.size == sent.size:
+            if new.root != sent.root:
+                raise _fork(what, new, sent, "same size, another root")
+            return
+        if answer.proof_from != str(sent.size):
+            raise _fork(what, new, sent, f"the answer carries no consistency proof from size {sent.size}")
+        try:
+            merkle.verify_consistency(sent.size, new.size, sent.root, new.root, ks_log.decode_proof(answer.proof))
+        except (merkle.ProofError, FormatError) as exc:
+            raise _fork(what, new, sent, f"its consistency proof does not verify ({exc})") from None
+
+    def _record(self, service: str, known: Held | None, new: Held) -> None:
+        if known is None or new.size > known.size:
+            self._save({**self._load(), service: new})
 
 
 class _NoLock:
@@ -87,24 +152,32 @@ class _NoLock:
 
 
 class FileStateWitness(StateWitness):
+    """Checkpoints in a file: each is kept as the signed note, re-verified when read."""
+
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = Path(path)
 
-    def _load(self) -> dict[str, tuple[int, str]]:
+    def _load(self) -> dict[str, Held]:
         if not self.path.exists():
             return {}
         try:
             d = json_loads(self.path.read_bytes())
-            return {k: (int(v["seq"]), str(v["head"])) for k, v in d.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise FormatError(f"{self.path} is damaged: it holds the key-service state versions this client "
-                              "has seen; restore it from a backup (deleting it forgets them)") from None
+            out = {}
+            for service, v in d.items():
+                if "checkpoint" not in v:
+                    continue  # a record from before checkpoints: it starts over from the next one (docs)
+                cp = checkpoint.open_(v["checkpoint"], bytes.fromhex(service))
+                out[service] = Held(cp.size, cp.root, v["checkpoint"])
+            return out
+        except (ValueError, KeyError, TypeError, AttributeError, FormatError, IntegrityError):
+            raise FormatError(f"{self.path} is damaged: it holds the key-service checkpoints this client has "
+                              "accepted; restore it from a backup (deleting it forgets them)") from None
 
-    def _save(self, seen: dict[str, tuple[int, str]]) -> None:
-        write_private_file(self.path, canonical_json({k: {"seq": s, "head": h} for k, (s, h) in seen.items()}))
+    def _save(self, seen: dict[str, Held]) -> None:
+        write_private_file(self.path, canonical_json({k: {"checkpoint": h.note} for k, h in seen.items()}))
 
-    def _exclusive(self):
+    def _exclusive(self) -> Any:
         return _FileLock(self.path.with_name(self.path.name + ".lock"))
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import secrets
 from typing import Any, Mapping, Protocol, Sequence
 
-from . import ks_response, stdlib_http
+from . import ks_log, ks_response, stdlib_http
 from . import timeouts as T
 from .encoding import JSONDecodeError, b64e, json_dumps, json_loads
 from .errors import FormatError, IntegrityError, RollbackDetected, TimeoutExpired, UnavailableError
 from .http_errors import raise_for
-from .ks_state import StateWitness
+from .ks_state import LogAnswer, StateWitness
 from .timeouts import Deadline, Timeouts
 
 
@@ -64,14 +64,17 @@ class _Http:
         """`signed_by`: the pinned key-service signing key; the response (error
         or not) must carry its signature over our fresh nonce, or is refused.
         `deadline`: a total budget this call shares with others. `check=False`:
-        the caller reads error answers itself. `witness`: the signed state
-        version must not be older than one seen before (ks_state.py)."""
+        the caller reads error answers itself. `witness`: the answer's log must
+        provably extend the checkpoint the witness holds (ks_state.py)."""
         headers = dict(headers or {})
         if signed_by is not None:
             headers.setdefault(ks_response.H_NONCE, secrets.token_hex(16))
-        # What we had seen before sending: concurrent answers may arrive out of order,
-        # but none may be older than this.
-        floor = witness.highest(signed_by.hex()) if witness is not None and signed_by is not None else None
+        # What we held before sending: the answer must carry a proof from its size.
+        sent = witness.held(signed_by.hex()) if witness is not None and signed_by is not None else None
+        if sent is not None:
+            headers[ks_log.H_KNOWN] = str(sent.size)
+        else:
+            headers.pop(ks_log.H_KNOWN, None)
         timeout, clipped = T.request_timeout(self.timeouts, deadline)
         try:
             resp = self._pool.request(method, self.url + path, body=body, headers=headers, timeout=timeout)
@@ -79,19 +82,35 @@ class _Http:
             raise T.explain(exc, what, self.url, self.timeouts, deadline, clipped, self._pool.bound_of) from None
         if signed_by is not None:
             try:
-                state = resp.headers.get(ks_response.H_STATE, "")
+                log = LogAnswer.from_headers(resp.headers)
                 ks_response.verify(signed_by, resp.headers.get(ks_response.H_SIGNATURE),
                                    headers[ks_response.H_NONCE], method, path, body or b"", resp.status,
-                                   resp.data or b"", state)
-                if witness is not None:
-                    witness.observe(signed_by.hex(), state, what, floor)
-            except IntegrityError as exc:
+                                   resp.data or b"", log.note, log.proof_from, log.proof)
+                # A signed 503 without a proof ("stored log nodes edited", "database behind")
+                # relies on no state: it is reported as what it says, not as a fork.
+                if witness is not None and not (resp.status >= 500 and not log.proof_from):
+                    witness.observe(signed_by.hex(), signed_by, log, sent, what,
+                                    lambda lo, hi: self.proof(lo, hi, signed_by, deadline))
+            except (IntegrityError, FormatError) as exc:
                 detail = ""
                 if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):
                     # The HTTP server's own refusals (size, malformed request) are unsigned.
                     detail = f" (HTTP {resp.status}, unsigned: {_unsigned_reason(resp)})"
                 raise IntegrityError(f"{what}: {exc}{detail}") from None
         return _decode(resp, what, check), resp
+
+    def proof(self, first: int, second: int, signed_by: bytes, deadline: Deadline | None = None) -> list[bytes]:
+        """A consistency proof between two checkpoints (hashes only: the checkpoints
+        it relates are signed; the proof is checked against them)."""
+        body, _ = self.call("GET", f"/v1/log/consistency?first={first}&second={second}", "log consistency proof",
+                            signed_by=signed_by, deadline=deadline)
+        proof = body.get("proof") if isinstance(body, dict) else None
+        if not isinstance(proof, list) or len(proof) > ks_log.MAX_PROOF_HASHES:
+            raise FormatError("log consistency proof: expected a short list of hashes")
+        try:
+            return [bytes.fromhex(h) for h in proof]
+        except (TypeError, ValueError):
+            raise FormatError("log consistency proof: hashes are not hex") from None
 
 
 def split_urls(urls: str | Sequence[str]) -> list[str]:

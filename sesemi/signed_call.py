@@ -3,8 +3,8 @@
 Each call carries the principal id, a per-principal sequence number, a
 timestamp and a random nonce, and an Ed25519 signature over (principal id,
 method, request target, audience, timestamp, sequence number, nonce, body
-hash). The audience is the key service's pinned HPKE key, so a signed call
-cannot be replayed against another key service.
+hash). The audience is the id of the key service's pinned HPKE key
+(hpke_box.key_id), so a signed call cannot be replayed against another key service.
 
 Replays against this one are stopped by the sequence number, not the clock:
 the key service keeps, per principal, the highest number it has accepted and

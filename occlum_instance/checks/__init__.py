@@ -15,7 +15,9 @@ One module per concern:
 * dockerfile: stages, entry points, runtime packages (jq, DCAP, CA bundle);
 * sealing: the image key and how each writable SEFS is keyed;
 * plaintext: no plaintext model outside the enclave image;
-* bytecode: the images ship checked-hash .pyc of the appliances' code.
+* bytecode: the images ship checked-hash .pyc of the appliances' code;
+* release_date: the DCAP time floor's release date keeps up with the commits;
+* pq_crypto: cryptography comes as a wheel whose OpenSSL has ML-KEM (hybrid HPKE).
 """
 
 from __future__ import annotations
@@ -33,14 +35,17 @@ from .layout import APPLIANCES, CONFIG_KINDS, REPO, SECURITY_RELEVANT, Appliance
 from .memory import check_memory, check_rendered, check_tcs_reserve, check_templates, demo_need
 from .occlum_json import check_config_schema, env_default
 from .plaintext import check_no_plaintext_models
+from .pq_crypto import check_all_pq
 from .policy import check_code_trusted_settings, check_config_policy, check_env_names_read, check_identity
+from .release_date import check_release_date
 from .sealing import check_data_sealing, check_image_key
 
 __all__ = ["APPLIANCES", "CONFIG_KINDS", "REPO", "SECURITY_RELEVANT", "Appliance", "Bom", "BomEntry", "Layout",
            "Stage", "check_all", "check_bom", "check_bytecode", "check_code_trusted_settings", "check_config_policy",
            "check_config_schema", "check_data_sealing", "check_dockerfile", "check_entry_wrapper",
            "check_env_names_read", "check_identity", "check_image_key", "check_memory",
-           "check_no_plaintext_models", "check_nss", "check_rendered", "check_runtime_packages",
+           "check_no_plaintext_models", "check_nss", "check_all_pq", "check_release_date", "check_rendered",
+           "check_runtime_packages",
            "check_tcs_reserve", "check_templates", "closures", "demo_need", "env_default", "load_bom", "main",
            "parse_dockerfile", "_arg_default"]
 
@@ -69,6 +74,8 @@ def check_all(layout: Layout | None = None, cl: dict[str, Closure] | None = None
     out += check_data_sealing(layout)
     out += check_no_plaintext_models(layout)
     out += check_bytecode(layout)
+    out += check_release_date(layout)
+    out += check_all_pq(layout)
     code_root = layout.root if (layout.root / "app" / "config.py").is_file() else REPO
     out += check_code_trusted_settings(code_root)
     return list(dict.fromkeys(out))

@@ -21,11 +21,13 @@ HARMLESS_UNTRUSTED = {
 # (policy.check_code_trusted_settings), since /init is the platform's other channel.
 SECURITY_RELEVANT = {
     "action": ("SESEMI_TEE", "SESEMI_KEY_TTL", "SESEMI_INSECURE_SIM_DEBUG", "SESEMI_PACK", "SESEMI_KS_KEY"),
-    "keyservice": ("SESEMI_TEE", "SESEMI_INSECURE_SIM_ATTESTATION", "SESEMI_KS_TOKEN_TTL", "SESEMI_KS_DB"),
+    "keyservice": ("SESEMI_TEE", "SESEMI_INSECURE_SIM_ATTESTATION", "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM",
+                   "SESEMI_KS_TOKEN_TTL", "SESEMI_KS_DB", "SESEMI_BUILD_DATE"),
 }
 PRODUCTION_VALUES = {
     "action": {"SESEMI_TEE": "occlum", "SESEMI_INSECURE_SIM_DEBUG": "0"},
-    "keyservice": {"SESEMI_TEE": "occlum", "SESEMI_INSECURE_SIM_ATTESTATION": "0"},
+    "keyservice": {"SESEMI_TEE": "occlum", "SESEMI_INSECURE_SIM_ATTESTATION": "0",
+                   "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM": "0"},
 }
 INFORMATIONAL_ENV = {"SESEMI_VERSION"}
 

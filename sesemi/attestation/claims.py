@@ -18,8 +18,10 @@ _U16 = 0xFFFF  # SGX's ISVPRODID and ISVSVN are 16-bit
 def report_data_binding(nonce: bytes, public_key: bytes) -> bytes:
     """64 bytes for REPORT_DATA: binds a verifier's fresh nonce to the key the
     enclave wants secrets wrapped to, so evidence cannot be replayed and keys
-    cannot be redirected to a key the enclave does not hold."""
-    return hashlib.sha512(lp("sesemi/report-data/v1", nonce, public_key)).digest()
+    cannot be redirected to a key the enclave does not hold. REPORT_DATA holds
+    64 bytes and a hybrid HPKE key 1,216: a SHA-256 of the whole key is bound
+    (its length, hence its suite, included)."""
+    return hashlib.sha512(lp("sesemi/report-data/v2", nonce, hashlib.sha256(public_key).digest())).digest()
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,10 @@ def _utc(t: float) -> str:
 
 # The newest Intel-signed date this code base carries (the issueDate of its
 # test fixture's TCB info). It seeds the time floor at first start, so even a
-# fresh database refuses collateral that expired before this code was built;
-# a release moves it forward. It is code, so it is part of the measurement.
+# fresh database refuses collateral that expired before it. The key service
+# seeds with the later of this and its build date (sesemi/build_stamp.py: the
+# release date in the code and the image's measured stamp), which every
+# release moves forward. It is code, so it is part of the measurement.
 TIME_FLOOR_SEED = _iso("2025-06-19T10:56:11Z")
 FLOOR_MARK = "dcap/time_floor"
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory", "platform", "router"]
+RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory", "platform", "router",
+           "log_proofs", "log_scale", "log_ab", "pq"]
 
 
 def test_every_benchmark_runs_in_smoke_mode(tmp_path):

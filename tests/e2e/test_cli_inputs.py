@@ -201,16 +201,16 @@ def test_litert_banner_is_dropped_and_real_stderr_kept():
 
 
 def test_pin_with_an_unusable_hpke_key_is_one_line(tmp_path):
-    """A pin whose HPKE key is a low-order X25519 point (all zeros) made publish a ValueError traceback."""
+    """A pin whose HPKE key's X25519 half is a low-order point (all zeros) made publish a ValueError traceback."""
     from sesemi.client import KsPin
 
     home = Home(tmp_path)
-    home.save_pin(KsPin("http://127.0.0.1:9", "00" * 32, "sim", "ab" * 32, "cd" * 32, 1, True,
+    home.save_pin(KsPin("http://127.0.0.1:9", "00" * 1216, "sim", "ab" * 32, "cd" * 32, 1, True,
                         signing_public_key="00" * 32))
     home.new_identity("o")
     home.save_model_key("m", sealed_model.new_model_key(), sealed_model.new_seal_id())
     p = in_process(tmp_path, "model", "publish", "m", "--as", "o", "--allow-mrenclave", "ab" * 32)
-    one_line_error(p, "not a usable X25519 key")
+    one_line_error(p, "not a usable MLKEM768-X25519 key")
 
 
 def test_identity_with_a_mangled_key_type_is_one_line(tmp_path):

@@ -9,7 +9,7 @@ import requests
 
 from bundle_tool.procs import start_keyservice
 from sesemi import signed_call
-from sesemi.encoding import json_loads
+from sesemi.encoding import b64e, json_dumps, json_loads
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.errors import AccessDenied, AuthError, FormatError, IntegrityError, NotFound
 from sesemi.identity import Identity
@@ -45,14 +45,16 @@ def test_signed_call_replay_refused(ks):
     c = _client(srv.url)
     owner = Identity.generate("o")
     c.register(owner)
-    path = "/v1/audit"
-    headers = signed_call.sign(owner, "GET", path, c.pin.hpke_public_key, b"", time.time(),
+    path = "/v1/principals"  # a write (registering again changes nothing, but claims its number)
+    body = json_dumps({"public_key": b64e(owner.public_raw)})
+    headers = signed_call.sign(owner, "POST", path, c.pin.audience, body, time.time(),
                                c.counter.next(owner.principal_id))
-    r1 = requests.get(srv.url + path, headers=headers, timeout=5)
-    r2 = requests.get(srv.url + path, headers=headers, timeout=5)
+    headers["Content-Type"] = "application/json"
+    r1 = requests.post(srv.url + path, data=body, headers=headers, timeout=5)
+    r2 = requests.post(srv.url + path, data=body, headers=headers, timeout=5)
     assert r1.status_code == 200
     assert r2.status_code == 409 and "replayed" in r2.json()["error"]
-    r3 = requests.get(srv.url + path, timeout=5)
+    r3 = requests.get(srv.url + "/v1/audit", timeout=5)
     assert r3.status_code == 401 and "unsigned" in r3.json()["error"]
 
 
@@ -83,7 +85,7 @@ def test_signed_target_is_verified_as_sent(shared_ks, sent):
     except AccessDenied:  # an earlier case's owner published it: any owner's audit call will do
         pass
     signed = "/v1/audit?model_id=m"
-    h = signed_call.sign(owner, "GET", signed, c.pin.hpke_public_key, b"", time.time(),
+    h = signed_call.sign(owner, "GET", signed, c.pin.audience, b"", time.time(),
                          c.counter.next(owner.principal_id))
     status, body = _raw(srv.url, "GET", sent, h)
     assert 400 <= status < 500 and body["error"], (status, body)
@@ -100,9 +102,9 @@ def test_a_client_whose_counter_fell_behind_resyncs_once(shared_ks):
     owner = Identity.generate("o")
     c.register(owner)
     for _ in range(3):
-        c.audit(owner)
+        c.register(owner)  # writes: each claims its number
     fresh = KeyServiceClient(c.pin)  # an empty counter
-    assert fresh.audit(owner)
+    assert fresh.register(owner)
     assert fresh.counter.next(owner.principal_id) == 6
 
 

@@ -67,7 +67,7 @@ def _run(tmp_path, n: int) -> None:
         db = tmp_path / "ks" / "ks.db"
         before = _counts(db)
         t0 = time.monotonic()
-        statuses = _flood(srv.url, pin.hpke_public_key, n)
+        statuses = _flood(srv.url, pin.audience, n)
         elapsed = time.monotonic() - t0
         after = _counts(db)
         assert 500 not in statuses, statuses

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bundle_tool.procs import start_keyservice
-from sesemi import signed_call
+from sesemi import hpke_box, signed_call
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.encoding import json_loads
 from sesemi.identity import Identity
@@ -204,6 +204,8 @@ def test_slow_anonymous_work_leaves_threads_for_signed_calls(tmp_path):
         client.register(owner)
         quote = base64.b64encode(fx.quote()).decode()
 
+        enclave_pub = hpke_box.public_raw(hpke_box.new_private_key())
+
         def stuck_attestation(i):
             # Every other one carries forged credential headers, which routes that
             # check no credential must not count as one (they would take the reserve).
@@ -213,7 +215,7 @@ def test_slow_anonymous_work_leaves_threads_for_signed_calls(tmp_path):
                 return r.status  # busy: the anonymous share is taken
             nonce = json_loads(r.data)["nonce"]
             body = json_dumps({"nonce": nonce, "evidence": {"type": "sgx-dcap", "quote": quote},
-                               "public_key": base64.b64encode(bytes(range(1, 33))).decode()})
+                               "public_key": base64.b64encode(enclave_pub).decode()})
             return http.request("POST", srv.url + "/v1/enclave/attest", body=body,
                                 headers={"Content-Type": "application/json", **forged}).status
 

@@ -43,6 +43,14 @@ class Db:
     pg: Any = None
     name: str = ""
 
+    @property
+    def url(self) -> str:
+        return self.config.db
+
+    @property
+    def secrets(self) -> Path:
+        return self.config.secrets_path
+
     def service(self, **kw) -> KeyService:
         return KeyService(self.config, **kw)
 

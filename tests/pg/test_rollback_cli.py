@@ -1,60 +1,118 @@
-"""A single-node key service (SQLite) whose database the host restores to an
-older copy, then restarts: no replica remembers, but the owner's CLI does
-(the state version it saw last, in $SESEMI_HOME), and its next call fails
-loudly, naming both versions."""
+"""A single-node key service (SQLite) whose database the host copies while a
+user is granted, restores after the owner revoked, restarts, and pads past
+every witness's tree size. No replica remembers; the witnesses do, and
+padding does not help: the owner's CLI and a running action demand a
+consistency proof from the checkpoint they hold, which the restored log
+cannot give (docs/keyservice.md, "The log")."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
+import time
 
-from bundle_tool.procs import free_port, start_keyservice
+import numpy as np
+import pytest
 
-from sesemi.client import KeyServiceClient, attest_key_service
+from bundle_tool.local import LocalWorld
+from bundle_tool.procs import start_keyservice
+from sesemi.client import ActionClient, KeyServiceClient, attest_key_service
+from sesemi.errors import SesemiError
 from sesemi.identity import Identity
 
 from ..conftest import DIGITS
 from ..e2e.test_cli import sesemi
 
 
-def test_restored_database_is_caught_by_the_owners_next_call(tmp_path):
-    port = free_port()
-    ks = start_keyservice(tmp_path, port=port)
-    owner = tmp_path / "owner"
+def _backup(src_path, dst_path) -> None:
+    with sqlite3.connect(src_path) as src, sqlite3.connect(dst_path) as dst:
+        src.backup(dst)
+
+
+def _infer(action, world, x):
+    return ActionClient(action.url).infer("digits", world.user.principal_id, world.request_keys["digits"],
+                                          {"image": x})
+
+
+def test_restored_and_padded_database_is_caught_by_owner_cli_and_action(tmp_path):
+    world = LocalWorld.start(tmp_path / "w")
+    port = int(world.ks_server.url.rsplit(":", 1)[1])
+    db = tmp_path / "w" / "ks" / "ks.db"
+    owner_home = tmp_path / "owner"
+    x = np.zeros((1, 8, 8, 1), np.float32)
     try:
-        sesemi(owner, "ks", "attest", ks.url, "--insecure-sim")
-        sesemi(owner, "identity", "new", "alice")
-        sesemi(owner, "ks", "register", "--as", "alice")
-        user = Identity.generate("bob")  # the user side through the SDK (the CLI's is tested elsewhere)
-        KeyServiceClient(attest_key_service(ks.url, insecure_sim=True)).register(user)
-        bob = user.principal_id
-        sealed = tmp_path / "m.sealed"
-        sesemi(owner, "model", "seal", str(DIGITS), "--model-id", "m", "--out", str(sealed))
-        sesemi(owner, "model", "publish", "m", "--as", "alice", "--allow-mrenclave", "ab" * 32)
-        sesemi(owner, "grant", "m", bob, "--as", "alice")
-        db = tmp_path / "ks" / "ks.db"
-        with sqlite3.connect(db) as src, sqlite3.connect(tmp_path / "backup.db") as dst:
-            src.backup(dst)                                   # the host's backup, grant included
-        sesemi(owner, "revoke", "m", bob, "--as", "alice")    # the owner revokes...
-        # (issue 12 §3) the audit chain verifies, and an edited entry is found by --verify
-        assert "ledger verified" in sesemi(owner, "ks", "audit", "--as", "alice", "--verify").stdout
-        with sqlite3.connect(db) as con:
-            con.execute("DROP TRIGGER audit_no_update")  # the host is not bound by our triggers
-            con.execute("UPDATE audit SET outcome='refused' WHERE event='grant'")
-        p = sesemi(owner, "ks", "audit", "--as", "alice", "--verify", ok=False)
-        assert p.returncode != 0 and "does not authenticate" in p.stderr and "Traceback" not in p.stderr
+        pack = world.deploy_pack("main", {"digits": DIGITS}, key_ttl_s=1.0)
+        action = world.action(pack, extra=["--key-ttl", "1"])
+        _infer(action, world, x)                                        # served
+        sesemi(owner_home, "ks", "attest", world.ks_server.url, "--insecure-sim")
+        sesemi(owner_home, "identity", "new", "carol")
+        sesemi(owner_home, "ks", "register", "--as", "carol")
+        carol = sesemi(owner_home, "identity", "show", "carol").stdout.strip()
+        world.ks.grant(world.owner, "digits", carol)
+        _backup(db, tmp_path / "backup.db")                             # 1. the host's copy: user granted
+        world.ks.revoke(world.owner, "digits", world.user.principal_id)  # 2. the owner revokes...
+        sesemi(owner_home, "ks", "log", "checkpoint")                   # ...a CLI witness sees the new state
+        time.sleep(1.2)                                                 # the action's key TTL
+        with pytest.raises(SesemiError):
+            _infer(action, world, x)                                    # refused: the action saw the revoke
+        witnessed = world.ks.checkpoint()[0].size
     finally:
-        ks.stop()
-    with sqlite3.connect(tmp_path / "backup.db") as src, sqlite3.connect(db) as dst:
-        src.backup(dst)                                       # ...and the host restores the backup
-    ks = start_keyservice(tmp_path, port=port)
+        world.ks_server.stop()
+    _backup(tmp_path / "backup.db", db)                                 # 3. restore, restart
+    world.ks_server = start_keyservice(tmp_path / "w", port=port)
+    world.servers.append(world.ks_server)
     try:
-        p = sesemi(owner, "ks", "audit", "--as", "alice", ok=False)
-        assert p.returncode != 0
+        # 4. pad the restored log past every witness with self-registered principals
+        # (each registration is a signed write: its sequence number and its row).
+        fresh = KeyServiceClient(attest_key_service(world.ks_server.url, insecure_sim=True))
+        for i in range(12):
+            fresh.register(Identity.generate(f"mallory{i}"))
+        assert fresh.checkpoint()[0].size > witnessed + 5
+        p = sesemi(owner_home, "ks", "log", "checkpoint", ok=False)
         err = p.stderr.strip()
-        assert len(err.splitlines()) == 1 and "Traceback" not in p.stderr
-        m = re.search(r"state version (\d+), older than version (\d+)", err)
-        assert m and int(m.group(1)) < int(m.group(2)), err
-        assert "rolled back" in err
+        assert p.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in p.stderr
+        assert "does not extend the checkpoint this client holds" in err and "size" in err, err
+        p = sesemi(owner_home, "ks", "audit", "--as", "carol", ok=False)
+        assert p.returncode != 0 and "does not extend" in p.stderr
+        # The running action refuses the forked log: the revoked user is not served.
+        time.sleep(1.2)
+        with pytest.raises(SesemiError):
+            _infer(action, world, x)
+        assert "does not extend" in action.log_text()
     finally:
-        ks.stop()
+        world.stop()
+
+
+def test_the_receipts_and_log_commands_verify(tmp_path):
+    """`ks receipt verify` checks a write's receipt offline; `ks log prove` and
+    `monitor` speak the same proofs; `keyservice verify` checks it all."""
+    world = LocalWorld.start(tmp_path / "w")
+    home = tmp_path / "owner"
+    try:
+        sesemi(home, "ks", "attest", world.ks_server.url, "--insecure-sim")
+        sesemi(home, "identity", "new", "alice")
+        sesemi(home, "ks", "register", "--as", "alice")
+        sealed = tmp_path / "m.sealed"
+        sesemi(home, "model", "seal", str(DIGITS), "--model-id", "m", "--out", str(sealed))
+        sesemi(home, "model", "publish", "m", "--as", "alice", "--allow-mrenclave", "ab" * 32)
+        out = sesemi(home, "--json", "grant", "m", world.user.principal_id, "--as", "alice").stdout
+        import json
+
+        receipt = json.loads(out)["receipt"]
+        ok = sesemi(home, "ks", "receipt", "verify", receipt).stdout
+        assert ok.startswith("ok: leaf") and "grant m" in ok
+        doc = json.loads(open(receipt).read())
+        doc["entry"]["user_id"] = "00" * 32                              # another user: not in the log
+        forged = tmp_path / "forged.json"
+        forged.write_text(json.dumps(doc))
+        p = sesemi(home, "ks", "receipt", "verify", str(forged), ok=False)
+        assert p.returncode != 0 and "not in the signed checkpoint" in p.stderr
+        size = json.loads(sesemi(home, "--json", "ks", "log", "checkpoint").stdout)["size"]
+        proof = json.loads(sesemi(home, "--json", "ks", "log", "prove", "--from", "2").stdout)
+        assert proof["second"] == size and proof["proof"]
+        mon = sesemi(home, "ks", "log", "monitor", "--count", "2", "--interval", "0.1").stdout
+        assert mon.count("consistent") >= 2
+        assert "--verify" and "log verified" in sesemi(home, "ks", "audit", "--as", "alice", "--verify").stdout
+    finally:
+        world.stop()
+    ok = sesemi(None, "keyservice", "verify", "--db", str(tmp_path / "w" / "ks" / "ks.db")).stdout
+    assert ok.startswith("ok: log of")

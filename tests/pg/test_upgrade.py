@@ -5,7 +5,10 @@ audit entries stay readable."""
 
 from __future__ import annotations
 
+import keyservice
+
 import sqlite3
+from pathlib import Path
 
 from keyservice.config import KeyServiceConfig
 from keyservice.sealing import ServiceSecrets
@@ -50,7 +53,7 @@ def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path):
     _old_database(config.db_path, secrets, owner, user)
 
     ks = KeyService(config)
-    assert ks.store.schema_version == 2 and ks.store.migrated_from == 1
+    assert ks.store.schema_version == 3 and ks.store.migrated_from == 1
     f = Flow(ks, owner, user)
     out = f.release()
     assert "model_key" in out and "request_key" in out
@@ -58,14 +61,51 @@ def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path):
     assert ks.get_model(owner.principal_id, "m")["grants"] == [user.principal_id]
     assert ks.store.mark("dcap/time_floor") == 1234.0
     assert ks.store.claim_call_seq(owner.principal_id, 7) == 7     # the replay floor survived
+    # The old audit trail stays in the table but is not shown: no leaf proves it.
     events = [e["event"] for e in ks.audit_log(owner.principal_id, None)]
-    assert "put_model" in events and "release" in events
-    answer = ks.audit_answer(owner.principal_id, None, verify=True)
-    assert answer["verified"]["rows"] >= 7
-    # Reopened (now version 2): nothing is migrated again, the ledger verifies from its start.
+    assert "release" in events and "put_model" not in events
+    assert keyservice.verify_database(str(config.db_path))["rows"] >= 7
+    # Reopened (now version 3): nothing is migrated again, the log resumes.
     ks2 = KeyService(config)
-    assert ks2.store.migrated_from is None and ks2.store.state() == ks.store.state()
+    assert ks2.store.migrated_from is None and ks2.store.head() == ks.store.head()
     f.release(ks2)
     # Revocation after the upgrade is a tombstone, as for new data.
     ks2.revoke(owner.principal_id, "m", user.principal_id)
     assert ks2.get_model(owner.principal_id, "m")["grants"] == []
+
+
+def test_upgrade_from_the_hash_chain_schema_adopts_every_row_at_its_version(tmp_path):
+    """A schema-2 database (a MACed hash chain, made by the previous release and
+    kept in tests/fixtures/ks-schema2 with its throwaway sim service secrets):
+    its chain is checked once, its rows adopted at the versions it records, and
+    a revocation made before the upgrade still holds after it."""
+    import json
+    import shutil
+    import sqlite3
+    from types import SimpleNamespace
+
+    import pytest
+
+    from sesemi.errors import AccessDenied, IntegrityError
+
+    from .conftest import Flow
+
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "ks-schema2"
+    for name in ("ks.db", "ks.db.secrets"):
+        shutil.copy(src / name, tmp_path / name)
+    ids = json.loads((src / "ids.json").read_text())
+    config = KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True)
+    ks = KeyService(config)
+    assert ks.store.migrated_from == 2
+    who = lambda pid: SimpleNamespace(principal_id=pid)  # noqa: E731
+    assert "request_key" in Flow(ks, who(ids["owner"]), who(ids["user"]), "m").release()
+    with pytest.raises(AccessDenied, match="not granted"):
+        Flow(ks, who(ids["owner2"]), who(ids["user2"]), "m2").release()
+    assert keyservice.verify_database(str(config.db_path))["rows"] >= 8
+    head = ks.store.head()
+    assert KeyService(config).store.head() == head          # reopened: adopted once
+    # An old grant row put back after the upgrade is still an old version.
+    with sqlite3.connect(config.db_path) as con:
+        con.execute("UPDATE grants SET active=1, ver=ver-1 WHERE model_id='m2'")
+    with pytest.raises(IntegrityError):
+        Flow(KeyService(config), who(ids["owner2"]), who(ids["user2"]), "m2").release()

@@ -32,11 +32,11 @@ def check_tables(store: Any, exp: Expected) -> list[str]:
     """Every acknowledged op present, and every row backed by its audit entry
     in the same transaction (nothing half-applied)."""
     problems: list[str] = []
-    principals = {r["id"] for r in store.all("SELECT id FROM principals")}
-    models = {r["model_id"]: r for r in store.all("SELECT model_id, owner, policy FROM models")}
-    grants = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM grants WHERE active=1")}
-    rkeys = {(r["model_id"], r["user_id"]) for r in store.all("SELECT model_id, user_id FROM request_keys")}
-    audit = store.all("SELECT seq, event, outcome, principal, model_id, user_id FROM audit ORDER BY seq")
+    principals = {r["id"] for r in store._all("SELECT id FROM principals")}
+    models = {r["model_id"]: r for r in store._all("SELECT model_id, owner, policy FROM models")}
+    grants = {(r["model_id"], r["user_id"]) for r in store._all("SELECT model_id, user_id FROM grants WHERE active=1")}
+    rkeys = {(r["model_id"], r["user_id"]) for r in store._all("SELECT model_id, user_id FROM request_keys")}
+    audit = store._all("SELECT seq, event, outcome, principal, model_id, user_id FROM audit ORDER BY seq")
     ok = [a for a in audit if a["outcome"] == "ok"]
 
     def compare(what: str, have: set, must: set, may: set) -> None:
@@ -80,7 +80,7 @@ def check_tables(store: Any, exp: Expected) -> list[str]:
 def integrity(store: Any) -> list[str]:
     """The engine's own check of its files (SQLite: PRAGMA integrity_check)."""
     if store.dialect == "sqlite" and str(getattr(store, "path", "")).endswith(".db"):
-        rows = store.all("PRAGMA integrity_check")
+        rows = store._all("PRAGMA integrity_check")
         result = [tuple(r)[0] for r in rows]
         return [] if result == ["ok"] else [f"integrity_check: {result[:5]}"]
     return []

@@ -221,8 +221,8 @@ def _check_release_path(ks: KillableKeyService, exp: Expected, pin, store: Store
             pair = (mid, uid)
             if pair in exp.maybe_grants or pair in exp.maybe_request_keys:
                 # Applied or not: the release must agree with what the tables say.
-                row = (store.one("SELECT 1 FROM grants WHERE model_id=? AND user_id=? AND active=1", mid, uid) is not None,
-                       store.one("SELECT 1 FROM request_keys WHERE model_id=? AND user_id=?", mid, uid) is not None)
+                row = (store._one("SELECT 1 FROM grants WHERE model_id=? AND user_id=? AND active=1", mid, uid) is not None,
+                       store._one("SELECT 1 FROM request_keys WHERE model_id=? AND user_id=?", mid, uid) is not None)
                 granted, enrolled = row
                 want = exp.request_keys.get(pair, exp.maybe_request_keys.get(pair))
             else:

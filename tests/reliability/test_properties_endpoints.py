@@ -97,7 +97,7 @@ def _ks_request(w, route, m, u, query, headers, body, signed, token=None):
         path += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
     if signed:  # a valid signature over a bad body: the parsers behind authentication get the input
         try:
-            headers = {**headers, **signed_call.sign(w.owner, method, path, w.ks.pin.hpke_public_key, body,
+            headers = {**headers, **signed_call.sign(w.owner, method, path, w.ks.pin.audience, body,
                                                      time.time(), w.ks.counter.next(w.owner.principal_id))}
         except FormatError:  # a target the SDK will not sign (not canonical): sent unsigned
             pass

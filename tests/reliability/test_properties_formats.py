@@ -1,6 +1,6 @@
 """Issue 12 §3 property tests for every parser of untrusted bytes: sealed
-models, packs, envelopes, tensors, evidence, signed-call headers, policies,
-the key-service pin. Whatever the input, the parser answers with one of the
+models, packs, envelopes, tensors, HPKE boxes and public keys (hybrid and
+X25519), evidence, signed-call headers, policies, the key-service pin. Whatever the input, the parser answers with one of the
 project's errors (a 4xx at the HTTP layer), never another exception."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-from sesemi import envelope, sealed_model, signed_call, tensors
+from sesemi import envelope, hpke_box, sealed_model, signed_call, tensors
 from sesemi.attestation import EvidenceVerifier
 from sesemi.attestation import sim
 from sesemi.attestation.sim import SimBackend
@@ -82,6 +82,32 @@ def _tensors(blob):
 
 
 test_tensors, test_tensors_soak = _tensors
+
+_HPKE_KEY = hpke_box.new_private_key()
+_HPKE_BOXES = [hpke_box.seal(KEY, _HPKE_KEY.public, b"ctx"),
+               hpke_box.seal(KEY, _HPKE_KEY.public[-32:], b"ctx", allow_classical=True)]
+
+
+@twin(st.one_of(*(mutated(b) for b in _HPKE_BOXES)), st.booleans(), fast=100, soak=3000)
+def _hpke_box(blob, allow_classical):
+    """A box that opens must be the genuine one (byte for byte); anything else is refused."""
+    count("property cases: parsers")
+    try:
+        got = hpke_box.open_(blob, _HPKE_KEY, b"ctx", allow_classical=allow_classical)
+    except SesemiError:
+        return
+    assert got == KEY and blob in _HPKE_BOXES
+
+
+test_hpke_box, test_hpke_box_soak = _hpke_box
+
+
+@twin(st.one_of(mutated(_HPKE_KEY.public), mutated(_HPKE_KEY.public[-32:])), st.booleans(), fast=100, soak=3000)
+def _hpke_public(raw, allow_classical):
+    _refuses(hpke_box.seal, KEY, raw, b"ctx", allow_classical)
+
+
+test_hpke_public_key, test_hpke_public_key_soak = _hpke_public
 
 _ENV = envelope.seal(KEY, "m", "u" * 64, "r" * 32, envelope.REQUEST, TENSORS).to_json()
 

@@ -1,6 +1,7 @@
 """Issue 12 §3 tampering: flip every byte of a small sealed model, of a pack's
-header and manifest, of an encrypted request and of an encrypted response (the
-whole JSON answer, labels included). Every flip must be detected."""
+header and manifest, of a key-transport (hybrid HPKE) box, of an encrypted
+request and of an encrypted response (the whole JSON answer, labels included).
+Every flip must be detected."""
 
 from __future__ import annotations
 
@@ -71,6 +72,34 @@ def test_sealed_model_every_byte():
 @pytest.mark.soak
 def test_sealed_model_every_byte_soak():
     _sealed_flips(os.urandom(64 << 10), SOAK_MASKS)  # 16 chunks, three masks per byte (~200,000 flips)
+
+
+# --- key-transport boxes (hybrid HPKE) ----------------------------------------------------------
+
+def _hpke_flips(masks) -> None:
+    from sesemi import hpke_box
+
+    made = detected = 0
+    for kem in (hpke_box.HYBRID,):  # the only suite accepted by default
+        key = hpke_box.new_private_key(kem)
+        info = hpke_box.info("release-model-key", "m", "5e" * 16)
+        for i, bad in _flips(hpke_box.seal(KEY, key.public, info), masks):
+            made += 1
+            try:
+                hpke_box.open_(bad, key, info)
+            except SesemiError:
+                detected += 1
+    _record("hybrid HPKE box (header, ML-KEM and X25519 ciphertexts, AEAD)", made, detected)
+    assert detected == made, f"{made - detected} of {made} flips went undetected"
+
+
+def test_hpke_box_every_byte():
+    _hpke_flips(FAST_MASKS)  # 1,171 bytes: header, ML-KEM-768 ct, X25519 ct, sealed key, tag
+
+
+@pytest.mark.soak
+def test_hpke_box_every_byte_soak():
+    _hpke_flips(SOAK_MASKS)
 
 
 # --- pack header and manifest -------------------------------------------------------------------

@@ -314,3 +314,37 @@ def test_build_context_excludes_plaintext_models():
     the image build context: a plaintext model cannot even reach `docker build`."""
     lines = {ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()}
     assert {"models", "build/*", "!build/*.pack", ".venv", ".git"} <= lines
+
+
+# ------------------------------------------------------------------ broken on purpose: the hybrid HPKE's crypto library
+
+
+@pytest.mark.parametrize("dockerfile", ["action.Dockerfile", "keyservice.Dockerfile"])
+def test_cryptography_from_source_is_reported(broken, closures, dockerfile):
+    edit(broken.images / dockerfile, "--find-links /wheels --only-binary cryptography", "--find-links /wheels")
+    assert_reports(broken, closures, rf"{dockerfile}: stage deps may build cryptography from source")
+
+
+@pytest.mark.parametrize("dockerfile", ["action.Dockerfile", "keyservice.Dockerfile"])
+def test_missing_ml_kem_build_check_is_reported(broken, closures, dockerfile):
+    edit(broken.images / dockerfile, "assert b.mlkem_supported()", "assert True")
+    assert_reports(broken, closures, rf"{dockerfile}: stage deps does not check .* ML-KEM")
+
+
+def test_plain_image_from_source_is_reported(broken, closures):
+    edit(broken.images / "action.Dockerfile", '"--only-binary", "cryptography", ', "")
+    assert_reports(broken, closures, r"stage plain-deps may build cryptography from source")
+
+
+def test_old_cryptography_requirement_is_reported(broken, closures):
+    text = (REPO / "pyproject.toml").read_text()
+    (broken.root / "pyproject.toml").write_text(re.sub(r'"cryptography>=[\d.]+"', '"cryptography>=46"', text))
+    assert_reports(broken, closures, r"pyproject.toml: cryptography must be >= 47")
+
+
+def test_classical_kem_in_production_is_reported(broken, closures):
+    edit(broken.template("keyservice", "prod"), "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=0",
+         "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=1")
+    assert_reports(broken, closures, r"production needs SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=0")
+    edit(broken.template("keyservice", "prod"), '            "SESEMI_INSECURE_ALLOW_CLASSICAL_KEM=1",\n', "")
+    assert_reports(broken, closures, r"SESEMI_INSECURE_ALLOW_CLASSICAL_KEM must be set in env.default")

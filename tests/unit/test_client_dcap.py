@@ -188,7 +188,12 @@ def test_cli_publish_carries_tcb_statuses_and_advisory_denylist(tmp_path, capsys
 
     class FakeKs:
         def publish_model(self, owner, model_id, key, policy, seal_id):
+            from sesemi.ks_log import AUDIT_FIELDS
+
             published[model_id] = policy
+            entry = {**{f: None for f in AUDIT_FIELDS}, "event": "put_model", "model_id": model_id}
+            return {"receipt": {"format": "sesemi-ks-receipt/v1", "leaf_index": 1, "entry": entry,
+                                "inclusion_proof": [], "checkpoint": ""}}
 
     monkeypatch.setattr(commands, "_ks", lambda args: FakeKs())
     rc, _, err = _run_cli(capsys, "--home", str(home.root), "model", "publish", "m", "--as", "owner",

@@ -35,7 +35,9 @@ def make_ks(tmp_path, at: float = fx.INSIDE, **cfg) -> KeyService:
     tmp_path.mkdir(parents=True, exist_ok=True)
     collateral = tmp_path / "collateral.json"
     collateral.write_bytes(fx.collateral_json())
-    config = KeyServiceConfig(db_path=tmp_path / "ks.db", collateral_file=collateral, **cfg)
+    # A key service built in the fixture's time (its floor is never below its build date).
+    config = KeyServiceConfig(db_path=tmp_path / "ks.db", collateral_file=collateral,
+                              **{"build_date": fx.WINDOW_START, **cfg})
     return KeyService(config, clock=fx.clock(at))
 
 
@@ -49,7 +51,7 @@ def attest_via_api(ks: KeyService, quote: bytes):
 
 def attest_refusals(ks: KeyService) -> list[str]:
     ks.maintenance()  # anonymous refusals are counted, then written once per window
-    return [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='attest' AND outcome='refused'")]
+    return [r["reason"] for r in ks.store._all("SELECT reason FROM audit WHERE event='attest' AND outcome='refused'")]
 
 
 def test_api_verifies_the_quote_then_refuses_the_unbound_report_data(tmp_path):
@@ -167,7 +169,7 @@ def test_verified_dcap_claims_get_keys_only_under_an_allowing_policy(tmp_path):
         resp = client.post("/v1/enclave/keys", json={"model_id": model_id, "seal_id": SEAL}, headers=auth)
         assert resp.status_code == 403 and resp.get_json()["check"] == check
         assert "model_key" not in resp.get_json()
-    reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
+    reasons = [r["reason"] for r in ks.store._all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
     assert reasons == ["model_key", "policy:tcb_status", "policy:advisory_denylist", "policy:advisory_allowlist"]
 
 
@@ -195,5 +197,5 @@ def test_the_model_key_is_released_only_for_the_published_seal(tmp_path):
     assert hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", SEAL)) == key
     with pytest.raises(Exception):  # bound to the seal id: it opens in no other seal's context
         hpke_box.open_(box, private, hpke_box.info("release-model-key", "allowing", "00" * 16))
-    reasons = [r["reason"] for r in ks.store.all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
+    reasons = [r["reason"] for r in ks.store._all("SELECT reason FROM audit WHERE event='release' ORDER BY seq")]
     assert reasons == ["seal_id", "model_key"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from keyservice import KeyService, KeyServiceConfig
+from sesemi import ks_response
 from sesemi.attestation import dcap, report_data_binding
 from sesemi.attestation.backends import check_available, make_backend
 from sesemi.attestation.occlum import (SGXIOC_GEN_DCAP_QUOTE, SGXIOC_GET_DCAP_QUOTE_SIZE, OcclumBackend,
@@ -124,7 +125,8 @@ def test_key_service_attests_itself_through_the_occlum_backend(tmp_path):
     assert att["tee"] == "occlum" and att["insecure_simulation"] is False
     quote = b64d(att["evidence"]["quote"])
     # REPORT_DATA binds both of the service's keys: HPKE (secrets to it) and signing (its answers)
-    assert quote[REPORT_DATA_AT:REPORT_DATA_AT + 64] == report_data_binding(nonce, ks.hpke_public + ks.signing_public)
+    assert quote[REPORT_DATA_AT:REPORT_DATA_AT + 64] == report_data_binding(
+        nonce, ks_response.identity(ks.hpke_public, ks.signing_public))
     assert ks.mrenclave == fx.MRENCLAVE
 
 

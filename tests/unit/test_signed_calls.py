@@ -154,5 +154,18 @@ def test_a_counter_that_fell_behind_is_told_the_last_number(tmp_path):
     svc = Service(tmp_path / "ks.db", T0)
     a = Identity.generate("a")
     svc.register(a, seq=500)
-    r = svc.call("GET", "/v1/audit", svc.headers(a, "GET", "/v1/audit", seq=7))
+    r = svc.register(a, seq=7)[0]
     assert r.status_code == 409 and r.get_json()["last_seq"] == 500
+
+
+def test_a_signed_read_claims_no_sequence_number_and_appends_nothing(tmp_path):
+    """A read changes nothing, so it needs no sequence number (its answer is bound
+    to its own nonce) and appends no leaf: reads cannot grow the log."""
+    svc = Service(tmp_path / "ks.db", T0)
+    a = Identity.generate("a")
+    svc.register(a, seq=500)
+    size = svc.ks.store.head().size
+    for seq in (7, 7, 3):
+        assert svc.call("GET", "/v1/audit", svc.headers(a, "GET", "/v1/audit", seq=seq)).status_code == 200
+    assert svc.ks.store.head().size == size
+    assert svc.register(a, seq=501)[0].status_code == 200  # the write order is untouched
