@@ -16,6 +16,7 @@ from sesemi.errors import FormatError, SesemiError
 from sesemi.logsafe import escape
 
 from . import commands as c
+from .pack_plan import add_plan_command
 from . import serve_commands as s
 from .output import Out
 
@@ -188,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     pack = group("pack", "model packs")
     a = add(pack, "build", c.cmd_pack_build, "bundle sealed models into one pack")
     a.add_argument("--out", required=True, metavar="PACK", help="where to write the pack")
-    a.add_argument("sealed", nargs="+", help="sealed model files")
+    a.add_argument("sealed", nargs="*", help="sealed model files (or --plan and --pack)")
+    a.add_argument("--plan", metavar="PLAN.json", help="a plan from `sesemi pack plan`: its pack's sealed files")
+    a.add_argument("--pack", metavar="NAME", help="with --plan: which of its packs")
+    add_plan_command(pack, add)
 
     def ks_key(a: argparse.ArgumentParser, extra: str = "") -> None:
         a.add_argument("--ks-key", metavar="HEX|pinned",
