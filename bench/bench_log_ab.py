@@ -35,7 +35,7 @@ MODEL_KEY = False  # --model-key: every release also carries the model key (a co
 
 # Runs inside the tree under test: its own key service, SDK and enclave client.
 DRIVER = """
-import json, sys, tempfile, time
+import json, os, sys, tempfile, time
 from pathlib import Path
 import bench.bench_keyservice_scale as scale
 db, seconds, clients, model_key = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
@@ -86,7 +86,16 @@ with tempfile.TemporaryDirectory(prefix="sesemi-bench-ab-") as tmp:
         release = scale.releases if model_key else request_key_releases
         release([srv.url], uid, key, 0.3)                  # warm: connections, caches
         before = commits()
+
+        def cpu(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        s0, c0 = cpu(srv.proc.pid), time.process_time()
         out = release([srv.url], uid, key, seconds)
+        out["server_cpu_ms_per_release"] = 1e3 * (cpu(srv.proc.pid) - s0) / out["n"]
+        out["client_cpu_ms_per_release"] = 1e3 * (time.process_time() - c0) / out["n"]
         out["commits_per_release"] = (commits() - before - 1) / out["n"] if before else None
         try:
             import urllib3
@@ -163,6 +172,8 @@ def main() -> None:
                     o = out[backend]
                     o["commits_per_release"] = {k: statistics.median(p[k]["commits_per_release"] for p in pairs)
                                                 for k in "AB"}
+                for k in ("server_cpu_ms_per_release", "client_cpu_ms_per_release"):
+                    out[backend][k] = {s: statistics.median(p[s][k] for p in pairs) for s in "AB"}
                 b = [p["B"] for p in pairs if p["B"].get("batch_count")]
                 if b:
                     out[backend]["mean_batch"] = statistics.median(x["batch_sum"] / x["batch_count"] for x in b)
