@@ -22,6 +22,7 @@ from sesemi.encoding import b64d
 from sesemi.errors import AccessDenied, AuthError, FormatError, NotFound
 from sesemi.timeouts import ENCLAVE_KEY_BUDGET_S, Deadline
 
+from .key_batch import RequestKeyBatcher
 from .keycache import RefusalCache, TtlCache
 from .rosters import RosterBook
 
@@ -64,6 +65,8 @@ class EnclaveSession:
         self.refusals = RefusalCache(min(_REFUSAL_TTL_S, key_ttl_s), _REFUSALS_MAX, clock)
         self.key_fetches = 0
         self.fetch_seconds: deque[float] = deque(maxlen=100)
+        # Misses for several users of one model share one call (app/key_batch.py).
+        self._batch = RequestKeyBatcher(self._fetch_many) if hasattr(ks, "request_keys") else None
 
     def _deadline(self) -> Deadline:
         return Deadline(self.budget_s, "key service", time.monotonic)
@@ -198,9 +201,12 @@ class EnclaveSession:
                  seal_id: str | None = None) -> tuple[dict[str, Any], int]:
         """One key release: the answer and the number of uses it allows."""
         t0 = time.perf_counter()
-        body = self._with_token(lambda t: self.ks.keys(t, model_id, user_id, seal_id is not None, deadline,
-                                                       seal_id=seal_id), deadline)
-        self.key_fetches += 1
+        if user_id is not None and seal_id is None and self._batch is not None:
+            body = self._batch.fetch(model_id, user_id, deadline)
+        else:
+            body = self._with_token(lambda t: self.ks.keys(t, model_id, user_id, seal_id is not None, deadline,
+                                                           seal_id=seal_id), deadline)
+            self.key_fetches += 1
         self.fetch_seconds.append(time.perf_counter() - t0)
         # The release states (signed) how many requests a released key may serve:
         # the bound that holds when the TTL's clock, the host's, is stalled.
@@ -208,6 +214,10 @@ class EnclaveSession:
         if type(max_uses) is not int or not 1 <= max_uses <= 1 << 31:
             raise FormatError("key release lacks a valid max_requests (an older key service?)")
         return body, max_uses
+
+    def _fetch_many(self, model_id: str, user_ids: list[str], deadline: Deadline) -> dict:
+        self.key_fetches += 1
+        return self._with_token(lambda t: self.ks.request_keys(t, model_id, user_ids, deadline), deadline)
 
     def _unwrap(self, box: object, *context: str) -> bytes:
         if box is None:

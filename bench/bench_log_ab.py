@@ -6,7 +6,11 @@ commit before the log), B is this tree; each round runs A then B or B then A
 (alternating), each in its own processes with its own code on PYTHONPATH,
 and the ratio B/A is taken pair by pair.
 
-    .venv/bin/python -m bench.bench_log_ab [--rounds 5] [--seconds 4] [--base REV]
+    .venv/bin/python -m bench.bench_log_ab [--rounds 5] [--seconds 4] [--clients 16] [--base REV]
+
+It also reads, on PostgreSQL, the database's committed transactions per
+release (`pg_stat_database.xact_commit`), and from B's /metrics the time under
+the writer lock and the group-commit batch sizes.
 """
 
 from __future__ import annotations
@@ -25,29 +29,93 @@ from bench.common import parse_args, progress, write_result
 from bundle_tool.testing import postgres as pg_local
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = "c016a82"  # the last commit whose key service kept a MACed hash chain
+BASE = "c016a82"
+MODEL_KEY = False  # --model-key: every release also carries the model key (a cold start's)  # the last commit whose key service kept a MACed hash chain
 
 # Runs inside the tree under test: its own key service, SDK and enclave client.
 DRIVER = """
-import json, sys, tempfile
+import json, os, sys, tempfile, time
 from pathlib import Path
-from bench.bench_keyservice_scale import replica, releases, setup
-db, seconds = sys.argv[1], float(sys.argv[2])
+import bench.bench_keyservice_scale as scale
+db, seconds, clients, model_key = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+scale.CLIENTS = clients
+
+
+def request_key_releases(urls, uid, ks_key, seconds):
+    # An action's steady state: the request key of a user of a model it holds.
+    import threading
+    sessions = [scale.session(urls[0], ks_key) for _ in range(clients)]
+    lat = [[] for _ in range(clients)]
+    stop = time.perf_counter() + seconds
+
+    def worker(i):
+        c, token = sessions[i]
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            c.keys(token, "m", uid, False)
+            lat[i].append(time.perf_counter() - t0)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    v = sorted(x for l in lat for x in l)
+    return {"releases_per_s": len(v) / wall, "p50_ms": 1e3 * v[len(v) // 2],
+            "p99_ms": 1e3 * v[min(len(v) - 1, int(len(v) * 0.99))], "n": len(v)}
+
+
+def commits():
+    if not db.startswith("postgresql://"):
+        return 0
+    import psycopg
+    time.sleep(1.2)  # cumulative statistics are flushed about once a second
+    with psycopg.connect(db, autocommit=True) as con:
+        return con.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                           ).fetchone()[0]
+
+
 with tempfile.TemporaryDirectory(prefix="sesemi-bench-ab-") as tmp:
     work = Path(tmp)
-    srv = replica(work, "ks", db if db != "sqlite" else str(work / "ks.db"))
+    srv = scale.replica(work, "ks", db if db != "sqlite" else str(work / "ks.db"))
     try:
-        uid, key = setup([srv.url])
-        releases([srv.url], uid, key, 0.3)          # warm: connections, caches
-        print(json.dumps(releases([srv.url], uid, key, seconds)))
+        uid, key = scale.setup([srv.url])
+        release = scale.releases if model_key else request_key_releases
+        release([srv.url], uid, key, 0.3)                  # warm: connections, caches
+        before = commits()
+
+        def cpu(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        s0, c0 = cpu(srv.proc.pid), time.process_time()
+        out = release([srv.url], uid, key, seconds)
+        out["server_cpu_ms_per_release"] = 1e3 * (cpu(srv.proc.pid) - s0) / out["n"]
+        out["client_cpu_ms_per_release"] = 1e3 * (time.process_time() - c0) / out["n"]
+        out["commits_per_release"] = (commits() - before - 1) / out["n"] if before else None
+        try:
+            import urllib3
+            text = urllib3.PoolManager().request("GET", srv.url + "/metrics").data.decode()
+            vals = {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l and not l.startswith("#")}
+            out["lock_held_s"] = vals.get("sesemi_ks_write_lock_held_seconds_total")
+            out["batch_count"] = vals.get("sesemi_ks_commit_batch_size_count")
+            out["batch_sum"] = vals.get("sesemi_ks_commit_batch_size_sum")
+        except Exception:
+            pass
+        print(json.dumps(out))
     finally:
         srv.stop()
 """
 
 
-def run(tree: Path, db: str, seconds: float) -> dict:
+def run(tree: Path, db: str, seconds: float, clients: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    p = subprocess.run([sys.executable, "-c", DRIVER, db, str(seconds)], cwd=tree, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-c", DRIVER, db, str(seconds), str(clients), "1" if MODEL_KEY else "0"],
+                       cwd=tree, env=env,
+                       capture_output=True,
                        text=True, timeout=120 + 4 * seconds)
     if p.returncode:
         raise RuntimeError(f"the driver failed in {tree}: {p.stderr.strip().splitlines()[-1:]}")
@@ -59,9 +127,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--base", default=BASE)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--model-key", action="store_true", help="every release also asks for the model key")
     args = parse_args(ap)
     rounds, seconds = (1, 0.5) if args.smoke else (args.rounds, args.seconds)
-    out: dict = {"base": args.base, "rounds": rounds, "seconds": seconds}
+    global MODEL_KEY
+    MODEL_KEY = args.model_key
+    out: dict = {"base": args.base, "rounds": rounds, "seconds": seconds, "clients": args.clients,
+                 "model_key": args.model_key}
     with tempfile.TemporaryDirectory(prefix="sesemi-bench-base-") as tmp:
         base = Path(tmp) / "base"
         if args.smoke:  # the path only, this tree on both sides (a clone may lack the base commit)
@@ -81,7 +154,7 @@ def main() -> None:
                     got = {}
                     for name, tree in order:
                         db = "sqlite" if backend == "sqlite" else pg.create_db(f"ab_{backend}_{r}_{name.lower()}")
-                        got[name] = run(tree, db, seconds)
+                        got[name] = run(tree, db, seconds, args.clients)
                     pairs.append(got)
                     progress(f"{backend} round {r + 1}/{rounds}: A {got['A']['releases_per_s']:.0f}/s, "
                              f"B {got['B']['releases_per_s']:.0f}/s")
@@ -92,7 +165,17 @@ def main() -> None:
                     "p50_ms": {k: statistics.median(p[k]["p50_ms"] for p in pairs) for k in "AB"},
                     "p99_ms": {k: statistics.median(p[k]["p99_ms"] for p in pairs) for k in "AB"},
                     "releases_per_s": {k: statistics.median(p[k]["releases_per_s"] for p in pairs) for k in "AB"},
+                    "p99_ratio_median": statistics.median(p["B"]["p99_ms"] / p["A"]["p99_ms"] for p in pairs),
                 }
+                if backend == "postgresql":
+                    o = out[backend]
+                    o["commits_per_release"] = {k: statistics.median(p[k]["commits_per_release"] for p in pairs)
+                                                for k in "AB"}
+                for k in ("server_cpu_ms_per_release", "client_cpu_ms_per_release"):
+                    out[backend][k] = {s: statistics.median(p[s][k] for p in pairs) for s in "AB"}
+                b = [p["B"] for p in pairs if p["B"].get("batch_count")]
+                if b:
+                    out[backend]["mean_batch"] = statistics.median(x["batch_sum"] / x["batch_count"] for x in b)
                 o = out[backend]
                 progress(f"{backend}: releases/s B/A median {o['rate_ratio_median']:.3f} "
                          f"(A {o['releases_per_s']['A']:.0f}, B {o['releases_per_s']['B']:.0f}); p50 A "

@@ -13,6 +13,7 @@ from sesemi.attestation.backends import TEE_NAMES
 
 from . import commands as c
 from . import serve_commands as s
+from .pack_plan import add_plan_command
 
 
 class _Version(argparse.Action):
@@ -214,7 +215,10 @@ def _pack(b: _Builder) -> None:
     pack = b.group("pack", "model packs")
     a = b.add(pack, "build", c.cmd_pack_build, "bundle sealed models into one pack")
     a.add_argument("--out", required=True, metavar="PACK", help="where to write the pack")
-    a.add_argument("sealed", nargs="+", help="sealed model files")
+    a.add_argument("sealed", nargs="*", help="sealed model files (or --plan and --pack)")
+    a.add_argument("--plan", metavar="PLAN.json", help="a plan from `sesemi pack plan`: its pack's sealed files")
+    a.add_argument("--pack", metavar="NAME", help="with --plan: which of its packs")
+    add_plan_command(pack, b.add)
 
 
 def _action(b: _Builder) -> None:

@@ -257,7 +257,28 @@ def cmd_user_status(args: argparse.Namespace) -> Out:
                f"request key {'enrolled' if keyed else 'none'}{hint}")
 
 
+def _sealed_of_plan(args: argparse.Namespace) -> list[str]:
+    from sesemi.packplan import pack_of_plan
+
+    from .pack_plan import load_plan
+
+    if args.sealed or not args.pack:
+        raise FormatError("with --plan give --pack NAME and no sealed files (the plan names them)")
+    plan = load_plan(args.plan)
+    pack = pack_of_plan(plan, args.pack)
+    models = plan.get("models") or {}
+    missing = [m for m in pack["models"] if not isinstance((models.get(m) or {}).get("sealed"), str)]
+    if missing:
+        raise FormatError(f"the plan has no sealed file for {', '.join(missing[:5])} (give \"sealed\" in the "
+                          "models manifest of `sesemi pack plan`)")
+    return [models[m]["sealed"] for m in pack["models"]]
+
+
 def cmd_pack_build(args: argparse.Namespace) -> Out:
+    if getattr(args, "plan", None):
+        args.sealed = _sealed_of_plan(args)
+    elif not args.sealed or getattr(args, "pack", None):
+        raise FormatError("give sealed model files, or --plan PLAN.json --pack NAME")
     total = sum(os.path.getsize(p) for p in args.sealed)
     with Bar(f"packing {len(args.sealed)} model(s)", total) as bar:
         entries = build_pack(args.out, args.sealed, progress=bar)

@@ -60,7 +60,7 @@ def _request_body() -> bytes:
 # header is noise anyone can add, and counting it would hand the reserve to
 # slow anonymous work (an attestation waiting on a PCCS).
 _CHECKS_CREDENTIAL = frozenset({"put_model", "get_model", "grant", "revoke", "request_key", "user_status",
-                                "audit", "enclave_keys", "enclave_roster"})
+                                "audit", "enclave_keys", "enclave_request_keys", "enclave_roster"})
 
 
 def _bearer() -> str:
@@ -164,7 +164,10 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
         # of the request (what a client that saw another replica expects); requests
         # that arrive together share one follow. A database behind what this
         # replica or a peer has seen is refused here.
-        ks.store.sync_after(g.setdefault("arrived", time.monotonic()))
+        known = request.headers.get(ks_log.H_KNOWN, "")
+        ks.store.sync_after(g.setdefault("arrived", time.monotonic()),
+                            int(known) if known.isascii() and known.isdigit() and len(known) <= 19 else 0,
+                            ks.config.follow_max_age_s)
 
     @app.after_request
     def _label(resp: Response) -> Response:
@@ -334,6 +337,13 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
     @app.post("/v1/enclave/attest")
     def enclave_attest() -> Response:
         return _json(ks.attest_enclave(_body()))
+
+    @app.post("/v1/enclave/request-keys")
+    def enclave_request_keys() -> Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise AuthError("missing attestation token (Authorization: Bearer ...)")
+        return _json(ks.release_request_keys(auth[7:].strip(), _body()))
 
     @app.post("/v1/enclave/keys")
     def enclave_keys() -> Response:

@@ -147,16 +147,13 @@ def join_cluster(config: KeyServiceConfig, url: str) -> ServiceSecrets:
     restart need not join again."""
     from sesemi import ISV_PROD_ID, ISV_SVN
     from sesemi.attestation.backends import make_backend
-    from sesemi.identity import write_private_file
     from sesemi.measure import keyservice_mrenclave
 
     tee = make_backend(config.tee, sim_mrenclave=lambda: keyservice_mrenclave(config.trusted()),
                        isv_prod_id=ISV_PROD_ID, isv_svn=ISV_SVN)
     policy = cluster_policy(config.cluster_policy, None, tee.mrenclave)
     got = join(url, tee=tee, policy=policy, allow_sim=tee.simulated and config.insecure_sim_attestation)
-    write_private_file(config.secrets_path, canonical_json({
-        "storage_key": b64e(got.storage_key), "hpke_private": b64e(got.hpke_private),
-        "signing_private": b64e(got.signing_private)}))
+    got.save(config.secrets_path)  # the cluster has its log: this identity adopts no database without one
     return got
 
 

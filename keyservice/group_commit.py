@@ -24,10 +24,10 @@ from sesemi.errors import TimeoutExpired
 
 @dataclass
 class _Pending:
-    entry: Mapping[str, Any]
+    entries: Sequence[Mapping[str, Any]]
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    leaf: int | None = None
+    leaves: list[int] | None = None
     error: BaseException | None = None
 
 
@@ -46,7 +46,11 @@ class GroupCommit:
 
     def append(self, entry: Mapping[str, Any]) -> int:
         """The entry's leaf index, once it is durable."""
-        p = _Pending(entry)
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Several entries of one caller, committed together; their leaf indices."""
+        p = _Pending(list(entries))
         t0 = time.monotonic()
         with self._lock:
             self._queue.append(p)
@@ -55,33 +59,45 @@ class GroupCommit:
                 self._leading = True
         if not lead:
             if not p.done.wait(self.wait_s):
-                raise TimeoutExpired(f"log commit: no commit within {self.wait_s:g} s (the database is stalled)",
-                                     bound="log commit")
+                with self._lock:  # leadership may have been handed over just now: then lead
+                    if not p.lead:
+                        if p in self._queue:
+                            self._queue.remove(p)
+                        raise TimeoutExpired(f"log commit: no commit within {self.wait_s:g} s (the database "
+                                             "is stalled)", bound="log commit")
             if not p.lead:
                 return self._result(p)
         self._lead(time.monotonic() - t0)
         return self._result(p)
 
     @staticmethod
-    def _result(p: _Pending) -> int:
+    def _result(p: _Pending) -> list[int]:
         if p.error is not None:
             raise p.error
-        assert p.leaf is not None
-        return p.leaf
+        assert p.leaves is not None
+        return p.leaves
 
     def _lead(self, waited_s: float) -> None:
         with self._lock:
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            n, take = 0, 0
+            for take, p in enumerate(self._queue):
+                if take and n + len(p.entries) > self.max_batch:
+                    break
+                n += len(p.entries)
+            else:
+                take = len(self._queue)
+            batch, self._queue = self._queue[:take], self._queue[take:]
         try:
-            leaves = self._commit([p.entry for p in batch])
+            leaves = self._commit([e for p in batch for e in p.entries])
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
             for p in batch:
                 p.error = exc
         else:
-            for p, leaf in zip(batch, leaves):
-                p.leaf = leaf
+            at = 0
+            for p in batch:
+                p.leaves, at = leaves[at:at + len(p.entries)], at + len(p.entries)
         if self._observe is not None:
-            self._observe(len(batch), waited_s)
+            self._observe(n, waited_s)
         for p in batch:
             p.done.set()
         with self._lock:
@@ -89,5 +105,5 @@ class GroupCommit:
                 self._leading = False
                 return
             nxt = self._queue[0]  # it leads the next batch: the entries that queued meanwhile
-        nxt.lead = True
+            nxt.lead = True       # under the lock: a waiter that times out checks it there
         nxt.done.set()

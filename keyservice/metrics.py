@@ -54,6 +54,7 @@ class _StoreCollector:
     _COUNTERS = (
         ("sesemi_ks_write_transactions", "Write transactions committed", "write_txs"),
         ("sesemi_ks_write_lock_held_seconds", "Seconds inside the serialized writer section", "lock_held_s"),
+        ("sesemi_ks_write_lock_cpu_seconds", "CPU seconds of the writer section's threads", "lock_cpu_s"),
         ("sesemi_ks_log_leaves_written", "Log leaves this replica appended", "leaves"),
         ("sesemi_ks_log_follows", "Follows of the log that queried the database", "syncs"),
         ("sesemi_ks_db_reads", "Autocommit database reads", "reads"),

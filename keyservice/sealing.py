@@ -34,6 +34,10 @@ class ServiceSecrets:
     hpke_private: bytes
     signing_private: bytes  # Ed25519: signs every response (sesemi/ks_response.py)
     kem_upgraded: bool = False  # this load replaced an X25519-only key with a hybrid one
+    # This identity has started a log: it never again adopts a database without
+    # one (a host could build such a database with rows of its own choosing).
+    # New identities start with it set; a secrets file from before the log, without.
+    log_started: bool = True
 
     @property
     def hpke_public(self) -> bytes:
@@ -53,21 +57,26 @@ class ServiceSecrets:
             d = json_loads(path.read_bytes())
             hpke_private = b64d(d["hpke_private"])
             upgrade = hpke_box.load_private(hpke_private).kem.name != hpke_box.HYBRID
+            started = d.get("log_started") is True
             if "signing_private" in d and not upgrade:
-                return cls(b64d(d["storage_key"]), hpke_private, b64d(d["signing_private"]))
+                return cls(b64d(d["storage_key"]), hpke_private, b64d(d["signing_private"]), log_started=started)
             # An older secrets file: keep its storage key (and signing key, if any); a
             # hybrid HPKE key replaces an X25519 one, a signing key is added if missing.
             if upgrade:
                 hpke_private = hpke_box.private_raw(hpke_box.new_private_key())
             s = cls(b64d(d["storage_key"]), hpke_private,
-                    b64d(d["signing_private"]) if "signing_private" in d else os.urandom(32), upgrade)
+                    b64d(d["signing_private"]) if "signing_private" in d else os.urandom(32), upgrade,
+                    log_started=started)
         else:
             s = cls(AESGCM.generate_key(bit_length=256), hpke_box.private_raw(hpke_box.new_private_key()),
                     os.urandom(32))
-        write_private_file(path, canonical_json({"storage_key": b64e(s.storage_key),
-                                                 "hpke_private": b64e(s.hpke_private),
-                                                 "signing_private": b64e(s.signing_private)}))
+        s.save(path)
         return s
+
+    def save(self, path: Path) -> None:
+        fields = {"storage_key": b64e(self.storage_key), "hpke_private": b64e(self.hpke_private),
+                  "signing_private": b64e(self.signing_private)}
+        write_private_file(path, canonical_json({**fields, **({"log_started": True} if self.log_started else {})}))
 
     def encrypt_at_rest(self, key: bytes, *context: str) -> bytes:
         nonce = os.urandom(12)

@@ -70,7 +70,12 @@ class KeyService:
                               "secrets file that belongs to this database (refusing to create new ones)")
         self.secrets = secrets_ or ServiceSecrets.load_or_create(config.secrets_path)
         # Resumes the log from its sealed snapshot and follows the leaves after it (store.py).
-        self.store.attach(self.secrets.storage_key, self.clock)
+        # Rows of a database without a log are adopted only by an identity that has
+        # never started one (an upgrade), never after (docs/keyservice.md).
+        self.store.attach(self.secrets.storage_key, self.clock, adopt_legacy=not self.secrets.log_started)
+        if not self.secrets.log_started:
+            self.secrets.log_started = True
+            self.secrets.save(config.secrets_path)
         if self.verifier.dcap is not None:
             self.verifier.dcap.time_floor()  # persists the built-in seed at first start (a sealed mark)
         self.hpke_public = self.secrets.hpke_public
@@ -438,6 +443,64 @@ class KeyService:
         out = roster_source.answer(self.store, model_id, body)
         self.tokens.touch(self._token_hash(token_hex))
         return out
+
+    MAX_BATCH_USERS = 64
+
+    def release_request_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
+        """Request keys of several users of one model in one call (an action after a
+        burst or a restart): one token, one policy check, each user released or
+        refused on its own and each audited, all in one group commit."""
+        claims, pub = self._enclave_session(token_hex)
+        if not isinstance(body, dict):
+            raise FormatError("expected a JSON object")
+        model_id = check_model_id(body.get("model_id", ""))
+        users = body.get("user_ids")
+        if not isinstance(users, list) or not 1 <= len(users) <= self.MAX_BATCH_USERS \
+                or len(set(map(str, users))) != len(users):
+            raise FormatError(f"user_ids: expected 1..{self.MAX_BATCH_USERS} distinct principal ids")
+        users = [check_user_id(u) if isinstance(u, str) else check_user_id("") for u in users]
+        now = self.clock()
+        row = self.store.get("models", (model_id,))
+        try:
+            if row is None:
+                raise NotFound(f"model {model_id!r} is not registered")
+            try:
+                EnclavePolicy.from_json(json_loads(row["policy"])).check(claims)
+            except PolicyError as exc:
+                self.metrics.refusals.labels("release", f"policy:{exc.check}").inc()
+                raise
+        except SesemiError as exc:
+            self.refusals.count("release", getattr(exc, "check", None) or "unknown model", str(exc),
+                                model_id=model_id)
+            raise
+        answers: dict[str, Any] = {}
+        entries = []
+        for user_id in users:
+            base = {"ts": now, "event": "release", "model_id": model_id, "user_id": user_id,
+                    "mrenclave": claims.mrenclave, "tee": claims.tee}
+            rk = self.store.request_key(model_id, user_id) if self._granted(model_id, user_id) else None
+            if rk is None:
+                # One answer for both refusals: the action refuses such a user alike either way.
+                answers[user_id] = {"refused": "not granted, or no request key"}
+                self.metrics.releases.labels("refused").inc()
+                try:  # a leaf each while rare, as for single releases; then counted
+                    self._refusal_leaves.take("all")
+                except RateLimited:
+                    self.refusals.count("release", "not granted or no request key", "", model_id=model_id)
+                    continue
+                entries.append({**base, "outcome": "refused", "reason": "not granted or no request key"})
+                continue
+            key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
+            version = int(rk["version"])
+            answers[user_id] = {"request_key_version": version, "request_key": b64e(hpke_box.seal(
+                key, pub, hpke_box.info("release-request-key", model_id, user_id, str(version)),
+                allow_classical=self.classical_ok))}
+            self.metrics.releases.labels("ok").inc()
+            entries.append({**base, "outcome": "ok", "reason": None})
+        self.log_writer.append_many(entries)   # durable before the answer leaves
+        self.tokens.touch(self._token_hash(token_hex))
+        return {"model_id": model_id, "insecure_simulation": claims.simulated,
+                "max_requests": self.config.release_max_requests, "users": answers}
 
     def release_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
         """Release a model key and/or a user's request key, wrapped (HPKE) to the

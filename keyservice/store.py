@@ -54,8 +54,10 @@ class Conn:
     transaction extends it; `leaves` and `nodes` what it wrote, applied to the
     in-memory head once the transaction commits."""
 
-    def __init__(self, execute: Callable[[str, Sequence[Any]], Any]) -> None:
+    def __init__(self, execute: Callable[[str, Sequence[Any]], Any],
+                 executemany: Callable[[str, Sequence[Sequence[Any]]], Any] | None = None) -> None:
         self._execute = execute
+        self._executemany = executemany
         self.frontier: Frontier | None = None
         self.next_seq = 0
         self.leaves: list[tuple[int, bytes, RowRef | None]] = []
@@ -65,6 +67,13 @@ class Conn:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._execute(sql, args)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._executemany is not None:
+            self._executemany(sql, rows)
+        else:
+            for r in rows:
+                self._execute(sql, r)
+
 
 class StoreStats:
     """What operators and the capacity model read (keyservice/metrics.py)."""
@@ -73,6 +82,7 @@ class StoreStats:
         self.lock = threading.Lock()
         self.write_txs = 0
         self.lock_held_s = 0.0        # summed time inside the serialized writer section
+        self.lock_cpu_s = 0.0         # the CPU time of the threads that held it, meanwhile
         self.leaves = 0
         self.syncs = 0                # follows of the log that queried the database
         self.reads = 0                # autocommit queries
@@ -129,16 +139,20 @@ class Store:
     def tx(self) -> Iterator[Conn]:
         """The write is durable when this exits."""
         with self._tx() as c:
-            t0 = time.perf_counter()   # the writer lock is held from here to the commit
+            t0, cpu0 = time.perf_counter(), time.thread_time()   # the writer lock is held from here to the commit
             yield c
             self._flush_nodes(c)
-        self.stats.add(write_txs=1, lock_held_s=time.perf_counter() - t0, leaves=len(c.leaves))
+        self.stats.add(write_txs=1, lock_held_s=time.perf_counter() - t0, lock_cpu_s=time.thread_time() - cpu0,
+                       leaves=len(c.leaves))
         self._apply(c)
 
     def append_entries(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Several log entries in one transaction (group commit): their leaf indices."""
+        """Several log entries in one transaction (group commit): their leaf indices.
+        Everything that does not need the leaf index is done before the lock."""
+        full = [self._full_entry(e) for e in entries]
+        tails = [ks_log.entry_tail(f) for f in full]
         with self.tx() as c:
-            return [self._append(c, e) for e in entries]
+            return self._append_many(c, full, tails)
 
     def _one(self, sql: str, *args: Any) -> Any:
         rows = self._read(sql, args)
@@ -154,16 +168,18 @@ class Store:
         return self._read(sql, args)
 
     # --- attaching the storage key: resume the log, build the version map ------
-    def attach(self, storage_key: bytes, clock: Callable[[], float]) -> TreeHead:
+    def attach(self, storage_key: bytes, clock: Callable[[], float], adopt_legacy: bool = False) -> TreeHead:
         """Resume from the newest sealed snapshot (or the log's start), follow the
-        leaves after it, and start a log in a fresh database."""
+        leaves after it, and start a log in a fresh database. `adopt_legacy`: the
+        service identity has never started a log, so rows of an older schema
+        found here are the upgrade's to adopt."""
         self.sealer = Sealer(storage_key)
         self.clock = clock
         self._resume()
         with self.tx() as c:
             self.sync(c)
             if self._head.size == 0:
-                self._start_log(c)
+                self._start_log(c, adopt_legacy)
         head = self.sync()
         self.snapshot()
         return head
@@ -186,7 +202,7 @@ class Store:
             self._set_head()
             self._snapshot_size = self._frontier.size
 
-    def _start_log(self, c: Conn) -> None:
+    def _start_log(self, c: Conn, adopt_legacy: bool) -> None:
         """A fresh database, or one just upgraded: rows of an unsealed (schema 1)
         database are sealed as version 1, and rows of a schema-2 database are
         adopted at the versions its checked hash chain records (trusted once, at
@@ -194,6 +210,10 @@ class Store:
         legacy = [(t, r) for t in VERSIONED for r in c.execute(f"SELECT * FROM {t}").fetchall()]
         chain = self.migrated_from == 2 and c.execute(
             "SELECT 1 FROM audit WHERE hash IS NOT NULL AND leaf IS NULL LIMIT 1").fetchone() is not None
+        if legacy and not adopt_legacy:
+            raise IntegrityError("the database holds key-service rows but no log, and this service identity has "
+                                 "started a log before: the database was replaced by one the host built (refusing "
+                                 "to trust its rows; restore the database that belongs to this service)")
         if legacy and not chain and self.migrated_from not in (0, 1):
             raise IntegrityError("the database holds key-service rows but no log: its log was deleted "
                                  "(refusing to trust the rows)")
@@ -267,12 +287,16 @@ class Store:
             self._versions[(r["row_tbl"], r["row_key"])] = (int(r["row_ver"]), bytes(r["row_digest"]))
         self.leaves_read += 1
 
-    def sync_after(self, arrived: float) -> TreeHead:
-        """Follow the log at least once after `arrived` (time.monotonic()). Requests
-        that queue while a follow runs share the next one: one query for a burst,
-        and still no answer older than the database was when its request came."""
+    def sync_after(self, arrived: float, known: int = 0, max_age_s: float = 0.0) -> TreeHead:
+        """Follow the log unless a follow began after `arrived - max_age_s`
+        (time.monotonic()) and the caller holds no larger tree (`known`): an answer
+        then reflects every write committed `max_age_s` before its request and
+        every write its caller has seen. Requests that queue while a follow runs
+        share the next one: one query for a burst."""
+        if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
+            return self._head
         with self._sync_lock:
-            if self._sync_started > arrived and not self.broken:
+            if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
                 return self._head
             self._sync_started = time.monotonic()
             return self.sync()
@@ -341,6 +365,18 @@ class Store:
 
     def _append(self, c: Conn, entry: Mapping[str, Any]) -> int:
         """Append one leaf in this transaction; returns its index."""
+        return self._append_many(c, [self._full_entry(entry)], [None])[0]
+
+    def _full_entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        full = {f: entry.get(f) for f in AUDIT_FIELDS}
+        full["ts"] = float(entry.get("ts", self.clock()))
+        return full
+
+    _INSERT_LEAF = (f"INSERT INTO audit (seq, leaf, {', '.join(AUDIT_FIELDS)}, hash, mac) VALUES "
+                    f"({', '.join('?' * (len(AUDIT_FIELDS) + 4))})")
+
+    def _append_many(self, c: Conn, full: Sequence[dict[str, Any]], tails: Sequence[bytes | None]) -> list[int]:
+        """The writer section's own work per leaf: its index, hash and MAC, one insert."""
         if not c.synced:
             self.sync(c)
             c.synced = True
@@ -348,22 +384,22 @@ class Store:
             with self._mlock:
                 c.frontier = self._frontier.copy()
             c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
-            if c.next_seq >= _MAX_SEQ:
+            if c.next_seq + len(full) >= _MAX_SEQ:
                 raise IntegrityError("the audit table's row ids were pushed to their limit (the database was "
                                      "edited)")
-        i = c.frontier.size
-        full = {f: entry.get(f) for f in AUDIT_FIELDS}
-        full["ts"] = float(entry.get("ts", self.clock()))
-        h = ks_log.leaf_of(i, full)
-        c.execute(f"INSERT INTO audit (seq, leaf, {', '.join(AUDIT_FIELDS)}, hash, mac) VALUES "
-                  f"({', '.join('?' * (len(AUDIT_FIELDS) + 4))})",
-                  (c.next_seq, i, *(full[f] for f in AUDIT_FIELDS), h, self.sealer.entry_mac(h)))
-        c.next_seq += 1
-        c.nodes.extend(c.frontier.append(h))
-        ref = None if full["row_tbl"] is None else (full["row_tbl"], full["row_key"], full["row_ver"],
-                                                   full["row_digest"])
-        c.leaves.append((i, h, ref))
-        return i
+        rows, out = [], []
+        for entry, tail in zip(full, tails):
+            i = c.frontier.size
+            h = ks_log.leaf_of(i, entry, tail)
+            rows.append((c.next_seq, i, *(entry[f] for f in AUDIT_FIELDS), h, self.sealer.entry_mac(h)))
+            c.next_seq += 1
+            c.nodes.extend(c.frontier.append(h))
+            ref = None if entry["row_tbl"] is None else (entry["row_tbl"], entry["row_key"], entry["row_ver"],
+                                                         entry["row_digest"])
+            c.leaves.append((i, h, ref))
+            out.append(i)
+        c.executemany(self._INSERT_LEAF, rows)
+        return out
 
     def _flush_nodes(self, c: Conn) -> None:
         """The perfect subtrees this transaction completed, in one statement per 300."""

@@ -88,7 +88,8 @@ class PgStore(Store):
     def _tx(self) -> Iterator[Conn]:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            yield Conn(lambda sql, args: conn.execute(_sql(sql), tuple(args)))
+            yield Conn(lambda sql, args: conn.execute(_sql(sql), tuple(args)),
+                       lambda sql, rows: conn.cursor().executemany(_sql(sql), [tuple(r) for r in rows]))
 
     def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
         with self._connection() as conn:

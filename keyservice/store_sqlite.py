@@ -73,7 +73,7 @@ class SqliteStore(Store):
         raw = self._conn()
         raw.execute("BEGIN IMMEDIATE")
         try:
-            yield Conn(raw.execute)
+            yield Conn(raw.execute, raw.executemany)
         except BaseException:
             raw.execute("ROLLBACK")
             raise

@@ -5,10 +5,11 @@ and where OpenWhisk is. Example in docs/packing.md."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from sesemi import packplan
 from sesemi.encoding import JSONDecodeError, json_loads
 from sesemi.errors import FormatError
 from sesemi.names import check_model_id
@@ -29,6 +30,7 @@ class PackConfig:
     name: str
     models: tuple[str, ...]
     actions: tuple[str, ...]
+    policy: PolicyParams | None = None  # this pack's own settings over the global policy (a plan's alone models)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,22 @@ def _str_list(v: Any, what: str) -> list[str]:
     return v
 
 
+def _policy(pol: Any, base: PolicyParams, what: str) -> PolicyParams:
+    if not isinstance(pol, dict):
+        raise FormatError(f"{what} must be an object")
+    known = {f.name for f in fields(PolicyParams)}
+    extra = set(pol) - known
+    if extra:
+        raise FormatError(f"{what}: unknown setting(s) {sorted(extra)}")
+    try:
+        return replace(base, **pol).validate()
+    except TypeError:
+        raise FormatError(f"{what}: bad settings") from None
+
+
 def parse(doc: Any) -> RouterConfig:
+    if isinstance(doc, dict) and "format" in doc:  # a pack plan (`sesemi pack plan`), read as written
+        doc = packplan.router_config(doc)
     if not isinstance(doc, dict):
         raise FormatError("router config must be an object")
     packs_doc = doc.get("packs")
@@ -123,7 +140,7 @@ def parse(doc: Any) -> RouterConfig:
             if a in seen_actions:
                 raise FormatError(f"action {a} serves more than one pack")
             seen_actions.add(a)
-        packs.append(PackConfig(name, tuple(models), tuple(actions)))
+        packs.append(PackConfig(name, tuple(models), tuple(actions), p.get("policy")))
     pol = doc.get("policy") or {}
     if not isinstance(pol, dict):
         raise FormatError("router config: 'policy' must be an object")
@@ -138,6 +155,8 @@ def parse(doc: Any) -> RouterConfig:
         params = PolicyParams(**{k: v for k, v in pol.items() if k in known}).validate()
     except TypeError:
         raise FormatError("router config: bad policy settings") from None
+    packs = [replace(p, policy=None if p.policy is None else _policy(p.policy, params, f"pack {p.name}: policy"))
+             for p in packs]
     top = {f.name for f in fields(RouterConfig)} - {"packs", "policy", "policy_kind", "openwhisk"}
     extra = set(doc) - top - {"packs", "policy", "openwhisk"}
     if extra:

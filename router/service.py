@@ -56,7 +56,7 @@ class Router:
         self.client = client
         self.clock = clock
         cls = POLICIES[config.policy_kind]
-        self.pools: dict[str, Pool] = {p.name: cls(p.actions, config.policy) for p in config.packs}
+        self.pools: dict[str, Pool] = {p.name: cls(p.actions, p.policy or config.policy) for p in config.packs}
         self.pack_of = config.pack_of()
         self.queues: dict[str, deque[_Waiter]] = {p.name: deque() for p in config.packs}
         self.lock = threading.Lock()

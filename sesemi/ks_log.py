@@ -49,12 +49,18 @@ def field(v: Any) -> bytes:
     return b"s" + str(v).encode("utf-8")
 
 
-def entry_bytes(index: int, entry: Mapping[str, Any]) -> bytes:
-    return lp(LEAF_DOMAIN, str(index), *(field(entry.get(f)) for f in AUDIT_FIELDS))
+def entry_tail(entry: Mapping[str, Any]) -> bytes:
+    """The part of a leaf's encoding that does not depend on its index (a writer
+    computes it before it takes the log's lock)."""
+    return lp(*(field(entry.get(f)) for f in AUDIT_FIELDS))
 
 
-def leaf_of(index: int, entry: Mapping[str, Any]) -> bytes:
-    return merkle.leaf_hash(entry_bytes(index, entry))
+def entry_bytes(index: int, entry: Mapping[str, Any], tail: bytes | None = None) -> bytes:
+    return lp(LEAF_DOMAIN, str(index)) + (entry_tail(entry) if tail is None else tail)
+
+
+def leaf_of(index: int, entry: Mapping[str, Any], tail: bytes | None = None) -> bytes:
+    return merkle.leaf_hash(entry_bytes(index, entry, tail))
 
 
 # --- entries as JSON (answers, receipts) --------------------------------------------

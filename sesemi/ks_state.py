@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -74,6 +75,19 @@ class StateWitness:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, Held] = {}
+        # Notes already verified: answers of one group commit carry the same one.
+        self._notes: OrderedDict[tuple[bytes, str], checkpoint.Checkpoint] = OrderedDict()
+
+    def _open(self, note: str, signing_public: bytes) -> checkpoint.Checkpoint:
+        with self._lock:
+            cp = self._notes.get((signing_public, note))
+        if cp is None:
+            cp = checkpoint.open_(note, signing_public)
+            with self._lock:
+                self._notes[(signing_public, note)] = cp
+                while len(self._notes) > 64:
+                    self._notes.popitem(last=False)
+        return cp
 
     def _load(self) -> dict[str, Held]:
         return self._seen
@@ -92,7 +106,7 @@ class StateWitness:
                 fetch: ProofFetcher | None = None) -> Held:
         """Accept the answer's checkpoint, or raise RollbackDetected naming both.
         `sent`: the checkpoint held when the request went out (its size was sent)."""
-        cp = checkpoint.open_(answer.note, signing_public)
+        cp = self._open(answer.note, signing_public)
         new = Held(cp.size, cp.root, answer.note)
         if sent is not None:
             self._check_sent(new, sent, answer, what)

@@ -217,3 +217,17 @@ class EnclaveKeyClient:
                                  signed_by=self._signed_by, deadline=deadline,
                                  witness=self._witness)
         return body
+
+    def request_keys(self, token: str, model_id: str, user_ids: Sequence[str],
+                     deadline: Deadline | None = None) -> dict[str, Any]:
+        """Request keys of several users of one model in one call; the answer's
+        `users` maps each id to its wrapped key and version, or to a refusal."""
+        body, _ = self.http.call("POST", "/v1/enclave/request-keys", "key release (batch)",
+                                 json_dumps({"model_id": model_id, "user_ids": list(user_ids)}),
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                                 signed_by=self._signed_by, deadline=deadline, witness=self._witness)
+        users = body.get("users") if isinstance(body, dict) else None
+        if not isinstance(users, dict) or set(users) != set(user_ids):
+            raise FormatError("key release (batch): the answer does not name exactly the users asked for")
+        return body
+

@@ -37,7 +37,37 @@ def _pairs(items: list[str], what: str, parse_json: bool = False) -> dict[str, A
     return out
 
 
+def _apply_plan(args: argparse.Namespace) -> None:
+    """`--plan FILE --pack NAME`: the pack's action names, pool size, memory
+    limit and LRU budget as the plan wrote them; the rest from the flags."""
+    if not args.plan:
+        if args.pack or not args.names:
+            raise FormatError("give action NAME(s), or --plan PLAN.json --pack NAME")
+        args.memory = 256 if args.memory is None else args.memory
+        args.replicas = 1 if args.replicas is None else args.replicas
+        return
+    from sesemi.packplan import action_names, pack_of_plan
+
+    from ..pack_plan import load_plan
+
+    if not args.pack or args.names or args.memory is not None or args.replicas is not None:
+        raise FormatError("--plan takes --pack NAME; the names, --memory and --replicas come from the plan")
+    plan = load_plan(args.plan)
+    pack = pack_of_plan(plan, args.pack)
+    args.names, args.replicas, args.memory = action_names(pack), 1, pack["memory_mb"]
+    if any(e.startswith("SESEMI_MEMORY_BUDGET_MB=") for e in args.env):
+        raise FormatError("--plan sets SESEMI_MEMORY_BUDGET_MB (the pack's LRU budget)")
+    args.env = [*args.env, f"SESEMI_MEMORY_BUDGET_MB={pack['budget_mb']}"]
+    if args.concurrency is None:
+        args.concurrency = int((plan.get("platform") or {}).get("concurrency", 1))
+
+
 def action_specs(args: argparse.Namespace) -> list[ActionSpec]:
+    _apply_plan(args)
+    if args.concurrency is None:
+        args.concurrency = 1
+    if args.replicas < 1:
+        raise FormatError("--replicas must be at least 1")
     names = [f"{n}-{i}" for n in args.names for i in range(1, args.replicas + 1)] if args.replicas > 1 \
         else list(args.names)
     env = _pairs(args.env, "--env")
@@ -130,13 +160,16 @@ def cmd_router_front(args: argparse.Namespace) -> None:
 
 def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: Callable[..., Any]) -> None:
     a = add(sub, "deploy", cmd_deploy, "create or update blackbox actions through OpenWhisk's REST API")
-    a.add_argument("names", nargs="+", metavar="NAME", help="action name(s)")
+    a.add_argument("names", nargs="*", metavar="NAME", help="action name(s) (or --plan and --pack)")
+    a.add_argument("--plan", metavar="PLAN.json",
+                   help="a plan from `sesemi pack plan`: its pack's actions, memory limit and LRU budget")
+    a.add_argument("--pack", metavar="NAME", help="with --plan: which of its packs")
     a.add_argument("--image", required=True, metavar="IMAGE",
                    help="the action's Docker image (the emulator maps it to a command)")
-    a.add_argument("--memory", type=int, default=256, metavar="MB", help="memory limit (default 256)")
+    a.add_argument("--memory", type=int, metavar="MB", help="memory limit (default 256)")
     a.add_argument("--timeout", type=int, default=60_000, metavar="MS", help="time limit (default 60000)")
-    a.add_argument("--concurrency", type=int, default=1, metavar="N",
-                   help="activations one container runs at once (default 1)")
+    a.add_argument("--concurrency", type=int, metavar="N",
+                   help="activations one container runs at once (default 1; with --plan, the plan's)")
     a.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="init parameter: reaches the container in /init's value.env (e.g. SESEMI_KS_URL)")
     a.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -146,7 +179,7 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser], group: C
     a.add_argument("--image-threads", type=int, default=DEFAULT_ACTION_THREADS, metavar="N",
                    help="connection threads the image serves (its SESEMI_THREADS): the concurrency "
                         "may not exceed it")
-    a.add_argument("--replicas", type=int, default=1, metavar="N",
+    a.add_argument("--replicas", type=int, metavar="N",
                    help="deploy NAME-1 .. NAME-N (a router pool) instead of NAME")
     a.add_argument("--wskprops", metavar="PATH",
                    help="OpenWhisk properties file (default: $WSK_CONFIG_FILE or ~/.wskprops)")

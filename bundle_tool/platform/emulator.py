@@ -398,6 +398,9 @@ class Platform:
             {"key": "waitTime", "value": max(0, start_ms - received_ms)},
             {"key": "kind", "value": "blackbox"},
             {"key": "timeout", "value": timed_out},
+            # ContainerProxy.constructWhiskActivation writes the action's limits here; the
+            # user-events record (common/scala/.../core/connector/Message.scala, Activation.from)
+            # takes the activation's memory from it: what a bill is duration x (docs/packing.md).
             {"key": "limits", "value": doc["limits"]},
         ]
         if init_ms is not None:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .report import load_costs, plot, render, results_json, run, scenarios, write
+from .report import load_costs, plot, plot_front, render, results_json, run, scenarios, write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc", type=Path, default=Path("docs/packing.md"))
     ap.add_argument("--image", type=Path, default=Path("docs/img/packing-sim.png"))
     ap.add_argument("--json", type=Path, help="also write all numbers here")
+    ap.add_argument("--front-image", type=Path, default=Path("docs/img/packing-pareto.png"))
     ap.add_argument("--only-main", action="store_true", help="skip the sensitivity scenarios")
+    ap.add_argument("--no-front", action="store_true", help="skip the planner's other targets (the trade-off plot)")
     args = ap.parse_args(argv)
     try:
         cold, costs = load_costs(args.costs)
@@ -27,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scs = scenarios(cold)[:1] if args.only_main else scenarios(cold)
     workload = None
-    for _i, sc in enumerate(scs):
-        w = run(sc, costs)
+    for i, sc in enumerate(scs):
+        print(f"[{sc.name}] fitting the plan on one day, judging every policy on another ...", flush=True)
+        w = run(sc, costs, front=(i == 0 and not args.no_front))
         workload = workload or w
         for r in sc.results:
             print(f"[{sc.name}] {r.label}: failed {r.failed}, cold {100 * r.cold_rate:.3f}%, "
@@ -42,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             rel = str(args.image)
     else:
         print("matplotlib not installed (pip install '.[bench]'): no plot", file=sys.stderr)
+    front_rel = None
+    if scs[0].variants and plot_front(scs[0], args.front_image):
+        try:
+            front_rel = str(args.front_image.resolve().relative_to(args.doc.resolve().parent))
+        except ValueError:
+            front_rel = str(args.front_image)
     source = f"costs from {args.costs}" if args.costs else "costs measured here (router/sim/report.py)"
-    write(args.doc, render(scs, costs, cold, rel, source))
+    write(args.doc, render(scs, costs, cold, rel, source, front_rel))
     if args.json:
         args.json.write_text(json.dumps(results_json(scs), indent=2))
     print(f"wrote {args.doc}" + (f" and {args.image}" if rel else ""))

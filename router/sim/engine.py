@@ -28,10 +28,12 @@ import bisect
 import heapq
 import math
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from sesemi.packplan import action_names, check_plan
 
 from ..policy import PackedPool, PerModelPool, PolicyParams, Pool, PrototypePool
 from .workload import Workload
@@ -54,7 +56,7 @@ class PlatformParams:
 @dataclass(frozen=True)
 class Setup:
     label: str
-    kind: str                      # "per-model" | "prototype" | "sesemi"
+    kind: str                      # "per-model" | "prototype" | "sesemi" | "plan"
     cache_models: int | None = None  # decrypted models one container keeps at most (None: budget only)
     cache_mb: float | None = None    # the budget (None: the largest model of the action fits)
     pool_size: int = 5
@@ -65,6 +67,7 @@ class Setup:
     poll_cap_s: float = 1.0
     poll_tries: int = 60
     params: PolicyParams = field(default_factory=PolicyParams)
+    plan: dict | None = None       # kind "plan": a pack plan (sesemi/packplan.py), each pack as written
 
 
 @dataclass
@@ -128,10 +131,13 @@ class Simulation:
         self.pool_of: list[int] = []
         self.footprint = {m.model_id: m.cost.size_mb * platform.footprint_factor for m in workload.models}
         self.budget: dict[str, float] = {}
+        mem_mb: dict[str, float] = {}
         if setup.kind == "per-model":
             self.pools.append(PerModelPool(ids, "fn-", setup.params))
             self.pool_of = [0] * len(ids)
             self.budget = {f"fn-{mid}": self.footprint[mid] for mid in ids}
+        elif setup.kind == "plan":
+            self._plan_pools(setup.plan or {}, ids, mem_mb)
         else:
             cls = {"prototype": PrototypePool, "sesemi": PackedPool}[setup.kind]
             for k in range(math.ceil(len(ids) / setup.models_per_pack)):
@@ -141,7 +147,8 @@ class Simulation:
                 self.budget.update({a: budget for a in names})
                 self.pools.append(cls(names, setup.params))
             self.pool_of = [i // setup.models_per_pack for i in range(len(ids))]
-        self.mem_gb = {a: max(128.0, math.ceil((platform.base_mb + b) / 128) * 128) / 1024
+        self.mem_gb = {a: (mem_mb[a] if a in mem_mb else
+                           max(128.0, math.ceil((platform.base_mb + b) / 128) * 128)) / 1024
                        for a, b in self.budget.items()}
         self.containers: dict[str, list[_Container]] = {}
         self.reserved_gbs = 0.0
@@ -156,6 +163,22 @@ class Simulation:
             polls.append(acc)
             d = min(d * 2, setup.poll_cap_s)
         self.poll_times = polls
+
+    def _plan_pools(self, plan: dict, ids: list[str], mem_mb: dict[str, float]) -> None:
+        """A plan's packs as written: each its own memory limit, LRU budget, pool and policy."""
+        base = {k: v for k, v in ((plan.get("router") or {}).get("policy") or {}).items() if k != "kind"}
+        where = {}
+        for k, pack in enumerate(check_plan(plan)["packs"]):
+            names = action_names(pack)
+            for a in names:
+                self.budget[a] = float(pack["budget_mb"])
+                mem_mb[a] = float(pack["memory_mb"])
+            self.pools.append(PackedPool(names, replace(self.s.params, **{**base, **pack.get("policy", {})})))
+            where.update({m: k for m in pack["models"]})
+        missing = [m for m in ids if m not in where]
+        if missing:
+            raise ValueError(f"the plan does not place model(s) {missing[:5]}")
+        self.pool_of = [where[m] for m in ids]
 
     # -- platform --------------------------------------------------------------------------------
 

@@ -7,12 +7,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from sesemi import packplan
+
 from .engine import PlatformParams, Result, Setup, Simulation
 from .workload import ModelCost, Workload, WorkloadParams, describe, generate
+
+# The planner is fitted on one day's arrivals and judged on another day's (the
+# same models, arrivals drawn with another seed): it is not scored on the trace it saw.
+FIT_SEED, HELD_OUT_SEED = 0, 1
+PLAN_LABEL = "planner's plan"
+# Goals on the held-out trace, relative to one action per model (docs/packing.md).
+GOALS = {"billed": 1.0, "cold_start_rate": 0.0005, "p99": 1.1, "failed": 0, "reserved": 0.5}
 
 # Measured here with bench/bench_platform.py (emulator, sim TEE, 2 cores); --costs reads a newer run.
 MEASURED = {
@@ -49,6 +58,9 @@ class Scenario:
     results: list[Result] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    plan: dict[str, Any] | None = None
+    targets: packplan.Targets = field(default_factory=packplan.Targets)
+    variants: list[tuple[str, Result]] = field(default_factory=list)  # other targets' plans, for the front
 
     def setups(self) -> list[Setup]:
         return [
@@ -57,17 +69,57 @@ class Scenario:
                   models_per_pack=self.models_per_pack, poll=True),
         ] + [Setup(f"ours, {mb / 1024:g} GB budget" if mb >= 1024 else f"ours, {mb:g} MB budget", "sesemi",
                    cache_mb=mb, pool_size=self.pool_size, models_per_pack=self.models_per_pack)
-             for mb in self.cache_mb]
+             for mb in self.cache_mb] + ([Setup(PLAN_LABEL, "plan", plan=self.plan)] if self.plan else [])
 
 
-def run(sc: Scenario, costs: dict[str, ModelCost]) -> Workload:
+def planner(w: Workload, platform: PlatformParams, targets: packplan.Targets | None = None,
+            progress: Callable[[str], None] | None = None) -> packplan.Planner:
+    """The planner for the models of `w`, fitted on `w`'s arrivals; the
+    footprints and times the simulator uses are the planner's inputs."""
+    specs = [packplan.ModelSpec(m.model_id, m.cost.size_mb, m.cost.size_mb * platform.footprint_factor,
+                                m.cost.load_s, m.cost.exec_s) for m in w.models]
+    order = np.argsort(w.model_idx, kind="stable")
+    bounds = np.searchsorted(w.model_idx[order], np.arange(len(w.models) + 1))
+    times = {m.model_id: w.times[order[bounds[i]:bounds[i + 1]]].tolist() for i, m in enumerate(w.models)}
+    spec = packplan.PlatformSpec(keep_alive_s=platform.keep_alive_s, cold_start_s=platform.cold_start_s,
+                                 concurrency=platform.container_concurrency, base_mb=platform.base_mb)
+    return packplan.Planner(specs, times, w.params.duration_s, spec, targets or packplan.Targets(), progress)
+
+
+def fit_plan(w: Workload, platform: PlatformParams, targets: packplan.Targets | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    return planner(w, platform, targets, progress).plan()
+
+
+# Other targets for the planner, each judged on the held-out trace: the trade-off front.
+FRONT_TARGETS = [packplan.Targets(cold_start_rate=c, reserved_ratio=10.0, billed_ratio=b, p99_ratio=q)
+                 for c, b, q in ((0.01, 1.0, 1.1), (0.002, 1.0, 1.1), (0.001, 1.0, 1.1), (0.0002, 1.0, 1.1),
+                                 (0.0001, 1.0, 1.5), (0.00005, 1.1, 2.0), (0.00002, 1.5, 3.0))]
+
+
+def run(sc: Scenario, costs: dict[str, ModelCost], front: bool = False) -> Workload:
+    """Fit the plan on one day, judge every policy on another (held out)."""
     t0 = time.time()
     scaled = {k: replace(c, exec_s=c.exec_s * sc.exec_scale) for k, c in costs.items()}
-    w = generate(sc.workload, scaled)
+    fit = generate(replace(sc.workload, arrival_seed=FIT_SEED), scaled)
+    w = generate(replace(sc.workload, arrival_seed=HELD_OUT_SEED), scaled)
+    fitted = planner(fit, sc.platform, sc.targets)
+    sc.plan = fitted.plan()
     sc.stats = describe(w)
     sc.results = [Simulation(w, s, sc.platform).run() for s in sc.setups()]
+    if front:
+        for t in FRONT_TARGETS:
+            label = (f"v{len(sc.variants) + 1}: plan, cold <= {100 * t.cold_start_rate:g}%, "
+                     f"billed <= {t.billed_ratio:g}x, p99 <= {t.p99_ratio:g}x")
+            sc.variants.append((label, Simulation(w, Setup(label, "plan", plan=fitted.plan(t)), sc.platform).run()))
+            print(f"[{sc.name}] {label}: {_brief(sc.variants[-1][1])}", flush=True)
     sc.seconds = time.time() - t0
     return w
+
+
+def _brief(r: Result) -> str:
+    return (f"failed {r.failed}, cold {100 * r.cold_rate:.3f}%, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
+            f"billed {r.billed_gbs:,.0f} GB-s, reserved {r.reserved_gbs / 3600:,.0f} GB-h")
 
 
 def scenarios(cold_start_s: float) -> list[Scenario]:
@@ -113,7 +165,7 @@ def plot(main: Scenario, w: Workload, out: Path) -> bool:
                  ylabel="requests per minute")
     labels = [r.label.replace(" (FnPacker)", "\n(FnPacker)").replace("one action per model", "one action\nper model")
               .replace(", ", ",\n") for r in main.results]
-    colors = ["#888", "#d08c2c", "#2c7fb8", "#7fcdbb"][:len(main.results)]
+    colors = ["#888", "#d08c2c", "#2c7fb8", "#7fcdbb", "#c51b8a"][:len(main.results)]
     ax[0, 1].bar(labels, [100 * r.cold_rate for r in main.results], color=colors)
     for i, r in enumerate(main.results):
         ax[0, 1].text(i, 100 * r.cold_rate, f"{100 * r.cold_rate:.3f}%\n{r.failed} failed", ha="center",
@@ -144,14 +196,107 @@ def plot(main: Scenario, w: Workload, out: Path) -> bool:
     return True
 
 
+def goals(sc: Scenario, r: Result) -> dict[str, tuple[bool, str]]:
+    """Each goal on the held-out trace: met, and the figure."""
+    base = sc.results[0]
+    b, p, res = r.billed_gbs / base.billed_gbs, r.p99_ms / base.p99_ms, r.reserved_gbs / base.reserved_gbs
+    return {"billed GB-s <= 1.0x": (b <= GOALS["billed"], f"{b:.3f}x"),
+            "cold-start rate <= 0.05%": (r.cold_rate <= GOALS["cold_start_rate"], f"{100 * r.cold_rate:.3f}%"),
+            "p99 <= 1.1x": (p <= GOALS["p99"], f"{p:.2f}x"),
+            "no failed requests": (r.failed == 0, f"{r.failed} failed"),
+            "reserved GB-h <= 0.5x": (res <= GOALS["reserved"], f"{res:.2f}x")}
+
+
+def _goals_table(scs: list[Scenario]) -> list[str]:
+    names = list(goals(scs[0], scs[0].results[0]))
+    lines = ["| scenario | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for sc in scs:
+        r = next(x for x in sc.results if x.label == PLAN_LABEL)
+        g = goals(sc, r)
+        lines.append(f"| {sc.name} | " + " | ".join(f"{'met' if ok else '**missed**'} ({v})"
+                                                   for ok, v in g.values()) + " |")
+    return lines
+
+
+def _plan_summary(sc: Scenario) -> str:
+    plan = sc.plan or {}
+    packs = [p for p in plan.get("packs", []) if len(p["models"]) > 1 or p.get("bursts") is None]
+    alone = [p for p in plan.get("packs", []) if p.get("bursts") is not None]
+    held = sum(1 for p in alone if p["bursts"] != "scale")
+    est = plan.get("estimate", {})
+    parts = [f"{len(p['models'])} models in `{p['name']}` ({p['memory_mb']} MB, budget {p['budget_mb']} MB, "
+             f"{p['pool_size']} actions)" for p in packs]
+    return (f"The plan (fitted on the other day): {'; '.join(parts) or 'no pack'}; {len(alone)} models alone at "
+            f"their own memory limit, {held} of them with their scale-out bounded by the router. Its own estimate on the "
+            f"day it saw: billed {est.get('billed_ratio', 0):.3f}x, cold-start rate "
+            f"{100 * est.get('cold_start_rate', 0):.3f}%, reserved {est.get('reserved_ratio', 0):.2f}x"
+            + (f"; targets it could not meet: {', '.join(est['unmet'])}" if est.get("unmet") else "") + ".")
+
+
+def plot_front(main: Scenario, out: Path) -> bool:
+    """Billed GB-s against the cold-start rate and the p99, for every policy
+    and the planner under other targets; the non-dominated points joined."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    base = main.results[0]
+    pts = [(r.label, r, True) for r in main.results] + [(lab, r, False) for lab, r in main.variants]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    marks = {"one action per model": ("s", "#444"), "prototype (FnPacker)": ("^", "#d08c2c"),
+             PLAN_LABEL: ("*", "#c51b8a")}
+    for ax, (xname, xof) in zip(axes, (("cold-start rate (%)", lambda r: 100 * r.cold_rate),
+                                       ("p99 / one action per model", lambda r: r.p99_ms / base.p99_ms))):
+        xy = sorted((xof(r), r.billed_gbs / base.billed_gbs) for _, r, _ in pts if r.failed == 0)
+        front, lowest = [], float("inf")
+        for x, y in xy:
+            if y < lowest:
+                front.append((x, y))
+                lowest = y
+        ax.step(*zip(*front), where="post", color="#bbb", lw=1, zorder=1, label="non-dominated (no failures)")
+        for lab, r, main_policy in pts:
+            m, c = marks.get(lab, ("o", "#2c7fb8") if main_policy else ("o", "#bbb"))
+            ax.scatter(xof(r), r.billed_gbs / base.billed_gbs, marker=m, color=c, s=160 if m == "*" else 45,
+                       zorder=4 if main_policy else 3, edgecolor="k" if main_policy else "#888", linewidth=0.5)
+            text = (lab + (f" ({r.failed} failed)" if r.failed else "")) if main_policy else lab.split(":")[0]
+            ax.annotate(text, (xof(r), r.billed_gbs / base.billed_gbs), fontsize=7,
+                        xytext=(5, -9 if main_policy and m == "*" else 3), textcoords="offset points",
+                        color="#000" if main_policy else "#777")
+        ax.axhline(1.0, color="#444", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_yticks([0.9, 1, 1.25, 1.5, 2, 3], ["0.9", "1", "1.25", "1.5", "2", "3"])
+        ax.minorticks_off()
+        if "cold" in xname:
+            ax.axvline(100 * GOALS["cold_start_rate"], color="#c51b8a", lw=0.8, ls=":")
+            ax.set_xscale("log")
+        else:
+            ax.axvline(GOALS["p99"], color="#c51b8a", lw=0.8, ls=":")
+        ax.set(xlabel=xname, ylabel="billed GB-s / one action per model",
+               title=f"main scenario, held-out trace: billed GB-s vs {xname.split(' (')[0]}")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.text(0.01, 0.005, "grey: the planner under other targets (v1..v7, listed under the plot); dotted: the goal; "
+             "dashed: one action per model's bill", fontsize=7, color="#555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def render(scs: list[Scenario], costs: dict[str, ModelCost], cold_start_s: float, image: str | None,
-           source: str) -> str:
+           source: str, front_image: str | None = None) -> str:
     main = scs[0]
     s = main.stats
     wp = main.workload
     lines = [BEGIN, "",
-             f"Generated by `python -m router.sim` ({source}); seed {wp.seed}. "
-             f"Simulated in {sum(x.seconds for x in scs):.0f} s.", "",
+             f"Generated by `python -m router.sim` ({source}); models from seed {wp.seed}; the planner fitted "
+             f"on arrivals of seed {FIT_SEED}, every policy judged on arrivals of seed {HELD_OUT_SEED} "
+             f"(held out). Simulated in {sum(x.seconds for x in scs):.0f} s.", "",
+             "### Goals, planner's plan on the held-out trace", ""] + _goals_table(scs) + [
+             "", "Ratios are to one action per model on the same held-out trace.", "",
              "### Workload (main scenario), as generated", "",
              "| statistic | target (source) | generated |", "| --- | --- | ---: |",
              f"| functions invoked at most once per hour | 45% (paper) | {100 * s['share_at_most_hourly']:.0f}% |",
@@ -174,6 +319,14 @@ def render(scs: list[Scenario], costs: dict[str, ModelCost], cold_start_s: float
     for sc in scs:
         lines += ["", f"### Scenario: {sc.name}", "", f"{sc.note}; {sc.stats['requests']:,} requests.", ""]
         lines += _fmt_table(sc)
+        lines += ["", _plan_summary(sc)]
+    if front_image and scs[0].variants:
+        lines += ["", "### Trade-off (main scenario, held-out trace)", "",
+                  "The planner under other targets (grey, v1..v7 below), beside the policies above; the line "
+                  "joins the points no other beats on both axes (billed GB-s on a log scale).", "",
+                  f"![billed GB-s against cold-start rate and p99]({front_image})", ""]
+        lines += _fmt_table(Scenario(scs[0].name, scs[0].workload, scs[0].platform,
+                                     results=[scs[0].results[0]] + [r for _, r in scs[0].variants]))
     if image:
         lines += ["", f"![packing simulation]({image})"]
     lines += ["", END]
@@ -191,5 +344,8 @@ def write(doc: Path, section: str) -> None:
 
 def results_json(scs: list[Scenario]) -> dict[str, Any]:
     return {sc.name: {"note": sc.note, "workload": asdict(sc.workload), "platform": asdict(sc.platform),
-                      "exec_scale": sc.exec_scale, "stats": sc.stats, "results": [r.row() for r in sc.results]}
+                      "exec_scale": sc.exec_scale, "stats": sc.stats, "results": [r.row() for r in sc.results],
+                      "goals": {k: {"met": ok, "value": v} for k, (ok, v) in
+                                goals(sc, next(r for r in sc.results if r.label == PLAN_LABEL)).items()},
+                      "plan": sc.plan, "front": [r.row() for _, r in sc.variants]}
             for sc in scs}

@@ -53,7 +53,8 @@ class ModelProfile:
 class WorkloadParams:
     n_models: int = 60
     duration_s: float = 24 * 3600.0
-    seed: int = 2019
+    seed: int = 2019                     # the model population (rates, burstiness, architectures)
+    arrival_seed: int = 0                # the arrivals: another value, the same models on another day
     log10_daily_mu: float = LOG10_DAILY_MU
     log10_daily_sigma: float = LOG10_DAILY_SIGMA
     max_rate_per_s: float = 0.5          # cap on one model's mean rate (keeps the simulation small)
@@ -94,7 +95,6 @@ def generate(params: WorkloadParams, costs: dict[str, ModelCost]) -> Workload:
     weights /= weights.sum()
     _, inverse, u_end = _warp(params.diurnal_period_s, params.diurnal_amplitude, params.duration_s)
     models: list[ModelProfile] = []
-    times, idx = [], []
     for i in range(params.n_models):
         daily = 10 ** rng.normal(params.log10_daily_mu, params.log10_daily_sigma)
         rate = min(daily / 86400.0, params.max_rate_per_s)
@@ -103,6 +103,12 @@ def generate(params: WorkloadParams, costs: dict[str, ModelCost]) -> Workload:
                                                       params.bursty_cv_log10_sigma))
         arch = str(rng.choice(archs, p=weights))
         models.append(ModelProfile(f"m{i:03d}", arch, rate, cv, costs[arch]))
+    # Arrivals from their own stream: a held-out trace keeps the models and redraws the arrivals.
+    rng = np.random.default_rng([params.seed, params.arrival_seed])
+    times, idx = [], []
+    for i, m in enumerate(models):
+        rate, cv = m.rate_per_s, m.cv
+        timer = cv == 0.0
         mean_iat = 1.0 / rate
         if timer:  # periodic in wall-clock time, random phase
             t = np.arange(rng.random() * mean_iat, params.duration_s, mean_iat)

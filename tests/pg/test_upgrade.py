@@ -49,6 +49,8 @@ def _old_database(path, secrets: ServiceSecrets, owner: Identity, user: Identity
 def test_upgrade_from_the_unversioned_schema_keeps_the_data(tmp_path):
     config = KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True)
     secrets = ServiceSecrets.load_or_create(config.secrets_path)
+    secrets.log_started = False
+    secrets.save(config.secrets_path)            # a secrets file from before the log
     owner, user = Identity.generate("o"), Identity.generate("u")
     _old_database(config.db_path, secrets, owner, user)
 
@@ -109,3 +111,21 @@ def test_upgrade_from_the_hash_chain_schema_adopts_every_row_at_its_version(tmp_
         con.execute("UPDATE grants SET active=1, ver=ver-1 WHERE model_id='m2'")
     with pytest.raises(IntegrityError):
         Flow(KeyService(config), who(ids["owner2"]), who(ids["user2"]), "m2").release()
+
+
+def test_a_database_without_a_log_is_never_adopted_once_the_identity_has_one(tmp_path):
+    """The host deletes the database and builds an old-schema one with rows of its
+    choosing (the real model key row, its own enclave in the policy, a grant):
+    an identity that has started a log refuses to adopt it."""
+    import pytest
+
+    from sesemi.errors import IntegrityError
+
+    config = KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True)
+    KeyService(config).store.close()                     # a deployment with its log
+    assert ServiceSecrets.load_or_create(config.secrets_path).log_started
+    config.db_path.unlink()
+    owner, user = Identity.generate("o"), Identity.generate("u")
+    _old_database(config.db_path, ServiceSecrets.load_or_create(config.secrets_path), owner, user)
+    with pytest.raises(IntegrityError, match="has started a log before"):
+        KeyService(config)
