@@ -209,9 +209,11 @@ class Activation:
 
     @property
     def cold(self) -> bool:
-        """OpenWhisk marks a cold activation by the presence of initTime; the
-        emulator also sets coldStart on activations that waited for a start."""
-        return "initTime" in self.annotations or bool(self.annotations.get("coldStart"))
+        """The activation ran /init: OpenWhisk marks it by the initTime
+        annotation alone (ContainerProxy.constructWhiskActivation). One that
+        waited for a container another activation started carries none; its
+        waitTime includes the wait."""
+        return "initTime" in self.annotations
 
     @property
     def error(self) -> str:

@@ -22,8 +22,9 @@ common/scala/src/main/resources/application.conf (limits).
   minutes); one whose /init fails, whose process dies, or which exceeds the
   time limit is discarded;
 - every activation gets a record with start, end, duration and the
-  annotations path, kind, limits, waitTime, initTime (cold starts only) and
-  coldStart.
+  annotations path, kind, limits, timeout, waitTime, and initTime on the
+  activation that ran /init only (ContainerProxy.constructWhiskActivation):
+  one that waited for a container another started has none, as in OpenWhisk.
 """
 
 from __future__ import annotations
@@ -352,11 +353,10 @@ class Platform:
         for attempt in range(self.s.max_reschedules + 1):
             start_ms = received_ms
             init_ms: int | None = None
-            cold = timed_out = False
+            timed_out = False
             container: Container | None = None
             try:
                 container, role = self._acquire(doc, t0)
-                cold = role != "warm"
                 if role == "starter":
                     self._start_process(container, doc)
                     t_init = time.monotonic()
@@ -405,7 +405,6 @@ class Platform:
         ]
         if init_ms is not None:
             ann.append({"key": "initTime", "value": init_ms})
-        ann.append({"key": "coldStart", "value": cold})  # not OpenWhisk's: see docs/platform.md
         response: dict[str, Any] = {"status": status, "success": status == SUCCESS}
         if result is not None:
             response["result"] = result

@@ -1,6 +1,6 @@
 """A minimal blackbox action for the emulator's own tests (standard library
 only, starts in tens of ms): POST /init stores value.env (refuses when env
-FAIL_INIT is set); POST /run sleeps value.sleep seconds and answers its pid,
+FAIL_INIT is set; sleeps env INIT_SLEEP seconds); POST /run sleeps value.sleep seconds and answers its pid,
 the init env's X and value.echo, the /init and /run bodies it received
 (value.show); value.answer picks another answer: "apperr" (200 + error),
 "deverr" (HTTP 400), "array", "big" (over 1 MiB), "shutdown" (503). Listens on 127.0.0.1:$PORT, as the emulator's image contract says."""
@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/init":
             INIT.update(body)
             ENV.update(body.get("value", {}).get("env") or {})
+            time.sleep(float(ENV.get("INIT_SLEEP", 0)))
             if ENV.get("FAIL_INIT"):
                 return self._send(502, {"error": {"kind": "UnavailableError", "status": 503,
                                                   "message": f"refused: {ENV['FAIL_INIT']}"}})

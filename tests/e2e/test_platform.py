@@ -176,7 +176,12 @@ def _raw(client: OpenWhiskClient, wskprops: Path, name: str, payload: dict, **qu
 
 
 def test_answers_are_classified_as_openwhisk_does(platform):
-    """ActivationResult.processRunResponseContent and Container.scala, case by case."""
+    """Case by case, as apache/openwhisk classifies a /run answer:
+    common/scala/src/main/scala/org/apache/openwhisk/core/entity/ActivationResult.scala
+    (processRunResponseContent: a JSON array is a success), and
+    common/scala/src/main/scala/org/apache/openwhisk/core/containerpool/Container.scala
+    with core/invoker/src/main/scala/org/apache/openwhisk/core/containerpool/ContainerProxy.scala
+    (a 503 is ContainerHealthError: the container is destroyed and the job rescheduled)."""
     srv, wskprops, client = platform
     _deploy(client, "kinds")
     pid = client.invoke("kinds", {}).result["pid"]
@@ -231,6 +236,33 @@ def test_container_bodies_parameters_and_final(platform):
     with pytest.raises(FormatError):
         client.invoke("bodies", {"X": "evil"})
     assert client.invoke("bodies", {"echo": 1}).success
+
+
+def test_only_the_activation_that_ran_init_carries_init_time(platform):
+    """core/invoker/src/main/scala/org/apache/openwhisk/core/containerpool/ContainerProxy.scala,
+    constructWhiskActivation: the annotations are limits, path, kind, timeout,
+    waitTime and, on the activation that ran /init only, initTime. There is no
+    coldStart annotation; an activation that waited for a container another one
+    started has no initTime, and its waitTime holds the wait."""
+    srv, wskprops, client = platform
+    _deploy(client, "joined", concurrency=2, INIT_SLEEP="0.6")
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(client.invoke("joined", {})))]
+    threads[0].start()
+    time.sleep(0.2)                                   # the first is in /init: the second joins its container
+    threads.append(threading.Thread(target=lambda: got.append(client.invoke("joined", {}))))
+    threads[1].start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 2 and all(a.success for a in got)
+    assert len({a.result["pid"] for a in got}) == 1   # one container
+    starter, joiner = sorted(got, key=lambda a: "initTime" not in a.annotations)
+    assert all("coldStart" not in a.annotations for a in got)
+    assert starter.cold and starter.init_ms is not None and starter.init_ms >= 500
+    assert not joiner.cold and joiner.init_ms is None
+    assert joiner.wait_ms >= 200                      # it waited for the start it joined
+    assert {"path", "kind", "limits", "timeout", "waitTime"} <= set(joiner.annotations) \
+        <= {"path", "kind", "limits", "timeout", "waitTime", "initTime", "causedBy", "binding"}
 
 
 def test_records_and_rest_shapes(platform):
