@@ -8,7 +8,6 @@ in docs/protocol.md; run from the repository root:
 (Table growth under a flood: tests/e2e/test_keyservice_flood.py prints it.)
 """
 
-import socket
 import statistics
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bundle_tool.testing.processes import start_keyservice
-from tests.e2e.test_keyservice_limits import body_read_before_refusal, _addr, hold_idle_connections
+from tests.e2e.test_keyservice_limits import body_read_before_refusal, hold_idle_connections, stream_until_answered
 from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.identity import Identity
 from sesemi.timeouts import Timeouts
@@ -28,29 +27,10 @@ try:
     sent, status = body_read_before_refusal(srv, 1 << 30, 256 << 20)
     print(f"Content-Length 1 GiB: status {status}, bytes the client could push before the answer: {sent}")
     # chunked
-    with socket.create_connection(_addr(srv), timeout=10) as s:
-        s.sendall(b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
-        s.settimeout(0.05)
-        sent = 0
-        status = None
-        while sent < (256 << 20):
-            try:
-                sent += s.send(chunk)
-            except (BlockingIOError, TimeoutError):
-                pass
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            try:
-                head = s.recv(4096)
-                if head:
-                    status = head.split(b" ", 2)[1]
-                break
-            except (BlockingIOError, TimeoutError):
-                continue
-            except ConnectionResetError:
-                break
-        print(f"chunked body: status {status}, bytes pushed before the answer: {sent}")
+    sent, status = stream_until_answered(
+        srv, b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"10000\r\n" + b"x" * 65536 + b"\r\n", 256 << 20)
+    print(f"chunked body: status {status}, bytes pushed before the answer: {sent}")
     pin = attest_key_service(srv.url, insecure_sim=True)
     c = KeyServiceClient(pin, Timeouts(5, 10))
     o = Identity.generate("o")

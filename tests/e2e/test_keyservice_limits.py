@@ -48,12 +48,17 @@ def _exchange(srv, raw: bytes, timeout: float = 10) -> tuple[int, bytes]:
 def body_read_before_refusal(srv, declared: int, limit_sent: int) -> tuple[int, int | None]:
     """Stream a body of `declared` bytes; return (bytes the server took before it
     answered or closed, the status it answered)."""
+    return stream_until_answered(srv, b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % declared, b"x" * 65536, limit_sent)
+
+
+def stream_until_answered(srv, head: bytes, chunk: bytes, limit_sent: int) -> tuple[int, int | None]:
+    """Send `head`, then `chunk` again and again until the server answers or
+    closes (or `limit_sent` bytes); return (bytes sent, the status answered)."""
     with socket.create_connection(_addr(srv), timeout=10) as s:
-        s.sendall(b"POST /v1/enclave/attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % declared)
+        s.sendall(head)
         s.settimeout(0.05)
         sent, status = 0, None
-        chunk = b"x" * 65536
         while sent < limit_sent:
             try:
                 sent += s.send(chunk)
