@@ -116,6 +116,9 @@ class Store:
         self._floor_checked: TreeHead | None = None
         self.broken: str | None = None
         self.leaves_read = 0          # leaves followed from the database by this process
+        # The audit table's next row id (not authenticated: the leaf index is what
+        # counts), known once this replica has followed or written a leaf.
+        self._next_seq: int | None = None
         self.stats = StoreStats()
         # Rows read through `get`, kept with their (version, digest): one is served
         # from memory while the log's version map names exactly that version.
@@ -283,6 +286,8 @@ class Store:
                                  "database belongs to another key-service identity)")
         self._cache(self._frontier.append(h))
         self._last_leaf = h
+        if r["seq"] is not None:
+            self._next_seq = max(self._next_seq or 0, int(r["seq"]) + 1)
         if r["row_tbl"] is not None:
             self._versions[(r["row_tbl"], r["row_key"])] = (int(r["row_ver"]), bytes(r["row_digest"]))
         self.leaves_read += 1
@@ -383,7 +388,9 @@ class Store:
         if c.frontier is None:
             with self._mlock:
                 c.frontier = self._frontier.copy()
-            c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
+                c.next_seq = self._next_seq
+            if c.next_seq is None:  # not known yet: the first write of this process
+                c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
             if c.next_seq + len(full) >= _MAX_SEQ:
                 raise IntegrityError("the audit table's row ids were pushed to their limit (the database was "
                                      "edited)")
@@ -417,6 +424,7 @@ class Store:
                 return  # another thread followed these leaves from the database already
             self._frontier = c.frontier
             self._last_leaf = c.leaves[-1][1]
+            self._next_seq = c.next_seq
             for _i, _h, ref in c.leaves:
                 if ref is not None:
                     self._versions[(ref[0], ref[1])] = (int(ref[2]), ref[3])

@@ -15,6 +15,7 @@ from sesemi.encoding import JSONDecodeError, json_dumps, json_loads
 from sesemi.errors import FormatError, SesemiError
 from sesemi.http_errors import error_body
 
+from .metrics import Exporter
 from .service import Router
 
 log = logging.getLogger("sesemi.router")
@@ -75,5 +76,15 @@ def create_app(router: Router) -> Flask:
     @app.get("/stats")
     def stats() -> Response:
         return json_response(router.stats())
+
+    def snapshot():
+        st = router.stats()
+        return st["counters"], {}, {"pack:queued_requests": {n: p["queued"] for n, p in st["packs"].items()}}
+
+    exporter = Exporter("sesemi_router", snapshot)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return exporter.response()
 
     return app

@@ -34,6 +34,7 @@ from sesemi.timeouts import Timeouts, explain
 
 from .app import json_app, json_response
 from .front_config import Backend, FrontConfig
+from .metrics import Exporter
 
 log = logging.getLogger("sesemi.router.front")
 
@@ -145,6 +146,16 @@ def create_app(front: Front) -> Flask:
     @app.get("/stats")
     def stats() -> Response:
         return json_response(front.stats())
+
+    def snapshot():
+        with front._lock:
+            return dict(front.counters), {"router:forwarded_by_router": dict(front.per_router)}, {}
+
+    exporter = Exporter("sesemi_front", snapshot)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return exporter.response()
 
     return app
 

@@ -101,6 +101,19 @@ def test_cli_infer_through_router(stack, tmp_path):
     assert np.load(tmp_path / "y.npz")[list(plaintext_outputs(np.zeros((2, 8, 8, 1), np.float32)))[0]].shape[0] == 2
 
 
+def test_router_serves_its_counters_to_prometheus(stack, heldout):
+    """`/metrics`: what `/stats` counts, scraped in Prometheus' text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    world, _, _, router = stack
+    requests.post(router.url + "/v1/infer", json={"value": {}}, timeout=10)   # a refused request counts too
+    families = {f.name: f for f in text_string_to_metric_families(requests.get(router.url + "/metrics",
+                                                                             timeout=5).text)}
+    assert families["sesemi_router_requests"].type == "counter"
+    assert families["sesemi_router_requests"].samples[0].value == _stats(router)["counters"]["requests"]
+    assert "sesemi_router_queued_requests" in families
+
+
 def test_router_refusals_are_clear(stack):
     world, _, _, router = stack
     client = ActionClient(router.url, path="/v1/infer")

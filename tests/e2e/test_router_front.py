@@ -121,6 +121,9 @@ def test_front_routes_each_model_to_its_router_and_forwards_unchanged(fleet):
             assert r.json()["echo"] == payload              # the envelope reached the action as sent
     stats = requests.get(url + "/stats", timeout=5).json()  # one worker's counters
     assert set(stats["forwarded_per_router"]) == {"a", "b", "c", "d", "e"}
+    text = requests.get(url + "/metrics", timeout=5).text   # Prometheus' text format, scraped
+    assert "# TYPE sesemi_front_forwarded_by_router_total counter" in text
+    assert 'sesemi_front_forwarded_by_router_total{router="a"}' in text and "sesemi_front_requests_total" in text
 
 
 def test_unknown_model_and_bad_input_get_json_4xx_with_a_reason(fleet):
