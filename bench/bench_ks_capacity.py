@@ -13,14 +13,13 @@ measured in the same run:
 Model: X(n) = min(n / R1, cores / (cpu_server + cpu_client), batch / t_lock),
 where on this machine the clients share the cores with the replicas.
 
-    .venv/bin/python bench/bench_ks_capacity.py [--seconds 4]
+    .venv/bin/python -m bench.bench_ks_capacity [--seconds 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -28,13 +27,10 @@ from pathlib import Path
 
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_keyservice_scale as scale  # noqa: E402
-from bench.common import parse_args, progress, write_result  # noqa: E402
-from bundle_tool import pg_local  # noqa: E402
-
-
+from bench import bench_keyservice_scale as scale
+from bench.common import parse_args, progress, write_result
+from bundle_tool.testing import postgres as pg_local
 def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -36,11 +36,11 @@ class _Collector:
             yield fam
         for name, by_label in sorted(gauges.items()):
             label, _, metric = name.partition(":")
-            fam = GaugeMetricFamily(f"{self.prefix}_{metric}", f"{metric.replace('_', ' ')} per {label}",
-                                    labels=[label])
+            gauge = GaugeMetricFamily(f"{self.prefix}_{metric}", f"{metric.replace('_', ' ')} per {label}",
+                                      labels=[label])
             for value_label, value in sorted(by_label.items()):
-                fam.add_metric([value_label], value)
-            yield fam
+                gauge.add_metric([value_label], value)
+            yield gauge
 
 
 class Exporter:
