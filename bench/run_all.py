@@ -31,6 +31,7 @@ STEPS = [
     ("key-service log proofs", ["bench_log.py"]),
     ("key-service log at scale", ["bench_log_scale.py"]),
     ("key-service log A/B", ["bench_log_ab.py"]),
+    ("key-service capacity", ["bench_ks_capacity.py"]),
     ("report", ["report.py"]),
 ]
 
