@@ -4,8 +4,9 @@
   must walk every leaf (the snapshot table emptied: what every start-up did
   before snapshots), interleaved, in this process;
 - stall: /healthz latency on a running key service, alone and while one
-  client loops over `GET /v1/audit?verify=1` (the owner's entries with their
-  inclusion proofs), interleaved rounds.
+  client loops over `GET /v1/audit?verify=1` (the owner's newest 100 of its
+  2,000 entries, each with its inclusion proof, checked by the client),
+  interleaved rounds.
 
     .venv/bin/python -m bench.bench_log_scale [--leaves 100000] [--rounds 5]
 """
@@ -30,8 +31,17 @@ from sesemi.client import KeyServiceClient, attest_key_service
 from sesemi.identity import Identity
 
 
-def build(db: Path, leaves: int) -> None:
+def build(db: Path, leaves: int, owner: Identity) -> None:
+    """`leaves` releases, one in fifty of the owner's model (what its audit shows)."""
+    from sesemi import hpke_box
+    from sesemi.encoding import b64e
+    from sesemi.policy import EnclavePolicy
+
     ks = KeyService(KeyServiceConfig(db_path=db, insecure_sim_attestation=True))
+    ks.register_principal(owner.public_raw)
+    box = hpke_box.seal(b"k" * 32, ks.hpke_public, hpke_box.info("model-key", "m0", owner.principal_id, "5e" * 16))
+    ks.put_model(owner.principal_id, "m0", {"wrapped_key": b64e(box), "seal_id": "5e" * 16,
+                                            "policy": EnclavePolicy(mrenclave=("ab" * 32,)).to_json()})
     with ks.store.tx() as c:
         for i in range(leaves):
             ks.store.audit(c, 1.0, "release", "ok", model_id=f"m{i % 50}", user_id=None)
@@ -76,7 +86,8 @@ def main() -> None:
         work = Path(tmp)
         db = work / "ks" / "ks.db"
         progress(f"writing {leaves} leaves")
-        build(db, leaves)
+        owner = Identity.generate("owner")
+        build(db, leaves, owner)
         snap, walk = [], []
         for r in range(rounds):
             for with_snapshot in ((True, False) if r % 2 == 0 else (False, True)):
@@ -90,8 +101,7 @@ def main() -> None:
                                    "--insecure-sim-attestation"], port, work / "logs", "/healthz")
         try:
             ks = KeyServiceClient(attest_key_service(srv.url, insecure_sim=True))
-            owner = Identity.generate("owner")
-            ks.register(owner)
+            assert len(ks.audit_answer(owner, verify=True)["entries"]) == 100  # each with its inclusion proof
             alone, loaded = [], []
             for _round in range(rounds):
                 alone += healthz_ms(srv.url, 40)

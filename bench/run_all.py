@@ -32,6 +32,7 @@ STEPS = [
     ("key-service log proofs", ["bench_log"]),
     ("key-service log at scale", ["bench_log_scale"]),
     ("key-service log A/B", ["bench_log_ab"]),
+    ("key-service capacity", ["bench_ks_capacity"]),
     ("report", ["report"]),
 ]
 

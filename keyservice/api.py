@@ -110,7 +110,7 @@ def create_app(ks: KeyService, anonymous_slots: int | None = None) -> Flask:
             slots.release()
 
     app.config["MAX_CONTENT_LENGTH"] = ks.config.max_body_bytes
-    # Anonymous writes and proof requests, per client address (docs/protocol.md, "Bounds").
+    # Anonymous writes and proof requests, per client address (docs/keyservice.md, "Bounds").
     nonce_limit = RateLimiter("attestation nonces", *ks.config.nonces_per_address)
     registration_limit = RateLimiter("registrations", *ks.config.registrations_per_address)
     proof_limit = RateLimiter("log proof requests", *ks.config.proofs_per_address)

@@ -21,7 +21,7 @@ class KeyServiceConfig:
     release_max_requests: int = 10_000
     nonce_ttl_s: int = 60            # attestation nonces: single use, short-lived
     max_body_bytes: int = 1 << 20
-    # What callers without a credential may make the service keep (docs/protocol.md, "Bounds").
+    # What callers without a credential may make the service keep (docs/keyservice.md, "Bounds").
     max_outstanding_nonces: int = 10_000   # att_nonces rows (each lives nonce_ttl_s)
     max_live_tokens: int = 50_000          # tokens rows (each lives token_ttl_s)
     max_tokens_per_measurement: int = 10_000  # of those, earned by one measurement (keyservice/token_quota.py)

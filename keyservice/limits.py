@@ -1,5 +1,5 @@
 """Bounds on what callers without a credential can make the key service keep
-(docs/protocol.md, "Bounds"): per-address rate limits and refusal counters, both in
+(docs/keyservice.md, "Bounds"): per-address rate limits and refusal counters, both in
 bounded memory; the tables they would otherwise grow have caps and a purge
 on a timer (KeyService.maintenance)."""
 

@@ -59,5 +59,8 @@ sesemi infer digits --action "http://127.0.0.1:$ACTION_PORT" --as bob --home "$W
   --input "$WORK/x.npy" --out "$WORK/y.npz"
 python -c "import numpy as np; print('predicted:', *np.load('$WORK/y.npz')['StatefulPartitionedCall:0'].argmax(1))
 print('labels:   ', *np.load('models/digits/digits_heldout.npz')['y'][:8])"
-sesemi ks audit --as alice --model-id digits
+sesemi ks audit --as alice --model-id digits --verify
+# Her grant's receipt: its leaf is in a checkpoint the key service signed (checked offline).
+sesemi ks receipt verify "$(ls "$SESEMI_HOME"/receipts/*-grant.json | head -n 1)"
+sesemi ks log checkpoint
 echo "files of this session: $WORK"

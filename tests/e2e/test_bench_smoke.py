@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = ["latency", "cold_start", "concurrency", "flask", "packing", "keyservice", "memory", "platform", "router",
-           "log_proofs", "log_scale", "log_ab", "pq"]
+           "log_proofs", "log_scale", "log_ab", "pq", "ks_capacity"]
 
 
 def test_every_benchmark_runs_in_smoke_mode(tmp_path):

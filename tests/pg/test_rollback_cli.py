@@ -116,3 +116,39 @@ def test_the_receipts_and_log_commands_verify(tmp_path):
         world.stop()
     ok = sesemi(None, "keyservice", "verify", "--db", str(tmp_path / "w" / "ks" / "ks.db")).stdout
     assert ok.startswith("ok: log of")
+
+
+def test_a_replica_on_a_forked_database_refuses_a_peer_whose_log_does_not_extend_its_own(tmp_path):
+    """Two replicas of one identity on two databases that share a past and then
+    diverge (the host runs a fork): the peer check relates their checkpoints by
+    a consistency proof, not by comparing sizes, and the replica refuses."""
+    import shutil
+
+    from bundle_tool.procs import free_port, start
+
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a = start_keyservice(a_dir)
+    try:
+        fresh = KeyServiceClient(attest_key_service(a.url, insecure_sim=True))
+        fresh.register(Identity.generate("shared-past"))
+        _backup(a_dir / "ks" / "ks.db", tmp_path / "copy.db")
+        (b_dir / "ks").mkdir(parents=True)
+        shutil.copy(a_dir / "ks" / "ks.db.secrets", b_dir / "ks" / "ks.db.secrets")
+        _backup(tmp_path / "copy.db", b_dir / "ks" / "ks.db")
+        for i in range(6):                                    # A's history goes on...
+            fresh.register(Identity.generate(f"a{i}"))
+        b = start_keyservice(b_dir)                           # ...and B's copy another way
+        try:
+            other = KeyServiceClient(attest_key_service(b.url, insecure_sim=True))
+            for i in range(2):
+                other.register(Identity.generate(f"b{i}"))
+        finally:
+            b.stop()
+        port = free_port()
+        args = ["keyservice", "serve", "--db", str(b_dir / "ks" / "ks.db"), "--port", str(port),
+                "--insecure-sim-attestation", "--peer", a.url]
+        with pytest.raises(RuntimeError, match="exited") as info:
+            start("keyservice-b", args, port, b_dir / "logs", "/healthz")
+        assert "serves another history" in str(info.value) and "forked" in str(info.value)
+    finally:
+        a.stop()
