@@ -124,7 +124,7 @@ def test_a_replica_on_a_forked_database_refuses_a_peer_whose_log_does_not_extend
     a consistency proof, not by comparing sizes, and the replica refuses."""
     import shutil
 
-    from bundle_tool.procs import free_port, start
+    from bundle_tool.testing.processes import free_port, start
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a = start_keyservice(a_dir)
