@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -63,33 +62,11 @@ def session(url: str, ks_key: bytes) -> tuple[EnclaveKeyClient, str]:
 
 def releases(urls: list[str], uid: str, ks_key: bytes, seconds: float) -> dict:
     """CLIENTS threads, spread over the replicas, each releasing model + request key."""
-    lat: list[list[float]] = [[] for _ in range(CLIENTS)]
-    errors: list[BaseException] = []
+    from bench.loadgen import run_clients
+
     sessions = [session(urls[i % len(urls)], ks_key) for i in range(CLIENTS)]
-    stop = time.perf_counter() + seconds
-
-    def worker(i: int) -> None:
-        c, token = sessions[i]
-        try:
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                c.keys(token, "m", uid, True, seal_id=SEAL)
-                lat[i].append(time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - reported below: a failing call is no rate
-            errors.append(exc)
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(CLIENTS)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} client(s) failed: {type(errors[0]).__name__}: {errors[0]}")
-    allv = sorted(v for per_client in lat for v in per_client)
-    return {"releases_per_s": len(allv) / wall, "p50_ms": 1e3 * allv[len(allv) // 2],
-            "p99_ms": 1e3 * allv[min(len(allv) - 1, int(len(allv) * 0.99))], "n": len(allv)}
+    return run_clients(CLIENTS, lambda i: sessions[i][0].keys(sessions[i][1], "m", uid, True, seal_id=SEAL),
+                       seconds)
 
 
 def failover(servers: list[Server], uid: str, ks_key: bytes, how: signal.Signals) -> float:

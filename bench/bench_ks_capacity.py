@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,7 +29,10 @@ import urllib3
 
 from bench import bench_keyservice_scale as scale
 from bench.common import parse_args, progress, write_result
+from bench.loadgen import run_clients
 from bundle_tool.testing import postgres as pg_local
+
+
 def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -56,33 +58,15 @@ def _commits(db: str) -> int:
 
 def run(urls: list[str], servers, uid: str, key: bytes, clients: int, seconds: float, db: str) -> dict:
     sessions = [scale.session(urls[i % len(urls)], key) for i in range(clients)]
-    lat: list[list[float]] = [[] for _ in range(clients)]
     for c, token in sessions:
         c.keys(token, "m", uid, False)      # warm
     lock0 = sum(_metric(u, "sesemi_ks_write_lock_held_seconds_total") for u in urls)
     lcpu0 = sum(_metric(u, "sesemi_ks_write_lock_cpu_seconds_total") for u in urls)
     s0, c0, x0 = sum(_cpu(s.proc.pid) for s in servers), time.process_time(), _commits(db)
-    stop = time.perf_counter() + seconds
-
-    def worker(i: int) -> None:
-        c, token = sessions[i]
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            c.keys(token, "m", uid, False)
-            lat[i].append(time.perf_counter() - t0)
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
-    n = sum(map(len, lat))
+    out = run_clients(clients, lambda i: sessions[i][0].keys(sessions[i][1], "m", uid, False), seconds)
+    n = out["n"]
     srv, cli = sum(_cpu(s.proc.pid) for s in servers) - s0, time.process_time() - c0
-    v = sorted(x for row in lat for x in row)
-    return {"clients": clients, "replicas": len(urls), "releases_per_s": n / wall, "n": n,
-            "mean_latency_s": sum(v) / n, "p99_ms": 1e3 * v[min(n - 1, int(0.99 * n))],
+    return {**out, "clients": clients, "replicas": len(urls),
             "server_cpu_ms": 1e3 * srv / n, "client_cpu_ms": 1e3 * cli / n,
             "lock_ms": 1e3 * (sum(_metric(u, "sesemi_ks_write_lock_held_seconds_total") for u in urls) - lock0) / n,
             "lock_cpu_ms": 1e3 * (sum(_metric(u, "sesemi_ks_write_lock_cpu_seconds_total") for u in urls)

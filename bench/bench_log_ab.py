@@ -29,8 +29,8 @@ from bench.common import parse_args, progress, write_result
 from bundle_tool.testing import postgres as pg_local
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = "c016a82"
-MODEL_KEY = False  # --model-key: every release also carries the model key (a cold start's)  # the last commit whose key service kept a MACed hash chain
+BASE = "c016a82"   # the last commit whose key service kept a MACed hash chain
+MODEL_KEY = False  # --model-key: every release also carries the model key (a cold start's)
 
 # Runs inside the tree under test: its own key service, SDK and enclave client.
 DRIVER = """
@@ -38,33 +38,16 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 import bench.bench_keyservice_scale as scale
 db, seconds, clients, model_key = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+loadgen_dir = sys.argv[5]  # this tree's bench/: the load loop, whichever tree is measured
 scale.CLIENTS = clients
 
 
 def request_key_releases(urls, uid, ks_key, seconds):
     # An action's steady state: the request key of a user of a model it holds.
-    import threading
+    sys.path.insert(0, loadgen_dir)
+    from loadgen import run_clients
     sessions = [scale.session(urls[0], ks_key) for _ in range(clients)]
-    lat = [[] for _ in range(clients)]
-    stop = time.perf_counter() + seconds
-
-    def worker(i):
-        c, token = sessions[i]
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            c.keys(token, "m", uid, False)
-            lat[i].append(time.perf_counter() - t0)
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
-    v = sorted(x for l in lat for x in l)
-    return {"releases_per_s": len(v) / wall, "p50_ms": 1e3 * v[len(v) // 2],
-            "p99_ms": 1e3 * v[min(len(v) - 1, int(len(v) * 0.99))], "n": len(v)}
+    return run_clients(clients, lambda i: sessions[i][0].keys(sessions[i][1], "m", uid, False), seconds)
 
 
 def commits():
@@ -113,7 +96,8 @@ with tempfile.TemporaryDirectory(prefix="sesemi-bench-ab-") as tmp:
 
 def run(tree: Path, db: str, seconds: float, clients: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    p = subprocess.run([sys.executable, "-c", DRIVER, db, str(seconds), str(clients), "1" if MODEL_KEY else "0"],
+    p = subprocess.run([sys.executable, "-c", DRIVER, db, str(seconds), str(clients), "1" if MODEL_KEY else "0",
+                        str(REPO / "bench")],
                        cwd=tree, env=env,
                        capture_output=True,
                        text=True, timeout=120 + 4 * seconds)

@@ -235,6 +235,12 @@ class Store:
                                      "schema-2 ledger records")
             self._append(c, {"event": "migrate", "outcome": "ok", "row_tbl": table, "row_key": row_key(key),
                              "row_ver": ver, "row_digest": digest})
+        if adopted is not None:
+            found = {(t, row_key(tuple(r[k] for k in VERSIONED[t][0]))) for t, r in legacy}
+            missing = sorted(set(adopted) - found)
+            if missing:
+                raise IntegrityError(f"database tampered: {missing[0][0]} row {missing[0][1]!r}, which its schema-2 "
+                                     "ledger records, was deleted")
 
     def _adopt_chain(self, c: Conn) -> dict[tuple[str, str], tuple[int, bytes]]:
         """Check a schema-2 ledger (a MACed hash chain) once, and return the row

@@ -28,19 +28,17 @@ class _Collector:
             yield CounterMetricFamily(f"{self.prefix}_{key}", f"{key.replace('_', ' ')} (as /stats counts)",
                                       value=value)
         for name, by_label in sorted(labelled_counters.items()):
-            label, _, metric = name.partition(":")
-            fam = CounterMetricFamily(f"{self.prefix}_{metric}", f"{metric.replace('_', ' ')} per {label}",
-                                      labels=[label])
-            for value_label, value in sorted(by_label.items()):
-                fam.add_metric([value_label], value)
-            yield fam
+            yield self._family(CounterMetricFamily, name, by_label)
         for name, by_label in sorted(gauges.items()):
-            label, _, metric = name.partition(":")
-            gauge = GaugeMetricFamily(f"{self.prefix}_{metric}", f"{metric.replace('_', ' ')} per {label}",
-                                      labels=[label])
-            for value_label, value in sorted(by_label.items()):
-                gauge.add_metric([value_label], value)
-            yield gauge
+            yield self._family(GaugeMetricFamily, name, by_label)
+
+    def _family(self, kind: type, name: str, by_label: Mapping[str, int]) -> CounterMetricFamily | GaugeMetricFamily:
+        """`name` is "label:metric": one series per label value."""
+        label, _, metric = name.partition(":")
+        fam = kind(f"{self.prefix}_{metric}", f"{metric.replace('_', ' ')} per {label}", labels=[label])
+        for value_label, value in sorted(by_label.items()):
+            fam.add_metric([value_label], value)
+        return fam
 
 
 class Exporter:

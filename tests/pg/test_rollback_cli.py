@@ -7,6 +7,7 @@ cannot give (docs/keyservice.md, "The log")."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -61,9 +62,22 @@ def test_restored_and_padded_database_is_caught_by_owner_cli_and_action(tmp_path
     world.ks_server = start_keyservice(tmp_path / "w", port=port)
     world.servers.append(world.ks_server)
     try:
-        # 4. pad the restored log past every witness with self-registered principals
-        # (each registration is a signed write: its sequence number and its row).
+        # 4. The restored log is smaller than what the witnesses hold: refused.
+        owner_size = json.loads(open(owner_home / "ks_state.json").read())
+        owner_size = next(iter(owner_size.values()))["checkpoint"].split("\n")[1]
+        p = sesemi(owner_home, "ks", "log", "checkpoint", ok=False)
+        assert p.returncode != 0 and "older than the checkpoint this client holds" in p.stderr, p.stderr
+        # 5. Padded to exactly the owner's size (a signed write of a registered
+        # principal appends one leaf, its sequence number): same size, another root.
         fresh = KeyServiceClient(attest_key_service(world.ks_server.url, insecure_sim=True))
+        mallory = Identity.generate("mallory")
+        fresh.register(mallory)
+        while fresh.checkpoint()[0].size < int(owner_size):
+            fresh.register(mallory)
+        assert fresh.checkpoint()[0].size == int(owner_size)
+        p = sesemi(owner_home, "ks", "log", "checkpoint", ok=False)
+        assert p.returncode != 0 and "same size, another root" in p.stderr, p.stderr
+        # 6. Padded past every witness with self-registered principals.
         for i in range(12):
             fresh.register(Identity.generate(f"mallory{i}"))
         assert fresh.checkpoint()[0].size > witnessed + 5

@@ -129,3 +129,20 @@ def test_a_database_without_a_log_is_never_adopted_once_the_identity_has_one(tmp
     _old_database(config.db_path, ServiceSecrets.load_or_create(config.secrets_path), owner, user)
     with pytest.raises(IntegrityError, match="has started a log before"):
         KeyService(config)
+
+
+def test_a_row_the_schema_2_ledger_records_but_the_database_lost_is_refused(tmp_path):
+    import shutil
+    import sqlite3
+
+    import pytest
+
+    from sesemi.errors import IntegrityError
+
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "ks-schema2"
+    for name in ("ks.db", "ks.db.secrets"):
+        shutil.copy(src / name, tmp_path / name)
+    with sqlite3.connect(tmp_path / "ks.db") as con:
+        con.execute("DELETE FROM grants WHERE model_id='m2'")   # the revoked grant's tombstone
+    with pytest.raises(IntegrityError, match="grants row .* was deleted"):
+        KeyService(KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True))

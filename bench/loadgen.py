@@ -1,0 +1,37 @@
+"""Closed-loop load: n client threads, each calling `call(i)` back to back until
+the time is up; latencies and the rate. Standard library only, so a benchmark
+can run it against another tree's code (bench/bench_log_ab.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+
+def run_clients(n: int, call: Callable[[int], object], seconds: float) -> dict:
+    lat: list[list[float]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                call(i)
+                lat[i].append(time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - reported below: a failing call is no rate
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {type(errors[0]).__name__}: {errors[0]}")
+    v = sorted(x for row in lat for x in row)
+    return {"releases_per_s": len(v) / wall, "p50_ms": 1e3 * v[len(v) // 2],
+            "p99_ms": 1e3 * v[min(len(v) - 1, int(len(v) * 0.99))], "n": len(v), "mean_latency_s": sum(v) / len(v)}
