@@ -4,6 +4,7 @@ the demo. Servers are imported lazily, so the client commands do not load them."
 from __future__ import annotations
 
 import argparse
+import os
 import errno
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,18 @@ def cmd_keyservice_serve(args: argparse.Namespace) -> None:
             raise FormatError(f"--cluster-policy: cannot read {args.cluster_policy} ({type(exc).__name__})") \
                 from None
         policy = canonical_json(EnclavePolicy.from_json(json_loads(raw)).to_json()).decode()
-    keyservice.serve(args.db, insecure_sim_attestation=args.insecure_sim_attestation,
-                     token_ttl_s=args.token_ttl, host=args.host, port=args.port, threads=args.threads,
-                     tee=args.tee, pccs_url=args.pccs_url, collateral_file=args.collateral_file,
-                     min_tcb_eval=args.min_tcb_eval, secrets_file=args.secrets, peers=args.peer,
-                     join_url=args.join, cluster_policy=policy, limits=limits,
-                     release_max_requests=args.release_max_requests,
-                     insecure_allow_classical_kem=args.insecure_allow_classical_kem)
+    from sesemi import build_stamp
+
+    config = keyservice.KeyServiceConfig.for_database(
+        args.db, insecure_sim_attestation=args.insecure_sim_attestation, token_ttl_s=args.token_ttl, tee=args.tee,
+        pccs_url=args.pccs_url, collateral_file=Path(args.collateral_file) if args.collateral_file else None,
+        min_tcb_eval=args.min_tcb_eval, secrets_file=Path(args.secrets) if args.secrets else None,
+        peers=tuple(args.peer), cluster_policy=policy, release_max_requests=args.release_max_requests,
+        insecure_allow_classical_kem=args.insecure_allow_classical_kem,
+        # the image's stamp (measured env.default), never before the code's release date
+        build_date=build_stamp.build_date(os.environ))
+    keyservice.serve(config, host=args.host, port=args.port, threads=args.threads, join_url=args.join,
+                     limits=limits)
 
 
 def cmd_keyservice_verify(args: argparse.Namespace) -> Any:

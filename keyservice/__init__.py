@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from sesemi.errors import SesemiError
 
-from sesemi import build_stamp, logsafe
+from sesemi import logsafe
 
 from .api import create_app
 from .config import KeyServiceConfig
@@ -60,48 +59,32 @@ def _every(period_s: float, fn: Callable[[], object], log: logging.Logger) -> No
     threading.Thread(target=loop, name="ks-maintenance", daemon=True).start()
 
 
-def serve(db_path: str | Path, *, insecure_sim_attestation: bool = False, token_ttl_s: int = 600,
-          host: str = "127.0.0.1", port: int = 8443, threads: int = 8, tee: str = "sim",
-          pccs_url: str | None = None, collateral_file: str | Path | None = None, min_tcb_eval: int = 0,
-          secrets_file: str | Path | None = None, peers: Sequence[str] = (), join_url: str | None = None,
-          cluster_policy: str | None = None, pool_size: int | None = None,
-          limits: ServingLimits | None = None, release_max_requests: int = 10_000,
-          build_date: float | None = None, insecure_allow_classical_kem: bool = False) -> None:
+def serve(config: KeyServiceConfig, *, host: str = "127.0.0.1", port: int = 8443, threads: int = 8,
+          join_url: str | None = None, limits: ServingLimits | None = None) -> None:
     """Run the key service in ONE process with threads (Occlum has no fork).
 
-    `db_path`: a SQLite file, or a postgresql:// URL (replicas over one
-    database; then `secrets_file` is required). `join_url`: a running replica
-    to receive the service's identity from, by attestation (cluster.py);
-    `peers`: replicas to exchange state versions with.
+    `config`: what it is (KeyServiceConfig.for_database: a SQLite file, or a
+    postgresql:// URL for replicas over one database). `join_url`: a running
+    replica to receive the service's identity from, by attestation
+    (cluster.py); `config.peers`: replicas whose checkpoints it relates to its own.
 
-    DCAP collateral: `collateral_file`, else `pccs_url`, else the URL in
-    /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence is refused."""
+    DCAP collateral: `config.collateral_file`, else `config.pccs_url`, else the
+    URL in /etc/sgx_default_qcnl.conf if present; with none, sgx-dcap evidence
+    is refused."""
+    from dataclasses import replace
+
     from sesemi import hpke_box
     from sesemi.attestation.dcap import QCNL_CONF, pccs_url_from_qcnl
 
     hpke_box.check_backend()  # before anything is opened: one line naming a missing primitive
     logsafe.configure("keyservice")  # one line per record, control characters escaped
     log = logging.getLogger("sesemi.keyservice")
-    if not collateral_file and not pccs_url:
+    if not config.collateral_file and not config.pccs_url:
         pccs_url = pccs_url_from_qcnl()
         if pccs_url:
+            config = replace(config, pccs_url=pccs_url)
             log.info("DCAP collateral from the PCCS named in %s", QCNL_CONF)
-    db = str(db_path)
-    is_url = db.startswith(("postgresql://", "postgres://"))
-    if is_url and not secrets_file:
-        raise SesemiError("--secrets FILE is required with a PostgreSQL database (where this replica keeps "
-                          "the service's identity; on SGX, a sealed SEFS path)")
-    config = KeyServiceConfig(db_path=Path("unused.db") if is_url else Path(db), db_url=db if is_url else None,
-                              insecure_sim_attestation=insecure_sim_attestation,
-                              token_ttl_s=token_ttl_s, tee=tee, pccs_url=pccs_url,
-                              collateral_file=Path(collateral_file) if collateral_file else None,
-                              min_tcb_eval=min_tcb_eval, secrets_file=Path(secrets_file) if secrets_file else None,
-                              peers=tuple(peers), cluster_policy=cluster_policy,
-                              pool_size=pool_size or 2 * threads + 2,  # a transaction and a read each
-                              release_max_requests=release_max_requests,
-                              # the image's stamp (measured env.default), never before the code's release date
-                              build_date=build_date if build_date is not None else build_stamp.build_date(os.environ),
-                              insecure_allow_classical_kem=insecure_allow_classical_kem)
+    config = replace(config, pool_size=2 * threads + 2)  # a transaction and a read per thread
     joined = None
     if join_url:
         joined = join_cluster(config, join_url)

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sesemi.errors import SesemiError
 
 from sesemi import build_stamp
 
 
 @dataclass(frozen=True)
 class KeyServiceConfig:
-    db_path: Path                    # the SQLite file, unless db_url names a PostgreSQL database
+    db_path: Path | None = None      # the SQLite file, unless db_url names a PostgreSQL database
     insecure_sim_attestation: bool = False
     tee: str = "sim"                 # how the service attests ITSELF
     # Where DCAP collateral comes from (file wins); neither: sgx-dcap evidence is refused.
@@ -49,6 +52,18 @@ class KeyServiceConfig:
     # protection for them (docs/protocol.md, "HPKE"). Measured when on.
     insecure_allow_classical_kem: bool = False
 
+    @classmethod
+    def for_database(cls, db: str | Path, **fields: Any) -> KeyServiceConfig:
+        """`db`: a SQLite file, or a postgresql:// URL (replicas over one database;
+        then `secrets_file` is required: no file sits next to a URL)."""
+        db = str(db)
+        if db.startswith(("postgresql://", "postgres://")):
+            if not fields.get("secrets_file"):
+                raise SesemiError("--secrets FILE is required with a PostgreSQL database (where this replica "
+                                  "keeps the service's identity; on SGX, a sealed SEFS path)")
+            return cls(db_url=db, **fields)
+        return cls(db_path=Path(db), **fields)
+
     @property
     def db(self) -> str:
         return self.db_url or str(self.db_path)
@@ -57,6 +72,8 @@ class KeyServiceConfig:
     def secrets_path(self) -> Path:
         if self.secrets_file is not None:
             return self.secrets_file
+        if self.db_path is None:
+            raise SesemiError("a PostgreSQL key service needs its secrets file named (--secrets FILE)")
         return self.db_path.with_name(self.db_path.name + ".secrets")
 
     def trusted(self) -> dict:

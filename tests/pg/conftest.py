@@ -82,7 +82,7 @@ def make_db(backend: str, tmp_path: Path, pg_server=None) -> Db:
         return Db("sqlite", KeyServiceConfig(db_path=tmp_path / "ks.db", insecure_sim_attestation=True))
     name = f"ks{next(_names)}_{tmp_path.name[-12:].lower().replace('-', '_')}"
     url = pg_server.create_db(name)
-    return Db("pg", KeyServiceConfig(db_path=tmp_path / "unused.db", db_url=url,
+    return Db("pg", KeyServiceConfig(db_url=url,
                                      secrets_file=tmp_path / "ks.secrets", insecure_sim_attestation=True,
                                      pool_size=4), pg_server, name)
 
