@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Mapping, cast
 
 from flask import current_app, request
 
@@ -50,7 +50,7 @@ class ApiState:
         if parsed != target:  # the target exactly as sent, and the same one the routes see
             raise FormatError("request target is not in canonical form")
         return signed_call.verify(
-            request.headers, request.method, target, self.ks.audience, request.get_data(cache=True),
+            cast(Mapping[str, str], request.headers), request.method, target, self.ks.audience, request.get_data(cache=True),
             self.ks.clock(), public_key_of or self.ks.public_key_of, self._claim,
         ).principal_id
 

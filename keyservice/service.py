@@ -188,7 +188,7 @@ class KeyService:
             raise FormatError("wrapped key must hold a 32-byte AES-256 key")
         return key
 
-    def _model_row(self, model_id: str):
+    def _model_row(self, model_id: str) -> Any:
         row = self.store.get("models", (model_id,))
         if row is None:
             raise NotFound(f"model {model_id!r} is not registered")
@@ -202,7 +202,7 @@ class KeyService:
                              user_id=user_id, reason=str(exc)[:200])
         raise exc
 
-    def _require_owner(self, model_id: str, pid: str, event: str):
+    def _require_owner(self, model_id: str, pid: str, event: str) -> Any:
         row = self._model_row(model_id)
         if row["owner"] != pid:
             self._refuse(AccessDenied(f"only the owner of model {model_id!r} may do this"), event, pid, model_id)

@@ -103,7 +103,7 @@ class Store:
     migrated_from: int | None = None   # the version found on disk when this process upgraded it
 
     def __init__(self) -> None:
-        self.sealer: Sealer | None = None
+        self._sealer: Sealer | None = None
         self.clock: Callable[[], float] = lambda: 0.0
         self._mlock = threading.RLock()
         self._frontier = Frontier()
@@ -126,6 +126,17 @@ class Store:
         self._tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._sync_lock = threading.Lock()
         self._sync_started = 0.0
+
+    @property
+    def sealer(self) -> Sealer:
+        """The MAC keys: there once the storage key is attached (`attach`)."""
+        if self._sealer is None:
+            raise IntegrityError("the store has no storage key attached")
+        return self._sealer
+
+    @sealer.setter
+    def sealer(self, value: Sealer) -> None:
+        self._sealer = value
 
     # --- backend primitives -------------------------------------------------
     def _tx(self):  # pragma: no cover - abstract
@@ -394,9 +405,10 @@ class Store:
         if c.frontier is None:
             with self._mlock:
                 c.frontier = self._frontier.copy()
-                c.next_seq = self._next_seq
-            if c.next_seq is None:  # not known yet: the first write of this process
-                c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
+                known = self._next_seq
+            if known is None:  # not known yet: the first write of this process
+                known = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
+            c.next_seq = known
             if c.next_seq + len(full) >= _MAX_SEQ:
                 raise IntegrityError("the audit table's row ids were pushed to their limit (the database was "
                                      "edited)")
@@ -428,6 +440,7 @@ class Store:
         with self._mlock:
             if self._frontier.size != c.leaves[0][0]:
                 return  # another thread followed these leaves from the database already
+            assert c.frontier is not None  # set by the first append of the transaction
             self._frontier = c.frontier
             self._last_leaf = c.leaves[-1][1]
             self._next_seq = c.next_seq
@@ -579,7 +592,7 @@ class Store:
             with self._mlock:
                 expected = self._versions.get((table, row_key(key)))
                 hit = self._rows.get((table, key))
-            if expected is None and self.sealer is not None:
+            if expected is None and self._sealer is not None:
                 self.stats.add(row_cache_hits=1)
                 return None
             if hit is not None and hit[0] == expected:

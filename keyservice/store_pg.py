@@ -73,7 +73,7 @@ class PgStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
-            found = row["version"] if row else 0
+            found = int(row["version"]) if row else 0  # type: ignore[call-overload]  # dict_row rows
             for version, script in store_schema.MIGRATIONS:
                 if version > found:
                     for stmt in store_schema.statements(script, TYPES):
