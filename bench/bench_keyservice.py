@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,28 +25,10 @@ ATTEST_CALLS = 60
 def rate(fn, clients: int, seconds: float, max_calls: int | None = None) -> float:
     """Calls per second of `fn()()` from `clients` threads for `seconds`, or until
     `max_calls` in all (to stay inside a rate limiter's burst)."""
-    stop = time.perf_counter() + seconds
-    counts = [0] * clients
-    errors: list[BaseException] = []
+    from bench.loadgen import run_clients
 
-    def worker(i: int) -> None:
-        try:
-            ctx = fn()
-            while time.perf_counter() < stop and (max_calls is None or sum(counts) < max_calls):
-                ctx()
-                counts[i] += 1
-        except Exception as exc:  # noqa: BLE001 - re-raised below: a failing call is no rate
-            errors.append(exc)
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} client(s) failed: {type(errors[0]).__name__}: {errors[0]}")
-    return sum(counts) / (time.perf_counter() - t0)
+    calls = [fn() for _ in range(clients)]
+    return float(run_clients(clients, lambda i: calls[i](), seconds, max_calls)["releases_per_s"])
 
 
 def dcap_rate(seconds: float, clients: int) -> float:

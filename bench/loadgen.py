@@ -9,14 +9,15 @@ import time
 from typing import Callable
 
 
-def run_clients(n: int, call: Callable[[int], object], seconds: float) -> dict:
+def run_clients(n: int, call: Callable[[int], object], seconds: float, max_calls: int | None = None) -> dict:
+    """`max_calls`: stop after that many calls in all (to stay inside a rate limiter's burst)."""
     lat: list[list[float]] = [[] for _ in range(n)]
     errors: list[BaseException] = []
     stop = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
         try:
-            while time.perf_counter() < stop:
+            while time.perf_counter() < stop and (max_calls is None or sum(map(len, lat)) < max_calls):
                 t0 = time.perf_counter()
                 call(i)
                 lat[i].append(time.perf_counter() - t0)
