@@ -25,6 +25,7 @@ FetchMany = Callable[[str, list[str], Deadline], dict]
 @dataclass
 class _Waiter:
     user_id: str
+    deadline: Deadline
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     answer: dict[str, Any] | None = None
@@ -48,7 +49,7 @@ class RequestKeyBatcher:
     def fetch(self, model_id: str, user_id: str, deadline: Deadline) -> dict[str, Any]:
         """This user's release: {request_key, request_key_version, max_requests};
         AccessDenied when the key service refused the user."""
-        w = _Waiter(user_id)
+        w = _Waiter(user_id, deadline)
         with self._lock:
             m = self._models.get(model_id)
             if m is None:
@@ -94,7 +95,10 @@ class RequestKeyBatcher:
             if not m.queue:
                 m.calling = False
                 return
-            nxt = m.queue[0]
+            # The next call runs under its leader's budget and serves the next batch:
+            # the waiter of that batch with the most budget left leads, so no one's
+            # call ends on a shorter budget than its own (the oldest has the least).
+            nxt = max(m.queue[:self.max_users], key=lambda w: w.deadline.end)
             nxt.lead = True   # under the lock: a waiter that times out checks it there
         nxt.done.set()
 

@@ -497,7 +497,8 @@ class KeyService:
                 allow_classical=self.classical_ok))}
             self.metrics.releases.labels("ok").inc()
             entries.append({**base, "outcome": "ok", "reason": None})
-        self.log_writer.append_many(entries)   # durable before the answer leaves
+        if entries:  # every user a counted refusal: nothing to log, no write transaction
+            self.log_writer.append_many(entries)   # durable before the answer leaves
         self.tokens.touch(self._token_hash(token_hex))
         return {"model_id": model_id, "insecure_simulation": claims.simulated,
                 "max_requests": self.config.release_max_requests, "users": answers}

@@ -310,18 +310,24 @@ class Store:
         self.leaves_read += 1
 
     def sync_after(self, arrived: float, known: int = 0, max_age_s: float = 0.0) -> TreeHead:
-        """Follow the log unless a follow began after `arrived - max_age_s`
-        (time.monotonic()) and the caller holds no larger tree (`known`): an answer
-        then reflects every write committed `max_age_s` before its request and
-        every write its caller has seen. Requests that queue while a follow runs
-        share the next one: one query for a burst."""
-        if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
+        """Follow the log unless a follow that began after `arrived - max_age_s`
+        (time.monotonic()) has completed and the caller holds no larger tree
+        (`known`): an answer then reflects every write committed `max_age_s`
+        before its request and every write its caller has seen. Requests that
+        arrive while a follow runs wait for it (or for the next one): a follow
+        that is still running, or that failed, vouches for nothing."""
+        if self._fresh(arrived, known, max_age_s):
             return self._head
         with self._sync_lock:
-            if not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s:
+            if self._fresh(arrived, known, max_age_s):
                 return self._head
-            self._sync_started = time.monotonic()
-            return self.sync()
+            started = time.monotonic()
+            head = self.sync()
+            self._sync_started = started   # set only once the follow succeeded
+            return head
+
+    def _fresh(self, arrived: float, known: int, max_age_s: float) -> bool:
+        return not self.broken and known <= self._head.size and self._sync_started > arrived - max_age_s
 
     def sync(self, c: Conn | None = None) -> TreeHead:
         """Follow the log from our head to the database's; refuse a database that
@@ -405,10 +411,10 @@ class Store:
         if c.frontier is None:
             with self._mlock:
                 c.frontier = self._frontier.copy()
-                known = self._next_seq
-            if known is None:  # not known yet: the first write of this process
-                known = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
-            c.next_seq = known
+            # The row id from the table itself (one index probe per transaction, not per
+            # leaf): the host may add rows outside the log, and an id learnt from leaves
+            # alone would then collide on every write, across restarts.
+            c.next_seq = int(c.execute("SELECT MAX(seq) AS m FROM audit").fetchone()["m"] or 0) + 1
             if c.next_seq + len(full) >= _MAX_SEQ:
                 raise IntegrityError("the audit table's row ids were pushed to their limit (the database was "
                                      "edited)")
