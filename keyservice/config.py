@@ -31,14 +31,14 @@ class KeyServiceConfig:
     nonces_per_address: tuple[float, int] = (20.0, 200)        # per second, burst
     registrations_per_address: tuple[float, int] = (1.0, 100)  # per second, burst
     proofs_per_address: tuple[float, int] = (20.0, 200)        # anonymous log proofs: per second, burst
-    # Signed calls per principal (each appends a leaf): a burst suited to scripts, then 5 a second.
+    # Signed calls per principal: a burst suited to scripts, then 5 a second.
     calls_per_principal: tuple[float, int] = (5.0, 60)
-    writes_per_address: tuple[float, int] = (20.0, 600)
-    release_refusal_leaves: tuple[float, int] = (5.0, 50)
+    writes_per_address: tuple[float, int] = (20.0, 600)   # signed writes (each appends leaves), per address
+    release_refusal_leaves: tuple[float, int] = (5.0, 50)  # refused releases logged one leaf each; beyond, counted
     max_commit_batch: int = 256      # log entries one group commit takes at most
     # An answer reflects every write committed this long before its request (other
     # replicas' too) and every write its caller has seen (docs/keyservice.md).
-    follow_max_age_s: float = 0.02  # refused releases logged one leaf each; beyond, counted   # signed writes (each appends leaves), per address
+    follow_max_age_s: float = 0.02
     max_tracked_principals: int = 100_000  # buckets kept, least recently used forgotten first
     refusal_window_s: float = 60.0         # anonymous refusals: one audit row per check per window
     db_url: str | None = None        # postgresql://...: replicas over one database (store_pg.py)

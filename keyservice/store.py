@@ -42,8 +42,11 @@ _PAGE = 2000
 SNAPSHOT_EVERY = 10_000      # leaves between sealed snapshots: what a start-up re-reads at most
 _NODE_CACHE = 1 << 16        # perfect subtrees this replica computed itself, kept for proofs
 _MAX_SEQ = 1 << 62           # the audit table's row ids (not authenticated: a host may push them up)
-_ROW_CACHE = 1 << 17         # checked rows kept, each valid while the log names its version
-_TOKEN_CACHE = 1 << 16       # MAC-checked token rows kept until they expire
+# Checked rows kept, each valid while the log names its version (about 1 KiB a row),
+# and MAC-checked token rows kept until they expire (about 2.5 KiB: a hybrid public
+# key each); least recently used dropped first. occlum_instance/sizing.py counts both.
+_ROW_CACHE = 1 << 15
+_TOKEN_CACHE = 1 << 13
 
 RowRef = tuple[str, str, int, bytes]
 
@@ -116,9 +119,6 @@ class Store:
         self._floor_checked: TreeHead | None = None
         self.broken: str | None = None
         self.leaves_read = 0          # leaves followed from the database by this process
-        # The audit table's next row id (not authenticated: the leaf index is what
-        # counts), known once this replica has followed or written a leaf.
-        self._next_seq: int | None = None
         self.stats = StoreStats()
         # Rows read through `get`, kept with their (version, digest): one is served
         # from memory while the log's version map names exactly that version.
@@ -303,8 +303,6 @@ class Store:
                                  "database belongs to another key-service identity)")
         self._cache(self._frontier.append(h))
         self._last_leaf = h
-        if r["seq"] is not None:
-            self._next_seq = max(self._next_seq or 0, int(r["seq"]) + 1)
         if r["row_tbl"] is not None:
             self._versions[(r["row_tbl"], r["row_key"])] = (int(r["row_ver"]), bytes(r["row_digest"]))
         self.leaves_read += 1
@@ -449,7 +447,6 @@ class Store:
             assert c.frontier is not None  # set by the first append of the transaction
             self._frontier = c.frontier
             self._last_leaf = c.leaves[-1][1]
-            self._next_seq = c.next_seq
             for _i, _h, ref in c.leaves:
                 if ref is not None:
                     self._versions[(ref[0], ref[1])] = (int(ref[2]), ref[3])
@@ -602,6 +599,9 @@ class Store:
                 self.stats.add(row_cache_hits=1)
                 return None
             if hit is not None and hit[0] == expected:
+                with self._mlock:
+                    if (table, key) in self._rows:
+                        self._rows.move_to_end((table, key))
                 self.stats.add(row_cache_hits=1)
                 return hit[1]
         pk, _ = VERSIONED[table]
@@ -766,8 +766,11 @@ class Store:
         here until then, which buys it nothing)."""
         with self._mlock:
             hit = self._tokens.get(token_hash)
-        if hit is not None and hit["expires"] >= self.clock():
-            return hit
+            if hit is not None:
+                if hit["expires"] >= self.clock():
+                    self._tokens.move_to_end(token_hash)
+                    return hit
+                del self._tokens[token_hash]   # expired: forgotten, not kept
         row = self._one("SELECT * FROM tokens WHERE token_hash=?", token_hash)
         if row is not None and not hmac_ok(self.sealer.token_mac(row["token_hash"], row["claims"],
                                                                   bytes(row["public_key"]), row["expires"]),

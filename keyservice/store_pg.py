@@ -24,6 +24,7 @@ from .store import Conn, Store
 
 TYPES = {"BLOB": "BYTEA", "REAL": "DOUBLE PRECISION", "INT": "BIGINT", "SERIAL": "BIGINT PRIMARY KEY"}
 WRITE_LOCK = 0x5E5E_4B53  # pg_advisory_xact_lock key: one writer at a time, cluster-wide
+WRITE_WAIT_S = 20          # the longest a writer waits for the lock or a statement
 
 
 def _sql(sql: str) -> str:
@@ -87,6 +88,11 @@ class PgStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[Conn]:
         with self._connection() as conn, conn.transaction():
+            # Bounded: a lock the host (or a stuck peer) never releases, or a statement
+            # that never ends, is StoreUnavailable after WRITE_WAIT_S, not a hung writer
+            # (the group commit's followers wait a little longer: keyservice/group_commit.py).
+            conn.execute(f"SET LOCAL lock_timeout = '{WRITE_WAIT_S}s'")
+            conn.execute(f"SET LOCAL statement_timeout = '{WRITE_WAIT_S}s'")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield Conn(lambda sql, args: conn.execute(_sql(sql), tuple(args)),
                        lambda sql, rows: conn.cursor().executemany(_sql(sql), [tuple(r) for r in rows]))

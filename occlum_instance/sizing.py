@@ -41,6 +41,9 @@ PYTHON_RUNTIME_MIB = {"action": 192, "keyservice": 128}
 REQUEST_COPIES = 6            # copies of one /run body alive while it is served
 GLIBC_ARENA_MIB = 64          # address space glibc reserves per extra malloc arena
 SQLITE_PER_CONNECTION_MIB = 8  # page cache + statement memory per key-service connection
+# The key service's bounded caches (keyservice/store.py): 32,768 checked rows
+# (~1 KiB each), 8,192 tokens (~2.5 KiB each), 65,536 log nodes (~150 B each).
+KS_CACHES_MIB = 64
 SAFETY_FACTOR = 1.25          # allocator fragmentation, Occlum VM alignment
 KERNEL_HEAP_BASE_MIB = 160    # LibOS kernel heap: SEFS caches, sockets, file tables
 KERNEL_HEAP_PER_THREAD_MIB = 2
@@ -152,6 +155,7 @@ def need(appliance: str, settings: Settings | None = None, plaintext_lens: Itera
         threads = 1 + s.ks_threads + 2 + THREAD_SLACK  # waitress: main + I/O loop
         terms["requests"] = s.ks_threads * 4 * s.ks_max_body_mb
         terms["sqlite"] = s.ks_threads * SQLITE_PER_CONNECTION_MIB
+        terms["caches"] = KS_CACHES_MIB
     max_threads = _ceil_to(threads + PAL_TCS_RESERVE, 8)
     terms["stacks"] = max_threads * s.stack_mb
     terms["malloc_arenas"] = (s.malloc_arena_max - 1) * GLIBC_ARENA_MIB
