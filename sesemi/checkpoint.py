@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +30,7 @@ from .errors import FormatError, IntegrityError
 from .identity import verify_signature
 
 _DASH = "\u2014 "
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")  # every control character but the newline
 MAX_NOTE_BYTES = 4096
 _SIG_ED25519 = b"\x01"
 
@@ -81,7 +83,7 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]]]:
         raise FormatError("checkpoint: a signed note must be valid UTF-8") from None
     if size > MAX_NOTE_BYTES:
         raise FormatError("checkpoint: not a signed note of at most 4 KiB")
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in note):
+    if _CONTROL.search(note):
         raise FormatError("checkpoint: control characters in a signed note")
     cut = note.rfind("\n\n")
     if cut < 0 or not note.endswith("\n"):

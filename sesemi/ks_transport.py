@@ -90,7 +90,7 @@ class _Http:
                 # relies on no state: it is reported as what it says, not as a fork.
                 if witness is not None and not (resp.status >= 500 and not log.proof_from):
                     witness.observe(signed_by.hex(), signed_by, log, sent, what,
-                                    lambda lo, hi: self.proof(lo, hi, signed_by, deadline))
+                                    lambda lo, hi: self.proof(lo, hi, signed_by, deadline), vouched=True)
             except (IntegrityError, FormatError) as exc:
                 detail = ""
                 if resp.status >= 400 and not resp.headers.get(ks_response.H_SIGNATURE):

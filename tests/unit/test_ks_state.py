@@ -154,3 +154,15 @@ def test_a_record_from_before_checkpoints_starts_over(tmp_path):
     assert w.held(SERVICE) is None
     w.observe(SERVICE, PUB, grow(Log(), 2, b"a").answer(None), None, "a")
     assert w.held(SERVICE).size == 2
+
+
+def test_a_vouched_note_still_names_this_key_services_log():
+    """The transport verified the response signature over the note, so the
+    witness need not verify the note's own signature again; its origin must
+    still be this key service's, and a file keeps only notes that verify."""
+    log = grow(Log(), 3, b"a")
+    w = StateWitness()
+    w.observe(SERVICE, PUB, log.answer(None), None, "a", vouched=True)
+    other = checkpoint.sign(checkpoint.Checkpoint("another-log/x", 3, log.frontier.root()), KEY, PUB)
+    with pytest.raises(IntegrityError, match="not this key service's"):
+        StateWitness().observe(SERVICE, PUB, LogAnswer(other, "", ""), None, "a", vouched=True)
