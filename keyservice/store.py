@@ -479,6 +479,23 @@ class Store:
         nodes = self._get_nodes(merkle.nodes_needed(build))
         return build(lambda level, idx: nodes[(level, idx)])
 
+    def _proof_from_memory(self, build: Callable[[merkle.NodeGetter], list[bytes]]) -> list[bytes] | None:
+        """The proof from nodes this replica computed itself (trusted: no check
+        needed), or None when one must come from the database."""
+        class _Miss(Exception):
+            pass
+
+        def get(level: int, idx: int) -> bytes:
+            h = self._nodes.get((level, idx))
+            if h is None:
+                raise _Miss
+            return h
+
+        try:
+            return build(get)
+        except _Miss:
+            return None
+
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         """From the tree of `first` leaves to the tree of `second` (≤ our size).
         A proof to our own head is checked before it is used: every element
@@ -489,6 +506,9 @@ class Store:
             raise IntegrityError(f"no consistency proof from {first} to {second}: this log has "
                                  f"{head.size} leaves")
         if 0 < first < second and second == head.size:
+            mine = self._proof_from_memory(lambda get: merkle.consistency_proof(first, second, get))
+            if mine is not None:
+                return mine
             nodes = self._get_nodes(merkle.nodes_needed(
                 lambda get: (merkle.consistency_proof(first, second, get), merkle.subtree_hash(0, first, get))))
             get = lambda level, idx: nodes[(level, idx)]  # noqa: E731
