@@ -29,14 +29,8 @@ import urllib3
 
 from bench import bench_keyservice_scale as scale
 from bench.common import parse_args, progress, write_result
-from bench.loadgen import run_clients
+from bench.loadgen import pg_commits, process_cpu_s, run_clients
 from bundle_tool.testing import postgres as pg_local
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _metric(url: str, name: str) -> float:
@@ -47,31 +41,22 @@ def _metric(url: str, name: str) -> float:
     return 0.0
 
 
-def _commits(db: str) -> int:
-    import psycopg
-
-    time.sleep(1.2)  # cumulative statistics are flushed about once a second
-    with psycopg.connect(db, autocommit=True) as con:
-        return int(con.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-                   .fetchone()[0])
-
-
 def run(urls: list[str], servers, uid: str, key: bytes, clients: int, seconds: float, db: str) -> dict:
     sessions = [scale.session(urls[i % len(urls)], key) for i in range(clients)]
     for c, token in sessions:
         c.keys(token, "m", uid, False)      # warm
     lock0 = sum(_metric(u, "sesemi_ks_write_lock_held_seconds_total") for u in urls)
     lcpu0 = sum(_metric(u, "sesemi_ks_write_lock_cpu_seconds_total") for u in urls)
-    s0, c0, x0 = sum(_cpu(s.proc.pid) for s in servers), time.process_time(), _commits(db)
+    s0, c0, x0 = sum(process_cpu_s(s.proc.pid) for s in servers), time.process_time(), pg_commits(db)
     out = run_clients(clients, lambda i: sessions[i][0].keys(sessions[i][1], "m", uid, False), seconds)
     n = out["n"]
-    srv, cli = sum(_cpu(s.proc.pid) for s in servers) - s0, time.process_time() - c0
+    srv, cli = sum(process_cpu_s(s.proc.pid) for s in servers) - s0, time.process_time() - c0
     return {**out, "clients": clients, "replicas": len(urls),
             "server_cpu_ms": 1e3 * srv / n, "client_cpu_ms": 1e3 * cli / n,
             "lock_ms": 1e3 * (sum(_metric(u, "sesemi_ks_write_lock_held_seconds_total") for u in urls) - lock0) / n,
             "lock_cpu_ms": 1e3 * (sum(_metric(u, "sesemi_ks_write_lock_cpu_seconds_total") for u in urls)
                                   - lcpu0) / n,
-            "commits_per_release": (_commits(db) - x0 - 1) / n}
+            "commits_per_release": (pg_commits(db) - x0 - 1) / n}
 
 
 def main() -> None:

@@ -34,30 +34,23 @@ MODEL_KEY = False  # --model-key: every release also carries the model key (a co
 
 # Runs inside the tree under test: its own key service, SDK and enclave client.
 DRIVER = """
-import json, os, sys, tempfile, time
+import json, sys, tempfile, time
 from pathlib import Path
 import bench.bench_keyservice_scale as scale
 db, seconds, clients, model_key = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-loadgen_dir = sys.argv[5]  # this tree's bench/: the load loop, whichever tree is measured
+sys.path.insert(0, sys.argv[5])  # this tree's bench/: the load loop, whichever tree is measured
+from loadgen import pg_commits, process_cpu_s, run_clients
 scale.CLIENTS = clients
 
 
 def request_key_releases(urls, uid, ks_key, seconds):
     # An action's steady state: the request key of a user of a model it holds.
-    sys.path.insert(0, loadgen_dir)
-    from loadgen import run_clients
     sessions = [scale.session(urls[0], ks_key) for _ in range(clients)]
     return run_clients(clients, lambda i: sessions[i][0].keys(sessions[i][1], "m", uid, False), seconds)
 
 
 def commits():
-    if not db.startswith("postgresql://"):
-        return 0
-    import psycopg
-    time.sleep(1.2)  # cumulative statistics are flushed about once a second
-    with psycopg.connect(db, autocommit=True) as con:
-        return con.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-                           ).fetchone()[0]
+    return pg_commits(db) if db.startswith("postgresql://") else 0
 
 
 with tempfile.TemporaryDirectory(prefix="sesemi-bench-ab-") as tmp:
@@ -68,15 +61,9 @@ with tempfile.TemporaryDirectory(prefix="sesemi-bench-ab-") as tmp:
         release = scale.releases if model_key else request_key_releases
         release([srv.url], uid, key, 0.3)                  # warm: connections, caches
         before = commits()
-
-        def cpu(pid):
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-        s0, c0 = cpu(srv.proc.pid), time.process_time()
+        s0, c0 = process_cpu_s(srv.proc.pid), time.process_time()
         out = release([srv.url], uid, key, seconds)
-        out["server_cpu_ms_per_release"] = 1e3 * (cpu(srv.proc.pid) - s0) / out["n"]
+        out["server_cpu_ms_per_release"] = 1e3 * (process_cpu_s(srv.proc.pid) - s0) / out["n"]
         out["client_cpu_ms_per_release"] = 1e3 * (time.process_time() - c0) / out["n"]
         out["commits_per_release"] = (commits() - before - 1) / out["n"] if before else None
         try:

@@ -1,9 +1,11 @@
 """Closed-loop load: n client threads, each calling `call(i)` back to back until
-the time is up; latencies and the rate. Standard library only, so a benchmark
-can run it against another tree's code (bench/bench_log_ab.py)."""
+the time is up; latencies and the rate; and what a run cost (a process's CPU,
+a PostgreSQL database's commits). No import of the project's code, so a
+benchmark can run it against another tree's (bench/bench_log_ab.py)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable
@@ -36,3 +38,20 @@ def run_clients(n: int, call: Callable[[int], object], seconds: float, max_calls
     v = sorted(x for row in lat for x in row)
     return {"releases_per_s": len(v) / wall, "p50_ms": 1e3 * v[len(v) // 2],
             "p99_ms": 1e3 * v[min(len(v) - 1, int(len(v) * 0.99))], "n": len(v), "mean_latency_s": sum(v) / len(v)}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pg_commits(db: str) -> int:
+    """The database's committed transactions so far (pg_stat_database)."""
+    import psycopg
+
+    time.sleep(1.2)  # cumulative statistics are flushed about once a second
+    with psycopg.connect(db, autocommit=True) as con:
+        row = con.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0

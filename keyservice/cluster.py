@@ -203,9 +203,10 @@ class PeerWatch:
             self.store.refuse(str(exc))
             return
         except (merkle.ProofError, SesemiError) as exc:
-            self.store.refuse(f"peer replica {url} serves another history: its checkpoint (size {peer.size}, root "
-                              f"{peer.root.hex()[:16]}…) and ours (size {own.size}, root {own.root.hex()[:16]}…) "
-                              f"are not one log ({exc}): the database was forked")
+            self.store.refuse(f"peer replica {url} serves another history: its checkpoint "
+                              f"({checkpoint.describe(peer.size, peer.root)}) and ours "
+                              f"({checkpoint.describe(own.size, own.root)}) are not one log ({exc}): the database "
+                              "was forked")
             return
         self.store.observe_peer(peer)
 

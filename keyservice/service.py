@@ -446,6 +446,25 @@ class KeyService:
 
     MAX_BATCH_USERS = 64
 
+    def _wrap_request_key(self, rk: Any, pub: bytes, model_id: str, user_id: str) -> tuple[int, str]:
+        """(version, the request key HPKE-wrapped to the enclave's key, bound to its context)."""
+        key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
+        version = int(rk["version"])
+        return version, b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
+                                                                    str(version)),
+                                           allow_classical=self.classical_ok))
+
+    def _refusal_is_a_leaf(self, model_id: str, reason: str, detail: str) -> bool:
+        """A refused release is a log leaf each while refusals are rare; a flood (any
+        attested enclave may ask) is counted instead, one row per check and model
+        per window (docs/keyservice.md, "Bounds")."""
+        try:
+            self._refusal_leaves.take("all")
+        except RateLimited:
+            self.refusals.count("release", reason, detail, model_id=model_id)
+            return False
+        return True
+
     def release_request_keys(self, token_hex: str, body: Any) -> dict[str, Any]:
         """Request keys of several users of one model in one call (an action after a
         burst or a restart): one token, one policy check, each user released or
@@ -483,18 +502,11 @@ class KeyService:
                 # One answer for both refusals: the action refuses such a user alike either way.
                 answers[user_id] = {"refused": "not granted, or no request key"}
                 self.metrics.releases.labels("refused").inc()
-                try:  # a leaf each while rare, as for single releases; then counted
-                    self._refusal_leaves.take("all")
-                except RateLimited:
-                    self.refusals.count("release", "not granted or no request key", "", model_id=model_id)
-                    continue
-                entries.append({**base, "outcome": "refused", "reason": "not granted or no request key"})
+                if self._refusal_is_a_leaf(model_id, "not granted or no request key", ""):
+                    entries.append({**base, "outcome": "refused", "reason": "not granted or no request key"})
                 continue
-            key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
-            version = int(rk["version"])
-            answers[user_id] = {"request_key_version": version, "request_key": b64e(hpke_box.seal(
-                key, pub, hpke_box.info("release-request-key", model_id, user_id, str(version)),
-                allow_classical=self.classical_ok))}
+            version, box = self._wrap_request_key(rk, pub, model_id, user_id)
+            answers[user_id] = {"request_key_version": version, "request_key": box}
             self.metrics.releases.labels("ok").inc()
             entries.append({**base, "outcome": "ok", "reason": None})
         if entries:  # every user a counted refusal: nothing to log, no write transaction
@@ -523,13 +535,7 @@ class KeyService:
         def refuse(exc: SesemiError, reason: str) -> None:
             self.metrics.releases.labels("refused").inc()
             self.metrics.refusals.labels("release", reason.split(":")[0]).inc()
-            # A leaf each while refusals are rare; a flood (any attested enclave may ask)
-            # is counted instead, one row per check and model per window.
-            try:
-                self._refusal_leaves.take("all")
-            except RateLimited:
-                self.refusals.count("release", reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)",
-                                    model_id=model_id)
+            if not self._refusal_is_a_leaf(model_id, reason, f"{reason} (mrenclave {claims.mrenclave[:16]}…)"):
                 raise exc from None
             self.log_writer.append({"ts": now, "event": "release", "outcome": "refused", "model_id": model_id,
                                     "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,
@@ -560,12 +566,7 @@ class KeyService:
             rk = self.store.request_key(model_id, user_id)
             if rk is None:
                 refuse(NotFound("this user has not enrolled a request key for the model"), "no request key")
-            key = self.secrets.decrypt_at_rest(rk["key_ct"], "request", model_id, user_id)
-            version = int(rk["version"])
-            out["request_key_version"] = version
-            out["request_key"] = b64e(hpke_box.seal(key, pub, hpke_box.info("release-request-key", model_id, user_id,
-                                                                           str(version)),
-                                                    allow_classical=self.classical_ok))
+            out["request_key_version"], out["request_key"] = self._wrap_request_key(rk, pub, model_id, user_id)
         # Durable before the answer leaves; releases that arrive together share the commit.
         self.log_writer.append({"ts": now, "event": "release", "outcome": "ok", "model_id": model_id,
                                 "user_id": user_id, "mrenclave": claims.mrenclave, "tee": claims.tee,

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from sesemi import ks_log, merkle
+from sesemi import checkpoint, ks_log, merkle
 from sesemi.encoding import lp
 from sesemi.errors import IntegrityError, RollbackDetected
 from sesemi.merkle import Frontier
@@ -376,9 +376,9 @@ class Store:
         except LogNodesEdited as exc:
             self._fail(str(exc))
         except (merkle.ProofError, IntegrityError) as exc:
-            self._fail(f"the database is a fork: its log (tree size {head.size}, root {head.root.hex()[:16]}…) "
-                       f"does not extend the checkpoint a peer replica has seen (size {floor.size}, root "
-                       f"{floor.root.hex()[:16]}…): {exc}")
+            self._fail(f"the database is a fork: its log (tree {checkpoint.describe(head.size, head.root)}) does not "
+                       f"extend the checkpoint a peer replica has seen ({checkpoint.describe(floor.size, floor.root)}): "
+                       f"{exc}")
         self._floor_checked = floor
 
     def observe_peer(self, head: TreeHead) -> None:
@@ -526,7 +526,11 @@ class Store:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         if not 0 <= index < size <= self._head.size:
             raise IntegrityError(f"no inclusion proof of leaf {index} in a tree of {size}")
-        return self._proof(lambda get: merkle.inclusion_proof(index, size, get))
+
+        def build(get: merkle.NodeGetter) -> list[bytes]:
+            return merkle.inclusion_proof(index, size, get)
+
+        return self._proof_from_memory(build) or self._proof(build)
 
     def leaf_entry(self, index: int) -> dict[str, Any]:
         """A leaf's entry, checked against its hash and MAC."""

@@ -44,6 +44,11 @@ def key_id(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _SIG_ED25519 + public).digest()[:4]
 
 
+def describe(size: int, root: bytes) -> str:
+    """How errors name a tree head."""
+    return f"size {size}, root {root.hex()[:16]}…"
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     origin: str
@@ -55,7 +60,7 @@ class Checkpoint:
 
     def short(self) -> str:
         """How errors name a checkpoint."""
-        return f"size {self.size}, root {self.root.hex()[:16]}…"
+        return describe(self.size, self.root)
 
 
 def sign(cp: Checkpoint, signer: Ed25519PrivateKey, public: bytes) -> str:

@@ -44,7 +44,7 @@ class Held:
     note: str
 
     def short(self) -> str:
-        return f"size {self.size}, root {self.root.hex()[:16]}…"
+        return checkpoint.describe(self.size, self.root)
 
 
 @dataclass(frozen=True)
