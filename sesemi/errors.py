@@ -81,12 +81,6 @@ class Conflict(SesemiError):
     http_status = 409
 
 
-class RateLimited(SesemiError):
-    """A caller without a credential asked for more than its share (retry later)."""
-
-    http_status = 429
-
-
 class PinMismatch(SesemiError):
     """The key service's key differs from the one this client pinned."""
 
@@ -97,6 +91,13 @@ class UnavailableError(SesemiError):
     """A dependency (key service, device) could not be reached or is not present."""
 
     http_status = 503
+
+
+class RateLimited(UnavailableError):
+    """A caller asked for more than its share (429): retryable, as anything
+    unavailable is, once its bucket refills (docs/keyservice.md, "Bounds")."""
+
+    http_status = 429
 
 
 class TimeoutExpired(UnavailableError):
